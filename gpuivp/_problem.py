@@ -1,0 +1,298 @@
+"""Validate once, normalise into a :class:`Problem` every backend reads."""
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.integrate import OdeSolver
+
+from .methods import METHODS, SCIPY_ONLY
+
+EPS64 = np.finfo(np.float64).eps
+
+ARGS_RULE = ("each element of `args` must be a scalar (shared by all trajectories), an array "
+             "whose last axis has length k (one entry per trajectory), or gpuivp.shared(array) "
+             "(one array shared by all trajectories)")
+
+
+class shared:
+    """Mark an array argument as shared by every trajectory of an ensemble.
+
+    Parameters
+    ----------
+    array : array_like
+        Passed to ``fun`` as it is, whatever its shape.
+
+    Examples
+    --------
+    >>> import numpy as np, gpuivp
+    >>> A = gpuivp.shared(np.eye(2))   # one matrix for all trajectories
+    """
+
+    def __init__(self, array):
+        self.array = array
+
+    def __repr__(self):
+        return f"gpuivp.shared({self.array!r})"
+
+    def __reduce__(self):
+        return (shared, (self.array,))
+
+
+def is_cupy(x) -> bool:
+    return type(x).__module__.split(".")[0] == "cupy"
+
+
+def to_numpy(x):
+    """A NumPy array from a NumPy or CuPy array (or anything array-like)."""
+    if is_cupy(x):
+        return x.get()
+    return np.asarray(x)
+
+
+def method_names():
+    return list(METHODS) + list(SCIPY_ONLY)
+
+
+def check_method(method):
+    """The method's name, or the OdeSolver subclass itself; else a ValueError."""
+    if inspect.isclass(method) and issubclass(method, OdeSolver):
+        return method
+    if isinstance(method, str) and (method in METHODS or method in SCIPY_ONLY):
+        return method
+    raise ValueError(f"`method` must be one of {method_names()} or an OdeSolver subclass, "
+                     f"got {method!r}.")
+
+
+def check_t_span(t_span):
+    try:
+        t0, t1 = (float(v) for v in t_span)
+    except (TypeError, ValueError):
+        raise ValueError(f"`t_span` must be two finite numbers (t0, t1), got {t_span!r}.") \
+            from None
+    if not (math.isfinite(t0) and math.isfinite(t1)):
+        raise ValueError(f"`t_span` must be two finite numbers (t0, t1), got {t_span!r}.")
+    return t0, t1
+
+
+def check_y0(y0):
+    """y0 as a float NumPy array of ndim 1 or 2 (its original dtype kept when float)."""
+    y0 = to_numpy(y0)
+    if y0.dtype == object:
+        raise TypeError("`y0` must be a numeric array, got an object array.")
+    if np.iscomplexobj(y0):
+        raise ValueError("`y0` is complex: complex states are not supported by gpuivp; "
+                         "split them into real and imaginary parts.")
+    if not (np.issubdtype(y0.dtype, np.number) or y0.dtype == bool):
+        raise TypeError(f"`y0` must be a real numeric array, got dtype {y0.dtype}.")
+    if y0.ndim not in (1, 2):
+        raise ValueError(f"`y0` must be 1-D (one IVP) or 2-D (n, k) (an ensemble of k), "
+                         f"got shape {y0.shape}.")
+    if y0.dtype not in (np.float32, np.float64):
+        y0 = y0.astype(np.float64)
+    if not np.all(np.isfinite(y0)):
+        raise ValueError("`y0` must be finite (no NaN or inf).")
+    return y0
+
+
+def check_dtype(dtype, y0):
+    if dtype is None:
+        return np.dtype(y0.dtype) if y0.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"`dtype` must be float32 or float64, got {dtype!r}.") from None
+    if dt not in (np.float32, np.float64):
+        raise ValueError(f"`dtype` must be float32 or float64, got {dt}.")
+    return dt
+
+
+def check_args(args):
+    """scipy's check: ``args`` must unpack."""
+    if args is None:
+        return ()
+    try:
+        return tuple(args)
+    except TypeError as exc:
+        raise TypeError(f"Supplied 'args' cannot be unpacked. Please supply `args` as a tuple "
+                        f"(e.g. `args=({args},)`)") from exc
+
+
+def ensemble_args(args, k_y0, dtype):
+    """Classify ensemble args; returns (values, kinds, k).
+
+    kinds: ``"scalar"``, ``"shared"`` or ``"traj<ndim>"``.
+    """
+    lengths = {}
+    for m, a in enumerate(args):
+        if isinstance(a, shared):
+            continue
+        if np.ndim(a) > 0 or is_cupy(a):
+            arr = to_numpy(a)
+            if arr.ndim == 0:
+                continue
+            lengths[m] = arr.shape[-1]
+    ks = set(lengths.values())
+    if k_y0 != 1:
+        ks.add(k_y0)
+    if len(ks) > 1:
+        detail = ", ".join(f"args[{m}] has last axis {L}" for m, L in lengths.items())
+        raise ValueError(f"Per-trajectory lengths disagree: `y0` has k={k_y0} trajectories, "
+                         f"{detail}; {ARGS_RULE}.")
+    k = ks.pop() if ks else k_y0
+    values, kinds = [], []
+    for m, a in enumerate(args):
+        if isinstance(a, shared):
+            arr = to_numpy(a.array)
+            if np.issubdtype(arr.dtype, np.floating):
+                arr = arr.astype(dtype)
+            values.append(np.ascontiguousarray(arr))
+            kinds.append("shared")
+        elif m in lengths:
+            arr = to_numpy(a)
+            if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
+                                           or arr.dtype == bool):
+                raise ValueError(f"args[{m}] is not a numeric array; {ARGS_RULE}.")
+            if np.iscomplexobj(arr):
+                raise ValueError(f"args[{m}] is complex: not supported.")
+            if np.issubdtype(arr.dtype, np.floating):
+                arr = arr.astype(dtype)
+            values.append(np.ascontiguousarray(arr))
+            kinds.append(f"traj{arr.ndim}")
+        elif isinstance(a, (numbers.Number, np.generic)) or (isinstance(a, np.ndarray)
+                                                            and a.ndim == 0):
+            v = np.asarray(a).item()
+            if isinstance(v, complex):
+                raise ValueError(f"args[{m}] is complex: not supported.")
+            values.append(np.int64(v) if isinstance(v, (bool, int)) else dtype.type(v))
+            kinds.append("scalar")
+        else:
+            raise ValueError(f"args[{m}] of type {type(a).__name__} is not valid; {ARGS_RULE}.")
+    return tuple(values), tuple(kinds), k
+
+
+def check_tol(rtol, atol, n, dtype):
+    """scipy's validate_tol, with the rtol floor at the working dtype's epsilon."""
+    eps = np.finfo(dtype).eps
+    rtol = np.asarray(rtol, dtype=float)
+    if rtol.ndim != 0:
+        raise ValueError("`rtol` must be a scalar.")
+    if not np.isfinite(rtol) or rtol < 0:
+        raise ValueError(f"`rtol` must be a finite non-negative number, got {float(rtol)}.")
+    if rtol < 100 * eps:
+        warnings.warn("At least one element of `rtol` is too small. "
+                      f"Setting `rtol = np.maximum(rtol, {100 * eps})`.", stacklevel=4)
+        rtol = np.maximum(rtol, 100 * eps)
+    atol = np.asarray(to_numpy(atol), dtype=float)
+    if atol.ndim > 0 and atol.shape != (n,):
+        raise ValueError(f"`atol` has wrong shape: expected a scalar or shape ({n},), "
+                         f"got {atol.shape}.")
+    if np.any(atol < 0) or not np.all(np.isfinite(atol)):
+        raise ValueError("`atol` must be finite and non-negative.")
+    return float(rtol), np.broadcast_to(atol, (n,)).astype(dtype)
+
+
+def check_t_eval(t_eval, t0, t1):
+    if t_eval is None:
+        return None
+    t_eval = np.asarray(to_numpy(t_eval), dtype=float)
+    if t_eval.ndim != 1:
+        raise ValueError("`t_eval` must be 1-dimensional.")
+    if not np.all(np.isfinite(t_eval)):
+        raise ValueError("`t_eval` must be finite.")
+    if np.any(t_eval < min(t0, t1)) or np.any(t_eval > max(t0, t1)):
+        raise ValueError("Values in `t_eval` are not within `t_span`.")
+    d = np.diff(t_eval)
+    if (t1 >= t0 and np.any(d <= 0)) or (t1 < t0 and np.any(d >= 0)):
+        raise ValueError("Values in `t_eval` are not properly sorted: they must be strictly "
+                         "increasing (decreasing for backward integration).")
+    return t_eval
+
+
+def check_steps(method, dt, first_step, max_step, max_steps, t0, t1):
+    fixed = isinstance(method, str) and method in METHODS and not METHODS[method].adaptive
+    if dt is not None:
+        try:
+            dt = float(dt)
+        except (TypeError, ValueError):
+            raise TypeError(f"`dt` must be a number, got {dt!r}.") from None
+        if not (math.isfinite(dt) and dt > 0):
+            raise ValueError(f"`dt` must be a finite positive number, got {dt}.")
+        if first_step is not None:
+            raise ValueError("`dt` and `first_step` contradict each other: give only one.")
+        if not (isinstance(method, str) and method in METHODS):
+            raise ValueError(f"`dt` (fixed steps) is not supported by method {method!r}.")
+    elif fixed:
+        raise ValueError(f"Fixed-step method {method!r} needs a step size: pass `dt`.")
+    max_step = float(max_step)
+    if not max_step > 0:
+        raise ValueError("`max_step` must be positive.")
+    if first_step is not None:
+        first_step = float(first_step)
+        if not first_step > 0:
+            raise ValueError("`first_step` must be positive.")
+        if first_step > abs(t1 - t0):
+            raise ValueError("`first_step` exceeds bounds.")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral) \
+            or max_steps < 1:
+        raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
+    return dt, first_step, max_step, int(max_steps)
+
+
+@dataclass
+class Problem:
+    """A validated ensemble problem: what a backend needs and nothing else."""
+
+    fun: object
+    t0: float
+    t1: float
+    y0: np.ndarray            # (n, k), dtype
+    args: tuple               # normalised values
+    arg_kinds: tuple          # "scalar" | "shared" | "traj<d>"
+    t_eval: np.ndarray | None
+    rtol: float
+    atol: np.ndarray          # (n,)
+    first_step: float | None
+    max_step: float
+    dt: float | None
+    max_steps: int
+    dtype: np.dtype
+    vectorized: bool
+    method: object            # name or OdeSolver subclass
+    options: dict = field(default_factory=dict)
+    progress: bool = False
+
+    @property
+    def n(self):
+        return self.y0.shape[0]
+
+    @property
+    def k(self):
+        return self.y0.shape[1]
+
+    @property
+    def direction(self):
+        return 1.0 if self.t1 >= self.t0 else -1.0
+
+    @property
+    def n_fixed(self):
+        """Number of fixed steps: ceil(|t1 - t0| / dt - 1e-12)."""
+        if self.dt is None:
+            return 0
+        return max(1, math.ceil(abs(self.t1 - self.t0) / self.dt - 1e-12))
+
+    def traj_args(self, i):
+        """The arguments ``fun`` gets for trajectory ``i`` (as compiled backends pass them)."""
+        return tuple(a[..., i] if kind.startswith("traj") else a
+                     for a, kind in zip(self.args, self.arg_kinds))
+
+    def subset(self, idx):
+        """The same problem restricted to trajectories ``idx`` (a slice or index array)."""
+        import dataclasses
+        args = tuple(a[..., idx] if kind.startswith("traj") else a
+                     for a, kind in zip(self.args, self.arg_kinds))
+        return dataclasses.replace(self, y0=self.y0[:, idx], args=args)

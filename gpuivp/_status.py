@@ -1,0 +1,29 @@
+"""Status codes: plain ints for device code, messages for users."""
+
+SUCCESS = 0
+TERMINATED = 1
+FAIL_STEP = -1
+FAIL_MAXSTEPS = -2
+FAIL_NONFINITE = -3
+# Engine-internal states (never returned): not started, mid-run, mid-step after a rejection.
+INIT = 10
+RUNNING = 11
+REJECTED = 12
+
+MESSAGES = {
+    SUCCESS: "The solver successfully reached the end of the integration interval.",
+    TERMINATED: "A termination event occurred.",
+    FAIL_STEP: "Required step size is less than spacing between numbers.",
+    FAIL_MAXSTEPS: "The maximum number of step attempts (`max_steps`) was reached. "
+                   "Try increasing max_steps.",
+    FAIL_NONFINITE: "The derivative or the error estimate was not finite (NaN or inf).",
+}
+
+
+def summary(status) -> str:
+    """One line counting each status of an ensemble, worst first."""
+    import numpy as np
+
+    codes, counts = np.unique(np.asarray(status), return_counts=True)
+    parts = [f"{c} x {int(s)} ({MESSAGES.get(int(s), 'unknown')})" for s, c in zip(codes, counts)]
+    return "; ".join(parts) if parts else "Empty ensemble."

@@ -1,0 +1,438 @@
+"""The per-trajectory engine: the whole integration of one trajectory as one loop.
+
+The loop is generated as Python source, specialised per (method, state size,
+argument kinds, dtype, features) and compiled by numba: with ``njit`` for the
+CPU (:mod:`gpuivp.backends.numba`) and with ``cuda.jit(device=True)`` for the
+GPU (:mod:`gpuivp.backends.cuda`). The generated code is scalarised: every state
+component and every stage is its own local variable and every coefficient a
+typed constant, so on the GPU the state lives in registers (no local-memory
+stack frame for small systems) and float32 code contains no float64 arithmetic.
+
+The integration is resumable. All per-trajectory state lives in ``st_*``
+arrays (trajectory index last, so GPU accesses coalesce); one call runs at most
+``budget`` step attempts and stores the state back. Backends use this to run in
+time slices (progress, Ctrl-C, GPU watchdog) at no cost in results.
+
+The step logic is scipy's ``RungeKutta._step_impl`` and ``select_initial_step``
+with the operations in scipy's order, so float64 runs take scipy's steps.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..methods import Tableau
+from .._status import INIT, REJECTED, RUNNING
+
+# Integer positions inside the ``st_cnt`` (4, k) counter array.
+CNT_NFEV, CNT_NACC, CNT_NREJ, CNT_IE = range(4)
+# Positions inside the ``ctrl`` float array and the ``iparams`` int array.
+CTRL_FIELDS = ("t0", "t1", "rtol", "first_step", "max_step", "dt", "direction")
+IPARAM_FIELDS = ("max_steps", "budget", "n_fixed", "n_eval")
+
+
+class _Src:
+    """Indented source lines."""
+
+    def __init__(self):
+        self.lines = []
+
+    def __call__(self, indent, text):
+        for line in text.strip("\n").split("\n"):
+            self.lines.append("    " * indent + line)
+
+    def text(self):
+        return "\n".join(self.lines) + "\n"
+
+
+class EngineSource:
+    """Generated source of ``solve_one`` and the constants it reads.
+
+    Parameters
+    ----------
+    tableau : Tableau
+        The method.
+    n : int
+        State size.
+    arg_kinds : tuple of str
+        One entry per user argument: ``"scalar"`` (shared scalar), ``"shared"``
+        (shared array, passed whole) or ``"traj<d>"`` (per trajectory, ``d`` =
+        the array's ndim; the function gets ``arg[..., i]``).
+    dtype : numpy dtype
+        float32 or float64.
+    fixed : bool
+        Run at the fixed step ``dt`` instead of adaptively.
+    target : {"cpu", "cuda"}
+        Where the code runs: decides how the scratch state vector is allocated.
+    """
+
+    def __init__(self, tableau: Tableau, n: int, arg_kinds: tuple, dtype, fixed: bool,
+                 target: str):
+        self.tab = tableau
+        self.n = n
+        self.arg_kinds = tuple(arg_kinds)
+        self.dtype = np.dtype(dtype)
+        self.fixed = fixed or not tableau.adaptive
+        self.target = target
+        self.consts = {}
+        self.src = self._generate()
+
+    # -- constants ---------------------------------------------------------
+    def const(self, name, value):
+        """A typed constant, shared by name (numba freezes global scalars)."""
+        self.consts[name] = self.dtype.type(value)
+        return name
+
+    def _lincomb(self, coefs, prefix, names, j):
+        """``c0*K0_j + c1*K1_j + ...`` over the nonzero coefficients."""
+        terms = [f"{self.const(f'{prefix}_{s}', c)} * {names[s]}_{j}"
+                 for s, c in enumerate(coefs) if c != 0]
+        return " + ".join(terms) if terms else "ZERO"
+
+    # -- pieces --------------------------------------------------------------
+    def _call(self, src, ind, t_expr, y_exprs, out):
+        """Evaluate ``fun`` at (t, y) into scalars ``out_j``."""
+        n = self.n
+        for j in range(n):
+            src(ind, f"yv[{j}] = {y_exprs[j]}")
+        src(ind, f"r = fun({t_expr}, yv{self.call_args})")
+        for j in range(n):
+            src(ind, f"{out}_{j} = DT(r[{j}])")
+
+    def _finite(self, var):
+        return " and ".join(f"isfinite({var}_{j})" for j in range(self.n))
+
+    def _stages(self, src, ind):
+        """Stages 1..s-1, y_new and f_new (K_s) from K_0 = f."""
+        tab, n = self.tab, self.n
+        s = tab.n_stages
+        names = [f"K{m}" for m in range(s + 1)]
+        for j in range(n):
+            src(ind, f"K0_{j} = f_{j}")
+        for st in range(1, s):
+            comb = [self._lincomb(tab.a[st, :st], f"A{st}", names, j) for j in range(n)]
+            self._call(src, ind, f"t + {self.const(f'C{st}', tab.c[st])} * h",
+                       [f"y_{j} + ({comb[j]}) * h" for j in range(n)], f"K{st}")
+        for j in range(n):
+            src(ind, f"yn_{j} = y_{j} + h * ({self._lincomb(tab.b, 'B', names, j)})")
+        self._call(src, ind, "t + h", [f"yn_{j}" for j in range(n)], f"K{s}")
+
+    def _error(self, src, ind):
+        """scipy's error norm of the step into ``err``."""
+        tab, n = self.tab, self.n
+        names = [f"K{m}" for m in range(tab.n_stages + 1)]
+        for j in range(n):
+            src(ind, f"""
+a = abs(y_{j})
+b = abs(yn_{j})
+sc_{j} = atol_{j} + (a if a > b else b) * rtol""")
+        if tab.kind == "dop853":
+            e3, e5 = tab.extra["e3"], tab.extra["e5"]
+            for j in range(n):
+                src(ind, f"e5_{j} = ({self._lincomb(e5, 'E5', names, j)}) / sc_{j}")
+                src(ind, f"e3_{j} = ({self._lincomb(e3, 'E3', names, j)}) / sc_{j}")
+            src(ind, "s5 = " + " + ".join(f"e5_{j} * e5_{j}" for j in range(n)))
+            src(ind, "s3 = " + " + ".join(f"e3_{j} * e3_{j}" for j in range(n)))
+            src(ind, """
+if s5 == ZERO and s3 == ZERO:
+    err = ZERO
+else:
+    err = abs(h) * s5 / sqrt((s5 + HUNDREDTH * s3) * NDIM)""")
+        else:
+            for j in range(n):
+                src(ind, f"ee_{j} = ({self._lincomb(tab.e, 'E', names, j)}) * h / sc_{j}")
+            src(ind, "err = sqrt(" + " + ".join(f"ee_{j} * ee_{j}" for j in range(n))
+                + ") / SQRTN")
+
+    def _interpolate(self, src, ind):
+        """State at ``te`` inside the accepted step [t, t + h] into ``yv``."""
+        tab, n = self.tab, self.n
+        s = tab.n_stages
+        src(ind, "x = (te - t) / h")
+        if tab.kind == "dop853":
+            ex = tab.extra
+            names = [f"K{m}" for m in range(s + 1 + len(ex["c_extra"]))]
+            src(ind, "if not have_extra:")
+            for r, (arow, c) in enumerate(zip(ex["a_extra"], ex["c_extra"])):
+                st = s + 1 + r
+                comb = [self._lincomb(arow[:st], f"AX{st}", names, j) for j in range(n)]
+                self._call(src, ind + 1, f"t + {self.const(f'CX{st}', c)} * h",
+                           [f"y_{j} + ({comb[j]}) * h" for j in range(n)], f"K{st}")
+            src(ind + 1, f"nfev += {len(ex['c_extra'])}")
+            src(ind + 1, "have_extra = True")
+            d = ex["d"]
+            for j in range(n):
+                src(ind, f"""
+F0 = yn_{j} - y_{j}
+F1 = h * K0_{j} - F0
+F2 = TWO * F0 - h * (K{s}_{j} + K0_{j})""")
+                for r in range(d.shape[0]):
+                    src(ind, f"F{3 + r} = h * ({self._lincomb(d[r], f'D{r}', names, j)})")
+                src(ind, "acc = ZERO")
+                for idx, fr in enumerate(reversed(range(3 + d.shape[0]))):
+                    src(ind, f"acc = (acc + F{fr}) * {'x' if idx % 2 == 0 else '(ONE - x)'}")
+                src(ind, f"yv[{j}] = acc + y_{j}")
+        else:
+            p = tab.p
+            names = [f"K{m}" for m in range(s + 1)]
+            src(ind, "xp0 = x")
+            for q in range(1, p.shape[1]):
+                src(ind, f"xp{q} = xp{q - 1} * x")
+            for j in range(n):
+                poly = " + ".join(f"({self._lincomb(p[:, q], f'P{q}', names, j)}) * xp{q}"
+                                  for q in range(p.shape[1]))
+                src(ind, f"yv[{j}] = h * ({poly}) + y_{j}")
+
+    def _on_accept(self, src, ind):
+        """Work done on an accepted step before the state advances: t_eval output."""
+        if self.tab.kind == "dop853":
+            src(ind, "have_extra = False")
+            for st in range(self.tab.n_stages + 1, self.tab.n_stages + 1 + self.tab.n_extra):
+                for j in range(self.n):
+                    src(ind, f"K{st}_{j} = ZERO")
+        src(ind, """
+while ie < n_eval:
+    te = t_eval[ie]
+    if direction * (te - t_new) > ZERO:
+        break""")
+        self._interpolate(src, ind + 1)
+        for j in range(self.n):
+            src(ind + 1, f"out_eval[ie, {j}, i] = yv[{j}]")
+        src(ind + 1, "ie += 1")
+
+    def _advance(self, src, ind):
+        for j in range(self.n):
+            src(ind, f"y_{j} = yn_{j}")
+            src(ind, f"f_{j} = K{self.tab.n_stages}_{j}")
+        src(ind, "t = t_new")
+
+    def _initial_step(self, src, ind):
+        """scipy's ``select_initial_step`` (one evaluation of ``fun``)."""
+        n = self.n
+        for j in range(n):
+            src(ind, f"sc_{j} = atol_{j} + abs(y_{j}) * rtol")
+        src(ind, "d0 = sqrt(" + " + ".join(f"(y_{j} / sc_{j}) * (y_{j} / sc_{j})"
+                                          for j in range(n)) + ") / SQRTN")
+        src(ind, "d1 = sqrt(" + " + ".join(f"(f_{j} / sc_{j}) * (f_{j} / sc_{j})"
+                                          for j in range(n)) + ") / SQRTN")
+        src(ind, """
+if d0 < SMALL5 or d1 < SMALL5:
+    h0 = SMALL6
+else:
+    h0 = HUNDREDTH * d0 / d1
+interval = abs(t1 - t0)
+if interval < h0:
+    h0 = interval""")
+        self._call(src, ind, "t0 + h0 * direction",
+                   [f"y_{j} + h0 * direction * f_{j}" for j in range(n)], "g")
+        src(ind, "nfev += 1")
+        src(ind, "d2 = sqrt(" + " + ".join(f"((g_{j} - f_{j}) / sc_{j}) * ((g_{j} - f_{j}) / sc_{j})"
+                                          for j in range(n)) + ") / SQRTN / h0")
+        src(ind, """
+if d1 <= SMALL15 and d2 <= SMALL15:
+    h1 = h0 * MILLI
+    if h1 < SMALL6:
+        h1 = SMALL6
+else:
+    dm = d2 if d2 > d1 else d1
+    h1 = (HUNDREDTH / dm) ** INV_ORDER
+h_abs = HUNDRED * h0
+if h1 < h_abs:
+    h_abs = h1
+if interval < h_abs:
+    h_abs = interval
+if max_step < h_abs:
+    h_abs = max_step""")
+
+    def _adaptive_attempt(self, src, ind):
+        s = self.tab.n_stages
+        src(ind, """
+min_step = TEN * abs(nextafter(t, direction * INF) - t)
+if status == RUNNING:
+    if h_abs > max_step:
+        h_abs = max_step
+    elif h_abs < min_step:
+        h_abs = min_step
+if h_abs < min_step:
+    status = FAIL_STEP if isfinite(err) else FAIL_NONFINITE
+    break
+if nacc + nrej >= max_steps:
+    status = FAIL_MAXSTEPS
+    break
+h = h_abs * direction
+t_new = t + h
+if direction * (t_new - t1) > ZERO:
+    t_new = t1
+h = t_new - t
+h_abs = abs(h)""")
+        self._stages(src, ind)
+        src(ind, f"nfev += {s}")
+        self._error(src, ind)
+        src(ind, """
+if err < ONE:
+    if err == ZERO:
+        factor = MAXF
+    else:
+        factor = SAFETY * err ** EXPO
+        if factor > MAXF:
+            factor = MAXF
+    if status == REJECTED:
+        if factor > ONE:
+            factor = ONE
+    h_abs = h_abs * factor
+    nacc += 1
+    status = RUNNING""")
+        self._on_accept(src, ind + 1)
+        self._advance(src, ind + 1)
+        src(ind, """
+    if direction * (t - t1) >= ZERO:
+        status = 0
+else:
+    factor = SAFETY * err ** EXPO
+    if not factor > MINF:
+        factor = MINF
+    h_abs = h_abs * factor
+    nrej += 1
+    status = REJECTED""")
+
+    def _fixed_step(self, src, ind):
+        s = self.tab.n_stages
+        src(ind, """
+if nacc >= max_steps:
+    status = FAIL_MAXSTEPS
+    break
+if nacc + 1 >= n_fixed:
+    t_new = t1
+else:
+    t_new = t0 + DT(nacc + 1) * dt * direction
+h = t_new - t""")
+        self._stages(src, ind)
+        src(ind, f"nfev += {s}")
+        src(ind, f"if not ({self._finite('yn')}):")
+        src(ind + 1, "status = FAIL_NONFINITE")
+        src(ind + 1, "break")
+        src(ind, "nacc += 1")
+        self._on_accept(src, ind)
+        self._advance(src, ind)
+        src(ind, """
+if nacc >= n_fixed:
+    status = 0""")
+
+    # -- the function ------------------------------------------------------------
+    def _generate(self):
+        n, tab = self.n, self.tab
+        self.const("ZERO", 0.0)
+        self.const("ONE", 1.0)
+        self.const("TWO", 2.0)
+        self.const("TEN", 10.0)
+        self.const("HUNDRED", 100.0)
+        self.const("HUNDREDTH", 0.01)
+        self.const("MILLI", 1e-3)
+        self.const("SMALL5", 1e-5)
+        self.const("SMALL6", 1e-6)
+        self.const("SMALL15", 1e-15)
+        self.const("INF", np.inf)
+        self.const("NDIM", float(n))
+        self.const("SQRTN", n ** 0.5)
+        self.const("SAFETY", 0.9)
+        self.const("MINF", 0.2)
+        self.const("MAXF", 10.0)
+        if tab.adaptive:
+            self.const("EXPO", tab.error_exponent)
+            self.const("INV_ORDER", 1.0 / (tab.error_order + 1))
+
+        params, unpack = [], []
+        for m, kind in enumerate(self.arg_kinds):
+            params.append(f"arg{m}")
+            if kind.startswith("traj"):
+                d = int(kind[4:])
+                unpack.append(f"p{m} = arg{m}[{':, ' * (d - 1)}i]")
+            else:
+                unpack.append(f"p{m} = arg{m}")
+        self.call_args = "".join(f", p{m}" for m in range(len(self.arg_kinds)))
+
+        src = _Src()
+        src(0, "def solve_one(i, y0, ctrl, iparams, atol, t_eval, out_eval, st_t, st_h, st_err, "
+               "st_y, st_f, st_status, st_cnt" + "".join(", " + p for p in params) + "):")
+        src(1, """
+status = st_status[i]
+if status < INIT:
+    return
+yv = ALLOC_STATE()""")
+        for line in unpack:
+            src(1, line)
+        for m, name in enumerate(CTRL_FIELDS):
+            src(1, f"{name} = ctrl[{m}]")
+        for m, name in enumerate(IPARAM_FIELDS):
+            src(1, f"{name} = iparams[{m}]")
+        for j in range(n):
+            src(1, f"atol_{j} = atol[{j}]")
+            src(1, f"y_{j} = st_y[{j}, i]")
+            src(1, f"f_{j} = st_f[{j}, i]")
+        src(1, f"""
+nfev = st_cnt[{CNT_NFEV}, i]
+nacc = st_cnt[{CNT_NACC}, i]
+nrej = st_cnt[{CNT_NREJ}, i]
+ie = st_cnt[{CNT_IE}, i]
+t = st_t[i]
+h_abs = st_h[i]
+err = st_err[i]
+if status == INIT:
+    t = t0""")
+        for j in range(n):
+            src(2, f"y_{j} = y0[{j}, i]")
+        self._call(src, 2, "t", [f"y_{j}" for j in range(n)], "f")
+        src(2, "nfev = 1")
+        src(2, f"if not ({self._finite('f')}):")
+        src(3, "status = FAIL_NONFINITE")
+        src(2, "elif t0 == t1:")
+        src(3, "status = 0")
+        src(3, "while ie < n_eval:")
+        for j in range(n):
+            src(4, f"out_eval[ie, {j}, i] = y_{j}")
+        src(4, "ie += 1")
+        src(2, "else:")
+        src(3, "status = RUNNING")
+        if not self.fixed:
+            src(3, "if first_step > ZERO:")
+            src(4, "h_abs = first_step")
+            src(3, "else:")
+            self._initial_step(src, 4)
+        src(1, """
+it = 0
+while status >= RUNNING and it < budget:
+    it += 1""")
+        if self.fixed:
+            self._fixed_step(src, 2)
+        else:
+            self._adaptive_attempt(src, 2)
+        src(1, """
+st_status[i] = status
+st_t[i] = t
+st_h[i] = h_abs
+st_err[i] = err""")
+        src(1, f"""
+st_cnt[{CNT_NFEV}, i] = nfev
+st_cnt[{CNT_NACC}, i] = nacc
+st_cnt[{CNT_NREJ}, i] = nrej
+st_cnt[{CNT_IE}, i] = ie""")
+        for j in range(n):
+            src(1, f"st_y[{j}, i] = y_{j}")
+            src(1, f"st_f[{j}, i] = f_{j}")
+        return src.text()
+
+    def namespace(self, fun, alloc_state, nextafter, isfinite, sqrt):
+        """The globals the generated source runs in, for a given target."""
+        from .. import _status
+        ns = dict(self.consts)
+        ns.update(fun=fun, ALLOC_STATE=alloc_state, nextafter=nextafter, isfinite=isfinite,
+                  sqrt=sqrt, DT=self.dtype.type, INIT=INIT, RUNNING=RUNNING,
+                  REJECTED=REJECTED, FAIL_STEP=_status.FAIL_STEP,
+                  FAIL_MAXSTEPS=_status.FAIL_MAXSTEPS, FAIL_NONFINITE=_status.FAIL_NONFINITE)
+        return ns
+
+    def build(self, **namespace_kw):
+        """Exec the source; returns the plain Python ``solve_one``."""
+        ns = self.namespace(**namespace_kw)
+        code = compile(self.src, f"<gpuivp engine {self.tab.name} n={self.n}>", "exec")
+        exec(code, ns)
+        return ns["solve_one"]

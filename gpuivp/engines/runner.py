@@ -1,0 +1,59 @@
+"""Host side of the per-trajectory engine, shared by the ``numba`` and ``cuda`` backends.
+
+Allocates the resumable state (trajectory index last), fills the control
+arrays, runs the compiled engine in time slices and assembles the raw result.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._status import INIT
+from .per_trajectory import CTRL_FIELDS, IPARAM_FIELDS
+
+
+class EngineState:
+    """Per-trajectory state and outputs of one ensemble run, as host arrays."""
+
+    def __init__(self, problem, budget):
+        p = problem
+        n, k, dt = p.n, p.k, p.dtype
+        n_eval = 0 if p.t_eval is None else len(p.t_eval)
+        ctrl = dict(t0=p.t0, t1=p.t1, rtol=p.rtol, first_step=p.first_step or 0.0,
+                    max_step=p.max_step, dt=p.dt or 0.0, direction=p.direction)
+        iparams = dict(max_steps=p.max_steps, budget=budget, n_fixed=p.n_fixed, n_eval=n_eval)
+        self.ctrl = np.array([ctrl[f] for f in CTRL_FIELDS], dtype=dt)
+        self.iparams = np.array([iparams[f] for f in IPARAM_FIELDS], dtype=np.int64)
+        self.y0 = np.ascontiguousarray(p.y0, dtype=dt)
+        self.atol = np.ascontiguousarray(p.atol, dtype=dt)
+        self.t_eval = (np.zeros(1, dtype=dt) if p.t_eval is None
+                       else np.ascontiguousarray(p.t_eval, dtype=dt))
+        self.out_eval = np.full((max(n_eval, 1) if n_eval else 1, n, k if n_eval else 1),
+                                np.nan, dtype=dt)
+        self.st_t = np.zeros(k, dtype=dt)
+        self.st_h = np.zeros(k, dtype=dt)
+        self.st_err = np.zeros(k, dtype=dt)
+        self.st_y = np.zeros((n, k), dtype=dt)
+        self.st_f = np.zeros((n, k), dtype=dt)
+        self.st_status = np.full(k, INIT, dtype=np.int32)
+        self.st_cnt = np.zeros((4, k), dtype=np.int64)
+        self.args = p.args
+        self.n_eval = n_eval
+
+    def arrays(self):
+        """Arguments of ``solve_one`` after ``i``, in order."""
+        return (self.y0, self.ctrl, self.iparams, self.atol, self.t_eval, self.out_eval,
+                self.st_t, self.st_h, self.st_err, self.st_y, self.st_f, self.st_status,
+                self.st_cnt) + tuple(self.args)
+
+    def raw(self):
+        """The backend-neutral raw result."""
+        from .per_trajectory import CNT_NACC, CNT_NFEV, CNT_NREJ
+        return dict(t_final=self.st_t, y_final=self.st_y, status=self.st_status.astype(np.int64),
+                    nfev=self.st_cnt[CNT_NFEV].copy(), naccept=self.st_cnt[CNT_NACC].copy(),
+                    nreject=self.st_cnt[CNT_NREJ].copy(),
+                    y_eval=self.out_eval if self.n_eval else None)
+
+
+def slice_budget(problem, default=1 << 62):
+    """Step attempts per engine call: everything at once, unless progress is shown."""
+    return 2000 if problem.progress else default

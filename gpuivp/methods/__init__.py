@@ -1,0 +1,12 @@
+"""The one tableau registry every backend reads."""
+from ._tableau import Tableau, hermite_p
+from .fixed import EULER, HEUN, MIDPOINT, RK4
+from .scipy_rk import DOP853, RK23, RK45
+from .tsit5 import TSIT5
+
+#: Methods run by gpuivp's own engines, by public name.
+METHODS = {t.name: t for t in (EULER, MIDPOINT, HEUN, RK4, RK23, RK45, DOP853, TSIT5)}
+#: Methods only scipy runs (``backend="scipy"``).
+SCIPY_ONLY = ("Radau", "BDF", "LSODA")
+
+__all__ = ["Tableau", "hermite_p", "METHODS", "SCIPY_ONLY"]

@@ -1,0 +1,1 @@
+"""CUDA C++ sources of the ``cupy`` backend, shipped inside the wheel as ``gpuivp.kernels``."""
