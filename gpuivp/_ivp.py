@@ -49,12 +49,18 @@ def _check_single_shape(fun, t0, y0, args):
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            out = np.asarray(fun(t0, y0, *args))
+            out = fun(t0, y0, *args)
         except (ZeroDivisionError, OverflowError, FloatingPointError):
             return
-    if out.shape != y0.shape:
-        raise ValueError(f"`fun` returned shape {out.shape} for a single IVP with `y0` of shape "
-                         f"{y0.shape}: expected {y0.shape}. {ENSEMBLE_HINT}")
+    shapes = [np.shape(v) for v in out] if isinstance(out, (tuple, list)) else None
+    if shapes is not None and any(s != () for s in shapes):
+        got = f"entries of shapes {shapes}"
+    elif np.shape(out) != y0.shape:
+        got = f"shape {np.shape(out)}"
+    else:
+        return
+    raise ValueError(f"`fun` returned {got} for a single IVP with `y0` of shape {y0.shape}: "
+                     f"expected shape {y0.shape}. {ENSEMBLE_HINT}")
 
 
 def choose_backend(problem, single):

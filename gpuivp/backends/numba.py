@@ -1,7 +1,17 @@
-"""``numba`` backend: the per-trajectory engine compiled with ``njit``, trajectories in ``prange``."""
+"""``numba`` backend: the per-trajectory engine compiled with ``njit``, trajectories in parallel.
+
+Trajectories run on a pool of Python threads, each calling the compiled engine
+(``nogil=True``) on a range of trajectories. Compared with ``prange`` this
+compiles about a second faster (no parfors pass), works from any number of
+caller threads (numba's workqueue layer aborts under concurrent use, e.g. Dask
+threads), and is deterministic: each trajectory's arithmetic is independent of
+how the ensemble is split.
+"""
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -27,18 +37,53 @@ class CompileError(BackendUnavailable):
     """numba could not compile the user's function (the message carries numba's reason)."""
 
 
+_POOL = None
+
+
+def n_threads():
+    """Worker threads: ``NUMBA_NUM_THREADS`` if set, else the CPUs this process may use."""
+    env = os.environ.get("NUMBA_NUM_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _pool():
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(n_threads(), thread_name_prefix="gpuivp")
+    return _POOL
+
+
 def _driver(n_args):
-    """``run(k, ...)``: every trajectory in ``prange``."""
+    """``run_range(a, b, ...)``: trajectories ``a <= i < b``."""
     params = ", ".join(["y0", "ctrl", "iparams", "atol", "t_eval", "out_eval", "st_t", "st_h",
                         "st_err", "st_y", "st_f", "st_status", "st_cnt"]
                        + [f"arg{m}" for m in range(n_args)])
-    return (f"def run(k, {params}):\n"
-            f"    for i in prange(k):\n"
+    return (f"def run_range(a, b, {params}):\n"
+            f"    for i in range(a, b):\n"
             f"        solve_one(i, {params})\n")
 
 
+def _run_parallel(run_range, k, arrays):
+    """Run every trajectory, split into chunks over the thread pool when worth it."""
+    threads = n_threads()
+    if threads == 1 or k < 64:
+        run_range(0, k, *arrays)
+        return
+    run_range(0, 0, *arrays)  # compile here, not racing in the workers
+    bounds = np.linspace(0, k, 8 * threads + 1).astype(np.int64)
+    futures = [_pool().submit(run_range, a, b, *arrays)
+               for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    for f in futures:
+        f.result()
+
+
 def compiled_engine(problem, tableau):
-    """The njit-compiled ``run`` for this problem's specialisation (cached in-process)."""
+    """The njit-compiled ``run_range`` for this problem's specialisation (cached in-process)."""
     import numba
 
     fixed = problem.dt is not None
@@ -58,9 +103,9 @@ def compiled_engine(problem, tableau):
         solve_one = numba.njit(**JIT_OPTIONS)(
             src.build(fun=fun, alloc_state=alloc_state, nextafter=np.nextafter,
                       isfinite=math.isfinite, sqrt=math.sqrt))
-        ns = {"prange": numba.prange, "solve_one": solve_one}
+        ns = {"solve_one": solve_one}
         exec(_driver(len(problem.arg_kinds)), ns)
-        return numba.njit(parallel=True, **JIT_OPTIONS)(ns["run"])
+        return numba.njit(**JIT_OPTIONS)(ns["run_range"])
 
     return cached(key, build)
 
@@ -74,7 +119,7 @@ def solve(problem, tableau):
     with progress_bar(problem) as bar:
         while True:
             try:
-                run(problem.k, *state.arrays())
+                _run_parallel(run, problem.k, state.arrays())
             except numba.core.errors.TypingError as exc:
                 raise CompileError(f"numba could not compile `fun`: {exc}") from exc
             bar.update_to(state)

@@ -1,0 +1,42 @@
+"""Model problems shared by the tests: each right-hand side serves every backend
+(tuple return, NumPy functions, works on scalars and on (n, m) columns)."""
+import numpy as np
+
+
+def lorenz(t, y, sigma, rho, beta):
+    return (sigma * (y[1] - y[0]), y[0] * (rho - y[2]) - y[1], y[0] * y[1] - beta * y[2])
+
+
+def vanderpol(t, y, mu):
+    return (y[1], mu * (1 - y[0] * y[0]) * y[1] - y[0])
+
+
+def brusselator(t, y, a, b):
+    return (a + y[0] * y[0] * y[1] - (b + 1) * y[0], b * y[0] - y[0] * y[0] * y[1])
+
+
+def forced_oscillator(t, y, omega, amp):
+    """Damped oscillator with a time-dependent forcing term."""
+    return (y[1], -0.1 * y[1] - y[0] + amp * np.cos(omega * t))
+
+
+def decay(t, y, lam):
+    """y' = -lam y: exact solution y0 exp(-lam t)."""
+    return (-lam * y[0],)
+
+
+def harmonic(t, y, omega):
+    """y'' = -omega^2 y: exact solution cos/sin."""
+    return (y[1], -omega * omega * y[0])
+
+
+# name -> (fun, y0 (n, 1) or (n, k), args, t_span): small ensembles in non-chaotic ranges.
+ENSEMBLES = {
+    "lorenz": (lorenz, np.c_[[1.0, 0.0, 0.0]], (10.0, np.linspace(0.5, 20.0, 6), 8.0 / 3.0),
+               (0.0, 5.0)),
+    "vanderpol": (vanderpol, np.c_[[2.0, 0.0]], (np.linspace(0.2, 3.0, 5),), (0.0, 8.0)),
+    "brusselator": (brusselator, np.array([[1.5, 1.0, 0.5], [3.0, 2.0, 1.0]]),
+                    (1.0, np.array([1.5, 2.5, 3.0])), (0.0, 10.0)),
+    "forced": (forced_oscillator, np.c_[[0.0, 1.0]], (np.linspace(0.5, 2.0, 4), 0.7),
+               (0.0, 12.0)),
+}
