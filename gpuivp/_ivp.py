@@ -6,12 +6,20 @@ import warnings
 import numpy as np
 
 from . import _problem as P
+from ._chunking import check_memory_budget, solve_in_chunks
 from ._result import EnsembleResult, ensemble_result, squeeze_single
-from .backends import BACKENDS, BackendUnavailable, backend_module, usable
+from .backends import BACKENDS, BackendUnavailable, backend_module, unavailable_reason, usable
 from .methods import METHODS
 
 ENSEMBLE_HINT = ("To solve an ensemble, pass `y0` of shape (n, k) (or (n, 1) broadcast "
                  "against per-trajectory args whose last axis has length k).")
+
+
+def _note_trajectory(exc, where):
+    """Say in ``exc`` where ``fun`` raised it: a PEP 678 note, so the exception itself (of
+    whatever type and constructor) propagates unchanged."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(f"(raised by `fun` {where})")
 
 
 def _probe(fun, t0, y, args, n, vectorized, where):
@@ -20,28 +28,57 @@ def _probe(fun, t0, y, args, n, vectorized, where):
     Floating-point trouble is ignored here (the compiled run turns it into NaN/inf
     for that trajectory); any other exception propagates, naming the trajectory.
     """
+    # Vectorized, each column has its own t: t is an (m,) array, as the engines pass it.
+    t = np.full(y.shape[1], t0, dtype=y.dtype) if vectorized else t0
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            out = fun(t0, y, *args)
+            out = fun(t, y, *args)
         except (ZeroDivisionError, OverflowError, FloatingPointError):
             return
         except Exception as exc:
-            raise type(exc)(f"{exc} (raised by `fun` at t0 for {where})").with_traceback(
-                exc.__traceback__) from None
+            _note_trajectory(exc, f"at t0 for {where}")
+            raise
     try:
         count = len(out)
     except TypeError:
         count = None
     if count != n:
-        shape = np.shape(out) if count is not None else type(out).__name__
-        raise ValueError(f"`fun` returned {shape!r} for {where}: expected a sequence of "
+        got = f"{count} values" if count is not None else f"a {type(out).__name__}"
+        raise ValueError(f"`fun` returned {got} for {where}: expected a sequence of "
                          f"n={n} values (one derivative per component of `y0`).")
-    if not vectorized:
-        for m, v in enumerate(out):
-            if np.ndim(v) != 0:
-                raise ValueError(f"`fun` returned an array of shape {np.shape(v)} as entry {m} "
-                                 f"for {where}: each entry must be a scalar. {ENSEMBLE_HINT}")
+    for m, v in enumerate(out):
+        if vectorized:
+            try:  # each entry goes into its row of an (n, m) buffer
+                np.empty(y.shape[1])[...] = v
+                continue
+            except (ValueError, TypeError):
+                expected = f"a scalar or an array of shape ({y.shape[1]},)"
+        elif np.ndim(v) == 0:
+            continue
+        else:
+            expected = "a scalar"
+        raise ValueError(f"`fun` returned {np.shape(v)!r} as entry {m} for {where}: each "
+                         f"entry must be {expected}. {ENSEMBLE_HINT}")
+
+
+def _probe_event(event, m, t0, y0, problem, vectorized):
+    """An event function must return one scalar per trajectory (an (m,) array vectorized)."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if vectorized:
+                out = event(np.full(1, t0, dtype=y0.dtype), y0[:, :1],
+                            *problem.subset(slice(0, 1)).args)
+                ok = np.size(out) == 1
+            else:
+                out = event(t0, y0[:, 0].copy(), *problem.traj_args(0))
+                ok = np.ndim(out) == 0
+        except (ZeroDivisionError, OverflowError, FloatingPointError):
+            return
+    if not ok:
+        raise ValueError(f"`events[{m}]` returned shape {np.shape(out)} for trajectory 0: "
+                         f"expected a scalar (an (m,) array when vectorized).")
 
 
 def _check_single_shape(fun, t0, y0, args):
@@ -68,8 +105,8 @@ def choose_backend(problem, single):
     if single or not (isinstance(problem.method, str) and problem.method in METHODS):
         return ["scipy"]
     order = []
-    if usable("cuda"):
-        order.append("cuda")
+    if usable("cuda") and not backend_module("cuda").simulated():
+        order.append("cuda")  # never auto-pick numba's CUDA simulator: it is for tests
     if usable("cupy") and problem.vectorized:
         order.append("cupy")
     order.append("numba")
@@ -82,7 +119,8 @@ def choose_backend(problem, single):
 def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, events=None,
               vectorized=False, args=None, *, backend="auto", rtol=1e-3, atol=1e-6,
               first_step=None, max_step=np.inf, dt=None, max_steps=100_000, max_events=None,
-              dtype=None, progress=False, **options):
+              dense_max_steps=None,
+              dtype=None, progress=False, memory_budget=None, **options):
     """Solve an initial value problem, or an ensemble of them, like ``scipy.integrate.solve_ivp``.
 
     Parameters
@@ -102,8 +140,12 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         ``"Radau"``, ``"BDF"``, ``"LSODA"`` or a subclass run on the ``scipy`` backend.
     t_eval : array_like, optional
         Times at which to store the solution, sorted in the direction of integration.
-    dense_output, events
-        As in scipy; on the ``scipy`` backend for a single IVP.
+    dense_output : bool
+        Build ``sol``: ``sol(t)`` gives ``(n, k)`` (``(n, k, len(t))`` for an array ``t``),
+        NaN outside each trajectory's span; scipy's shapes for a single IVP.
+    events : callable or list of callables
+        As in scipy, per trajectory: ``event(t, y, *args)`` with optional attributes
+        ``terminal`` (bool or count) and ``direction``; vectorized like ``fun``.
     vectorized : bool
         ``fun`` also accepts ``y`` of shape ``(n, m)``, ``t`` of shape ``(m,)`` and args sliced
         to ``m`` columns (each column its own ``t``). Needed by ``"numpy"`` and ``"cupy"``.
@@ -122,11 +164,24 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     max_steps : int
         Step attempts (accepted and rejected) allowed per trajectory before status ``-2``.
     max_events : int, optional
-        Per trajectory and event function, the number of events stored.
+        Per trajectory and event function, the number of events stored (default 32);
+        ``n_events`` has the true counts and a warning says when some were not stored.
+    dense_max_steps : int, optional
+        With ``dense_output``, the steps stored per trajectory (default 100,000); a
+        trajectory that needs more stops there with status ``-4``.
     dtype : {None, float32, float64}
         Working precision; ``None`` uses ``y0``'s float dtype, else float64.
     progress : bool
-        Show a tqdm progress bar.
+        Show a tqdm progress bar (over chunks when the ensemble is solved in chunks).
+    memory_budget : int, optional
+        Bytes the ensemble may take in flight. When the estimated working set and outputs of
+        all ``k`` trajectories exceed it, the ensemble is solved in chunks along ``k`` and
+        the pieces assembled: the result is the same, bit for bit, for any chunk size. The
+        default is a quarter of the available host memory (on the ``cuda`` and ``cupy``
+        backends also at most half the free GPU memory). The estimate per trajectory is
+        about ``(n_t + 1) * n * itemsize`` of outputs plus ``(3 n) * itemsize`` (``numba``,
+        ``cuda``) or ``2 * (n_stages + 5) * n * itemsize`` (``numpy``, ``cupy``) of working
+        set, with ``n_t = len(t_eval)`` (2 without ``t_eval``).
     **options
         Passed to scipy by the ``scipy`` backend (``jac``, ...); other backends warn that
         they ignore them.
@@ -155,10 +210,10 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     if not callable(fun):
         raise TypeError(f"`fun` must be callable, got {type(fun).__name__}.")
     t0, t1 = P.check_t_span(t_span)
-    returns_cupy = P.is_cupy(y0) or any(P.is_cupy(a) for a in (args or ()) if not
+    args = P.check_args(args)
+    returns_cupy = P.is_cupy(y0) or any(P.is_cupy(a) for a in args if not
                                         isinstance(a, P.shared))
     y0_in = P.check_y0(y0)
-    args = P.check_args(args)
     dtype = P.check_dtype(dtype, y0_in)
     single = y0_in.ndim == 1
     n = y0_in.shape[0]
@@ -167,17 +222,13 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     t_eval = P.check_t_eval(t_eval, t0, t1)
     dt, first_step, max_step, max_steps = P.check_steps(method, dt, first_step, max_step,
                                                        max_steps, t0, t1)
-    if max_events is not None and (isinstance(max_events, bool) or int(max_events) != max_events
-                                   or max_events < 1):
-        raise ValueError(f"`max_events` must be a positive integer, got {max_events!r}.")
+    event_funs, event_spec, max_events = P.check_events(events, max_events)
+    memory_budget = check_memory_budget(memory_budget)
     if not isinstance(method, str) or method not in METHODS:
         if backend not in ("auto", "scipy"):
             raise ValueError(f"Method {getattr(method, '__name__', method)!r} runs only on the "
                              f"'scipy' backend (got backend={backend!r}).")
-    if events is not None or dense_output:
-        if not (single and backend in ("auto", "scipy")):
-            raise NotImplementedError("`events` and `dense_output` are supported on the 'scipy' "
-                                      "backend for a single IVP only in this version.")
+    dense_max_steps = P.check_dense(dense_output, dense_max_steps)
 
     if single and backend in ("auto", "scipy"):
         _check_single_shape(fun, t0, y0_in.astype(dtype), args)
@@ -191,29 +242,37 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     else:
         values = args
         y0_2d = y0_in
-    arg_values, arg_kinds, k = P.ensemble_args(values, y0_2d.shape[1], dtype)
+    arg_values, arg_kinds, k = P.ensemble_args(values, y0_2d.shape[1], dtype, n)
     y0_2d = np.ascontiguousarray(np.broadcast_to(y0_2d, (n, k)), dtype=dtype)
     problem = P.Problem(fun=fun, t0=t0, t1=t1, y0=y0_2d, args=arg_values, arg_kinds=arg_kinds,
                         t_eval=t_eval, rtol=rtol, atol=atol, first_step=first_step,
                         max_step=max_step, dt=dt, max_steps=max_steps, dtype=dtype,
                         vectorized=bool(vectorized), method=method, options=options,
-                        progress=bool(progress))
-    if k > 0 and n > 0:
-        if vectorized:
-            _probe(fun, t0, y0_2d[:, :1], tuple(a[..., :1] if kd.startswith("traj") else a
-                                                for a, kd in zip(arg_values, arg_kinds)),
-                   n, True, "trajectory 0 (vectorized call on one column)")
-        else:
-            _probe(fun, t0, y0_2d[:, 0].copy(), problem.traj_args(0), n, False, "trajectory 0")
-
-    candidates = choose_backend(problem, single) if backend == "auto" else [backend]
+                        progress=bool(progress), memory_budget=memory_budget,
+                        events=event_funs, event_spec=event_spec, max_events=max_events,
+                        dense_output=bool(dense_output), dense_max_steps=dense_max_steps)
     if backend != "auto":
-        reason = backend_module(backend).unavailable_reason()
+        reason = unavailable_reason(backend)
         if reason is not None:
             raise RuntimeError(f"Backend {backend!r} is not usable here: {reason}.")
         if backend in ("numpy", "cupy") and not vectorized:
             raise ValueError(f"Backend {backend!r} calls `fun` on all trajectories at once: "
                              f"pass vectorized=True (and make `fun` accept y of shape (n, m)).")
+    if k > 0 and n > 0:
+        if vectorized:
+            # Two columns when there are two: a 1-D array returned for n = 1 then has the
+            # wrong length here rather than in the middle of the run.
+            m = min(k, 2)
+            _probe(fun, t0, y0_2d[:, :m], tuple(a[..., :m] if kd.startswith("traj") else a
+                                                for a, kd in zip(arg_values, arg_kinds)),
+                   n, True, "trajectory 0 (vectorized call on one column)" if m == 1 else
+                   "trajectories 0 and 1 (vectorized call on two columns)")
+        else:
+            _probe(fun, t0, y0_2d[:, 0].copy(), problem.traj_args(0), n, False, "trajectory 0")
+        for m, ev in enumerate(event_funs):
+            _probe_event(ev, m, t0, y0_2d, problem, vectorized)
+
+    candidates = choose_backend(problem, single) if backend == "auto" else [backend]
     if options and candidates[0] != "scipy":
         warnings.warn(f"The following arguments have no effect for backend "
                       f"{candidates[0]!r}: {list(options)}.", stacklevel=2)
@@ -226,27 +285,57 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         except BackendUnavailable as exc:
             if backend != "auto":
                 raise RuntimeError(f"Backend {name!r} is not usable here: {exc}") from exc
+    _warn_dropped_events(res, problem.max_events)
     if returns_cupy:
         res = _to_cupy(res)
     return squeeze_single(res, t_eval is not None) if single else res
 
 
+def _warn_dropped_events(res, max_events):
+    """Nothing is lost silently: say when trajectories had more events than were stored."""
+    if res.n_events is None:
+        return
+    dropped = sum(int(np.sum(np.maximum(np.asarray(c) - max_events, 0))) for c in res.n_events)
+    if dropped:
+        warnings.warn(f"{dropped} events were not stored: more than max_events={max_events} "
+                      f"per trajectory (n_events has the true counts). Pass a larger "
+                      f"`max_events` to keep them.", stacklevel=3)
+
+
 def _run(problem, name):
+    """Backend ``name`` on ``problem``: in chunks along ``k`` when it exceeds the memory budget."""
     module = backend_module(name)
     tableau = METHODS.get(problem.method) if isinstance(problem.method, str) else None
     if problem.k == 0 or problem.n == 0:
-        raw = _empty_raw(problem)
-    else:
-        raw = module.solve(problem, tableau)
-    return ensemble_result(problem, raw, name)
+        return ensemble_result(problem, _empty_raw(problem), name)
+    return solve_in_chunks(problem, name,
+                           lambda part: ensemble_result(part, _raw(module, part, tableau), name))
+
+
+def _raw(module, part, tableau):
+    raw = module.solve(part, tableau)
+    if part.t_eval is not None and raw.get("y_eval") is None:
+        # An empty t_eval: backends store no outputs, the result still has shape (n, k, 0).
+        raw["y_eval"] = np.empty((0, part.n, part.k), dtype=part.dtype)
+    return raw
 
 
 def _empty_raw(p):
     n_eval = 0 if p.t_eval is None else len(p.t_eval)
     z = np.zeros(p.k, np.int64)
     # n = 0: nothing to integrate, every trajectory reaches t1 (scipy does the same).
-    return dict(t_final=np.full(p.k, p.t1), y_final=np.zeros((p.n, p.k)), status=z, nfev=z,
-                naccept=z, nreject=z, y_eval=np.zeros((n_eval, p.n, p.k)) if n_eval else None)
+    raw = dict(t_final=np.full(p.k, p.t1), y_final=np.zeros((p.n, p.k)), status=z, nfev=z,
+               naccept=z, nreject=z,
+               y_eval=None if p.t_eval is None else np.zeros((n_eval, p.n, p.k)))
+    n_ev = len(p.events)
+    if n_ev:
+        raw.update(ev_t=np.full((n_ev, p.max_events, p.k), np.nan),
+                   ev_y=np.full((n_ev, p.max_events, p.n, p.k), np.nan),
+                   ev_cnt=np.zeros((n_ev, p.k), np.int64))
+    if p.dense_output:
+        from .engines.lockstep import DenseBuffers
+        raw.update(DenseBuffers(np, p.n, p.k, 1, p.dtype, p.t0, capacity=1).raw())
+    return raw
 
 
 def _solve_single_scipy(fun, t0, t1, y0, method, t_eval, dense_output, events, vectorized,
@@ -259,11 +348,6 @@ def _solve_single_scipy(fun, t0, t1, y0, method, t_eval, dense_output, events, v
     out = EnsembleResult(res)
     out.update(t_final=float(info["t_final"]), y_final=np.asarray(info["y_final"]),
                naccept=info["naccept"], nreject=info["nreject"], backend="scipy")
-    if res.status == 1 and res.t_events is not None:
-        # A terminal event: scipy's last stored state is at the event.
-        te = [t for t in res.t_events if len(t)]
-        if te and t_eval is None:
-            out.update(t_final=float(res.t[-1]), y_final=res.y[:, -1].copy())
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import reprlib
 import warnings
 from dataclasses import dataclass, field
 
@@ -54,6 +55,23 @@ def to_numpy(x):
     return np.asarray(x)
 
 
+def _array(value, name, dtype):
+    """``value`` as a NumPy array, or a ValueError that names the argument."""
+    try:
+        return np.asarray(to_numpy(value), dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"`{name}` must be array_like of numbers, got "
+                         f"{reprlib.repr(value)} ({exc}).") from None
+
+
+def _number(value, name):
+    """``float(value)``, or a TypeError that names the argument."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"`{name}` must be a number, got {reprlib.repr(value)}.") from None
+
+
 def method_names():
     return list(METHODS) + list(SCIPY_ONLY)
 
@@ -81,7 +99,7 @@ def check_t_span(t_span):
 
 def check_y0(y0):
     """y0 as a float NumPy array of ndim 1 or 2 (its original dtype kept when float)."""
-    y0 = to_numpy(y0)
+    y0 = _array(y0, "y0", None)
     if y0.dtype == object:
         raise TypeError("`y0` must be a numeric array, got an object array.")
     if np.iscomplexobj(y0):
@@ -122,7 +140,7 @@ def check_args(args):
                         f"(e.g. `args=({args},)`)") from exc
 
 
-def ensemble_args(args, k_y0, dtype):
+def ensemble_args(args, k_y0, dtype, n_y0=None):
     """Classify ensemble args; returns (values, kinds, k).
 
     kinds: ``"scalar"``, ``"shared"`` or ``"traj<ndim>"``.
@@ -141,7 +159,8 @@ def ensemble_args(args, k_y0, dtype):
         ks.add(k_y0)
     if len(ks) > 1:
         detail = ", ".join(f"args[{m}] has last axis {L}" for m, L in lengths.items())
-        raise ValueError(f"Per-trajectory lengths disagree: `y0` has k={k_y0} trajectories, "
+        raise ValueError(f"Per-trajectory lengths disagree: `y0` of shape (n, k) = "
+                         f"{(n_y0, k_y0)} has k={k_y0} trajectories (columns are trajectories), "
                          f"{detail}; {ARGS_RULE}.")
     k = ks.pop() if ks else k_y0
     values, kinds = [], []
@@ -178,7 +197,7 @@ def ensemble_args(args, k_y0, dtype):
 def check_tol(rtol, atol, n, dtype):
     """scipy's validate_tol, with the rtol floor at the working dtype's epsilon."""
     eps = np.finfo(dtype).eps
-    rtol = np.asarray(rtol, dtype=float)
+    rtol = _array(rtol, "rtol", float)
     if rtol.ndim != 0:
         raise ValueError("`rtol` must be a scalar.")
     if not np.isfinite(rtol) or rtol < 0:
@@ -187,7 +206,7 @@ def check_tol(rtol, atol, n, dtype):
         warnings.warn("At least one element of `rtol` is too small. "
                       f"Setting `rtol = np.maximum(rtol, {100 * eps})`.", stacklevel=4)
         rtol = np.maximum(rtol, 100 * eps)
-    atol = np.asarray(to_numpy(atol), dtype=float)
+    atol = _array(atol, "atol", float)
     if atol.ndim > 0 and atol.shape != (n,):
         raise ValueError(f"`atol` has wrong shape: expected a scalar or shape ({n},), "
                          f"got {atol.shape}.")
@@ -199,7 +218,7 @@ def check_tol(rtol, atol, n, dtype):
 def check_t_eval(t_eval, t0, t1):
     if t_eval is None:
         return None
-    t_eval = np.asarray(to_numpy(t_eval), dtype=float)
+    t_eval = _array(t_eval, "t_eval", float)
     if t_eval.ndim != 1:
         raise ValueError("`t_eval` must be 1-dimensional.")
     if not np.all(np.isfinite(t_eval)):
@@ -211,6 +230,54 @@ def check_t_eval(t_eval, t0, t1):
         raise ValueError("Values in `t_eval` are not properly sorted: they must be strictly "
                          "increasing (decreasing for backward integration).")
     return t_eval
+
+
+#: Steps of dense output stored per trajectory unless ``dense_max_steps`` says otherwise.
+DEFAULT_DENSE_MAX_STEPS = 100_000
+#: Events stored per trajectory and event function unless ``max_events`` says otherwise.
+DEFAULT_MAX_EVENTS = 32
+
+
+def check_events(events, max_events):
+    """scipy's prepare_events: (functions, ((terminal count, direction), ...), max_events)."""
+    if max_events is not None and (isinstance(max_events, bool) or
+                                   not isinstance(max_events, numbers.Integral) or max_events < 1):
+        raise ValueError(f"`max_events` must be a positive integer, got {max_events!r}.")
+    if events is None:
+        return (), (), 0
+    if callable(events):
+        events = (events,)
+    events = tuple(events)
+    spec = []
+    for m, ev in enumerate(events):
+        if not callable(ev):
+            raise TypeError(f"`events[{m}]` must be callable, got {type(ev).__name__}.")
+        terminal = getattr(ev, "terminal", None)
+        if terminal is None or terminal is False or terminal == 0:
+            count = 0
+        elif isinstance(terminal, (bool, numbers.Integral)) and terminal > 0:
+            count = int(terminal)
+        else:
+            raise ValueError(f"The `terminal` attribute of `events[{m}]` must be a boolean or "
+                             f"positive integer, got {terminal!r}.")
+        direction = float(getattr(ev, "direction", 0.0))
+        spec.append((count, float(np.sign(direction))))
+    if max_events is None:
+        max_events = DEFAULT_MAX_EVENTS
+    elif isinstance(max_events, bool) or not isinstance(max_events, numbers.Integral) \
+            or max_events < 1:
+        raise ValueError(f"`max_events` must be a positive integer, got {max_events!r}.")
+    return events, tuple(spec), int(max_events)
+
+
+def check_dense(dense_output, dense_max_steps):
+    if dense_max_steps is None:
+        return DEFAULT_DENSE_MAX_STEPS
+    if isinstance(dense_max_steps, bool) or not isinstance(dense_max_steps, numbers.Integral) \
+            or dense_max_steps < 1:
+        raise ValueError(f"`dense_max_steps` must be a positive integer, got "
+                         f"{dense_max_steps!r}.")
+    return int(dense_max_steps)
 
 
 def check_steps(method, dt, first_step, max_step, max_steps, t0, t1):
@@ -228,11 +295,11 @@ def check_steps(method, dt, first_step, max_step, max_steps, t0, t1):
             raise ValueError(f"`dt` (fixed steps) is not supported by method {method!r}.")
     elif fixed:
         raise ValueError(f"Fixed-step method {method!r} needs a step size: pass `dt`.")
-    max_step = float(max_step)
+    max_step = _number(max_step, "max_step")
     if not max_step > 0:
         raise ValueError("`max_step` must be positive.")
     if first_step is not None:
-        first_step = float(first_step)
+        first_step = _number(first_step, "first_step")
         if not first_step > 0:
             raise ValueError("`first_step` must be positive.")
         if first_step > abs(t1 - t0):
@@ -265,6 +332,12 @@ class Problem:
     method: object            # name or OdeSolver subclass
     options: dict = field(default_factory=dict)
     progress: bool = False
+    events: tuple = ()        # event functions
+    event_spec: tuple = ()    # per event: (terminal count, 0 if not terminal; direction)
+    max_events: int = 0       # events stored per trajectory and event function
+    dense_output: bool = False
+    dense_max_steps: int = 0  # per trajectory; past it the trajectory fails (-4)
+    memory_budget: int | None = None  # bytes one chunk may use; None: the default (_chunking)
 
     @property
     def n(self):

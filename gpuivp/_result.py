@@ -55,6 +55,21 @@ def ensemble_result(problem, raw, backend):
         y[:, :, 0] = p.y0
         y[:, :, 1] = np.where(status == 0, np.asarray(raw["y_final"], dtype=dt), np.nan)
     zeros = np.zeros(p.k, dtype=np.int64)
+    t_events = y_events = n_events = None
+    if p.events:
+        n_events = [np.asarray(c, dtype=np.int64) for c in raw["ev_cnt"]]
+        t_events = [np.ascontiguousarray(np.asarray(tt, dtype=dt).T) for tt in raw["ev_t"]]
+        y_events = [np.ascontiguousarray(np.transpose(np.asarray(yy, dtype=dt), (2, 0, 1)))
+                    for yy in raw["ev_y"]]
+    sol = None
+    if p.dense_output and "sols" in raw:
+        from ._dense import ListSolution
+        sol = ListSolution(raw["sols"], p.t0, raw["t_final"], p.n)
+    elif p.dense_output:
+        from ._dense import EnsembleSolution
+        kind = "dop853" if p.method == "DOP853" else "poly"
+        sol = EnsembleSolution(kind, raw["dn_t"], raw["dn_h"], raw["dn_c"],
+                               np.asarray(raw["naccept"], dtype=np.int64), p.direction)
     return EnsembleResult(
         t=t, y=y, t_final=np.asarray(raw["t_final"], dtype=dt),
         y_final=np.asarray(raw["y_final"], dtype=dt), status=status,
@@ -63,8 +78,13 @@ def ensemble_result(problem, raw, backend):
         nreject=np.asarray(raw["nreject"], dtype=np.int64),
         njev=np.asarray(raw.get("njev", zeros), dtype=np.int64),
         nlu=np.asarray(raw.get("nlu", zeros), dtype=np.int64),
-        t_events=None, y_events=None, n_events=None, sol=None,
+        t_events=t_events, y_events=y_events, n_events=n_events, sol=sol,
         success=bool(np.all(status >= 0)), message=summary(status), backend=backend)
+
+
+def _single_sol(sol):
+    from ._dense import SingleSolution
+    return SingleSolution(sol)
 
 
 def squeeze_single(res, t_eval_given):
@@ -78,10 +98,15 @@ def squeeze_single(res, t_eval_given):
     if not t_eval_given:
         t = np.array([t[0], res.t_final[0]], dtype=t.dtype)
         y = np.stack([y[:, 0], res.y_final[:, 0]], axis=1)
+    t_events = y_events = None
+    if res.t_events is not None:
+        counts = [min(int(c[0]), te.shape[1]) for c, te in zip(res.n_events, res.t_events)]
+        t_events = [te[0, :c].copy() for te, c in zip(res.t_events, counts)]
+        y_events = [ye[0, :c].copy() for ye, c in zip(res.y_events, counts)]
     out = EnsembleResult(
         t=t, y=y, t_final=res.t_final[0].item(), y_final=res.y_final[:, 0], status=status,
         nfev=int(res.nfev[0]), naccept=int(res.naccept[0]), nreject=int(res.nreject[0]),
-        njev=int(res.njev[0]), nlu=int(res.nlu[0]), t_events=res.t_events,
-        y_events=res.y_events, sol=res.sol, success=status >= 0,
+        njev=int(res.njev[0]), nlu=int(res.nlu[0]), t_events=t_events,
+        y_events=y_events, sol=None if res.sol is None else _single_sol(res.sol), success=status >= 0,
         message=MESSAGES.get(status, "unknown status"), backend=res.backend)
     return out

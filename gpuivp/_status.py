@@ -5,6 +5,7 @@ TERMINATED = 1
 FAIL_STEP = -1
 FAIL_MAXSTEPS = -2
 FAIL_NONFINITE = -3
+FAIL_DENSE = -4
 # Engine-internal states (never returned): not started, mid-run, mid-step after a rejection.
 INIT = 10
 RUNNING = 11
@@ -17,6 +18,8 @@ MESSAGES = {
     FAIL_MAXSTEPS: "The maximum number of step attempts (`max_steps`) was reached. "
                    "Try increasing max_steps.",
     FAIL_NONFINITE: "The derivative or the error estimate was not finite (NaN or inf).",
+    FAIL_DENSE: "Dense output stored `dense_max_steps` steps: the trajectory was stopped there. "
+                "Try increasing dense_max_steps.",
 }
 
 

@@ -16,8 +16,17 @@ def backend_module(name):
     return importlib.import_module(f"{__name__}.{name}")
 
 
+#: Backends named by the API whose implementation has not landed yet, with the reason.
+NOT_IMPLEMENTED = {
+    "cupy": "not implemented in this version of gpuivp (planned: the lockstep engine on CuPy "
+            "arrays with fused raw kernels); use backend='cuda' on a GPU",
+}
+
+
 def unavailable_reason(name):
     """Why backend ``name`` cannot run here, or None if it can."""
+    if name in NOT_IMPLEMENTED:
+        return NOT_IMPLEMENTED[name]
     try:
         module = backend_module(name)
     except ImportError as exc:

@@ -1,4 +1,4 @@
-"""``cuda`` backend: the per-trajectory engine compiled with ``numba.cuda``, one thread per trajectory.
+"""``cuda`` backend: the per-trajectory engine compiled with numba.cuda, a thread per trajectory.
 
 The generated ``solve_one`` (:mod:`gpuivp.engines.per_trajectory`) becomes a
 ``cuda.jit(device=True)`` function, and a generated kernel runs it for thread
@@ -15,7 +15,9 @@ this backend without a GPU (``tests/test_cuda_sim.py``).
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import re
 
 import numpy as np
 
@@ -36,11 +38,9 @@ BLOCK = 128
 #: and progress are handled between launches.
 GPU_SLICE = 20_000
 
-#: Names of the :meth:`EngineState.arrays` entries, in order (the user args follow).
-STATE_FIELDS = ("y0", "ctrl", "iparams", "atol", "t_eval", "out_eval", "st_t", "st_h",
-                "st_err", "st_y", "st_f", "st_status", "st_cnt")
-#: The state arrays the kernel writes: copied back to the host at the end.
-OUTPUT_FIELDS = ("out_eval", "st_t", "st_h", "st_err", "st_y", "st_f", "st_status", "st_cnt")
+#: Engine parameters the kernel only reads: not copied back after the run (nor are the
+#: user's args); every other array parameter is state or output and comes back.
+INPUT_FIELDS = ("y0", "ctrl", "iparams", "atol", "t_eval")
 
 
 class CompileError(BackendUnavailable):
@@ -53,8 +53,10 @@ def _cuda():
 
 
 def simulated():
-    """True when ``numba.cuda`` runs numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``,
-    read when ``numba.cuda`` is first imported)."""
+    """Whether ``numba.cuda`` is numba's CUDA simulator.
+
+    ``NUMBA_ENABLE_CUDASIM=1`` selects it, read when ``numba.cuda`` is first imported.
+    """
     try:
         _cuda()
         from numba.cuda.core import config
@@ -79,12 +81,18 @@ def unavailable_reason():
         return f"no CUDA GPU/driver usable (numba.cuda.is_available() raised {exc!r})"
     if not ok:
         return "no CUDA GPU/driver usable (numba.cuda.is_available() is False)"
+    try:
+        from numba.cuda.cudadrv import nvvm
+        nvvm.NVVM()
+    except Exception as exc:
+        return (f"a CUDA GPU is present but libNVVM, which numba.cuda compiles with, is not "
+                f"usable ({exc}); install numba-cuda[cu12]")
     return None
 
 
-def _kernel_source(n_args):
+def _kernel_source(param_names):
     """``kernel(k, ...)``: thread ``i`` runs trajectory ``i``."""
-    params = ", ".join(list(STATE_FIELDS) + [f"arg{m}" for m in range(n_args)])
+    params = ", ".join(param_names)
     return (f"def kernel(k, {params}):\n"
             f"    i = cuda.grid(1)\n"
             f"    if i < k:\n"
@@ -107,11 +115,11 @@ def kernel_function(problem, tableau):
     sim = simulated()
     dtype = np.dtype(problem.dtype)
     n = problem.n
-    fixed = problem.dt is not None
-    # The user's function is left to NVVM's inliner (it inlines small functions
+    # The user's functions are left to NVVM's inliner (it inlines small functions
     # anyway, and forcing it would copy a large ``fun`` into every stage);
     # ``solve_one`` has a single call site, so forcing it costs nothing.
     fun = cuda.jit(device=True)(py_function(problem.fun))
+    events = [cuda.jit(device=True)(py_function(e)) for e in problem.events]
     solve_opts = dict(device=True) if sim else dict(device=True, forceinline=True)
 
     ns = {"__name__": "gpuivp_cuda_kernel", "cuda": cuda, "N_STATE": n,
@@ -121,36 +129,51 @@ def kernel_function(problem, tableau):
     # the allocator into ``solve_one`` at the Numba IR level.
     alloc_state = cuda.jit(device=True, inline="always")(ns["alloc_state"])
 
-    src = EngineSource(tableau, n, problem.arg_kinds, dtype, fixed, "cuda")
+    src = EngineSource.for_problem(problem, tableau, "cuda")
     if sim:
         # The simulator runs the engine as Python on NumPy scalars: NumPy's
         # functions keep float32 in float32, as compiled code does.
-        solve_py = src.build(fun=fun, alloc_state=alloc_state, nextafter=np.nextafter,
-                             isfinite=math.isfinite, sqrt=np.sqrt)
+        math_fns = dict(nextafter=np.nextafter, isfinite=math.isfinite, sqrt=np.sqrt)
     else:
-        solve_py = src.build(fun=fun, alloc_state=alloc_state, nextafter=math.nextafter,
-                             isfinite=math.isfinite, sqrt=math.sqrt)
+        math_fns = dict(nextafter=math.nextafter, isfinite=math.isfinite, sqrt=math.sqrt)
+    solve_py = src.build(fun=fun, alloc_state=alloc_state, events=events, **math_fns)
     ns["solve_one"] = cuda.jit(**solve_opts)(solve_py)
-    exec(compile(_kernel_source(len(problem.arg_kinds)),
+    exec(compile(_kernel_source(src.param_names),
                  f"<gpuivp cuda kernel {tableau.name} n={n}>", "exec"), ns)
-    return ns["kernel"]
+    kernel = ns["kernel"]
+    kernel.param_names = tuple(src.param_names)
+    return kernel
 
 
-def kernel_signature(state):
-    """numba argument types of the kernel for the host arrays of ``state`` (for compile_ptx)."""
+def kernel_signature(state, arrays=None):
+    """numba argument types of the kernel for ``state``'s host arrays, or for the
+    matching device ``arrays`` (for ``compile`` and ``compile_ptx``)."""
     import numba
 
-    return (numba.int64,) + tuple(numba.typeof(a) for a in state.arrays())
+    arrays = state.arrays() if arrays is None else arrays
+    return (numba.int64,) + tuple(numba.typeof(a) for a in arrays)
+
+
+@contextlib.contextmanager
+def _compile_errors():
+    """numba's compile errors (typing, lowering, unsupported) as :class:`CompileError`."""
+    from numba.core.errors import NumbaError
+    from numba.cuda.cudadrv.error import NvvmError, NvvmSupportError
+
+    try:
+        yield
+    except (NumbaError, NvvmError, NvvmSupportError) as exc:
+        raise CompileError(f"numba.cuda could not compile `fun`: {exc}") from exc
 
 
 def compiled_kernel(problem, tableau):
-    """The ``cuda.jit`` kernel for this problem's specialisation (cached in-process)."""
-    fixed = problem.dt is not None
-    key = (NAME, simulated(), fun_key(problem.fun), tableau.name, problem.n, problem.arg_kinds,
-           np.dtype(problem.dtype).str, fixed)
+    """``(kernel, param_names)``: the ``cuda.jit`` kernel for this problem's specialisation
+    (cached in-process) and the names of its parameters after ``k``."""
+    key = EngineSource.cache_key(problem, tableau, NAME) + (simulated(),)
 
     def build():
-        return _cuda().jit(kernel_function(problem, tableau))
+        py_kernel = kernel_function(problem, tableau)
+        return _cuda().jit(py_kernel), py_kernel.param_names
 
     return cached(key, build)
 
@@ -165,38 +188,41 @@ def _launch_config(k):
 
 def solve(problem, tableau):
     """Run the ensemble on the GPU; returns the raw result dict (NumPy host arrays)."""
-    from numba.core.errors import NumbaError
-
     cuda = _cuda()
-    kernel = compiled_kernel(problem, tableau)
+    kernel, fields = compiled_kernel(problem, tableau)
     budget = slice_budget(problem, default=GPU_SLICE)
-    state = EngineState(problem, budget)
-    host = state.arrays()
-    fields = STATE_FIELDS + tuple(f"arg{m}" for m in range(len(host) - len(STATE_FIELDS)))
+    state = EngineState(problem, budget, tableau)
+    host = dict(zip(fields, _checked_arrays(state, fields)))
     dev = {name: cuda.to_device(a) if isinstance(a, np.ndarray) else a
-           for name, a in zip(fields, host)}
-    dev_args = tuple(dev[name] for name in fields)
+           for name, a in host.items()}
     k = problem.k
     grid, block = _launch_config(k)
+    dense = getattr(state, "dense", None) is not None
     # Every launch makes ``budget`` step attempts per running trajectory and the
-    # engine stops each one after ``max_steps`` attempts: bound the launches so
-    # that a bug can never turn into a hang.
-    max_launches = 2 + -(-int(problem.max_steps) // max(1, int(budget)))
+    # engine stops each one after ``max_steps`` attempts (dense output adds one
+    # paused launch per doubling of its buffers): bound the launches so that a
+    # bug can never turn into a hang.
+    max_launches = 2 + -(-int(problem.max_steps) // max(1, int(budget))) + (64 if dense else 0)
+
+    if not simulated():
+        # Compile before the first launch, so that a ``fun`` numba.cuda cannot
+        # compile is a CompileError (``auto`` falls back) and launch errors are not.
+        with _compile_errors():
+            kernel.compile(kernel_signature(state, tuple(dev[f] for f in fields)))
 
     with progress_bar(problem) as bar:
         launches = 0
         try:
             while True:
-                try:
-                    kernel[grid, block](k, *dev_args)
-                except NumbaError as exc:
-                    raise CompileError(f"numba.cuda could not compile `fun`: {exc}") from exc
+                kernel[grid, block](k, *(dev[f] for f in fields))
                 launches += 1
                 dev["st_status"].copy_to_host(state.st_status)  # waits for the launch
                 if problem.progress:
                     dev["st_t"].copy_to_host(state.st_t)
+                if dense:
+                    dev["st_cnt"].copy_to_host(state.st_cnt)
                 bar.update_to(state)
-                if not np.any(state.st_status >= INIT):
+                if not _running(state, fields, host, dev, cuda):
                     break
                 if launches >= max_launches:
                     raise RuntimeError(
@@ -211,6 +237,135 @@ def solve(problem, tableau):
             finally:
                 raise
 
-    for name in OUTPUT_FIELDS:
-        dev[name].copy_to_host(getattr(state, name))
+    for name in fields:
+        if name not in INPUT_FIELDS and not name.startswith("arg"):
+            dev[name].copy_to_host(host[name])
     return state.raw()
+
+
+def _checked_arrays(state, fields):
+    arrays = state.arrays()
+    if len(arrays) != len(fields):  # pragma: no cover - engine and runner disagree
+        raise RuntimeError(f"EngineState.arrays() has {len(arrays)} entries, the kernel "
+                           f"takes {len(fields)}: {fields}")
+    return arrays
+
+
+def _running(state, fields, host, dev, cuda):
+    """``state.running()`` with the device in the loop.
+
+    ``EngineState.running`` may grow output buffers (dense output) by replacing a
+    host array with a longer one whose leading part holds the old contents. The
+    host copy is stale (the data is on the device), so for each array replaced
+    the old device contents are copied into its leading part and the grown
+    array is sent to the device in place of the old one.
+    """
+    still = state.running()
+    for name, a in zip(fields, state.arrays()):
+        old = host[name]
+        if a is old or not isinstance(a, np.ndarray):
+            continue
+        if a.shape[1:] != old.shape[1:] or a.shape[0] < old.shape[0]:  # pragma: no cover
+            raise RuntimeError(f"EngineState replaced {name} {old.shape} by {a.shape}: "
+                               f"the cuda backend only knows growth along the first axis")
+        dev[name].copy_to_host(a[:old.shape[0]])
+        host[name] = a
+        dev[name] = cuda.to_device(a)
+    return still
+
+
+# -- diagnostics without a GPU: PTX and ptxas resource usage ------------------------------
+
+class _FakeDevice:
+    def __init__(self, cc):
+        self.compute_capability = tuple(cc)
+
+
+def kernel_ptx(problem, tableau, cc=(9, 0), kernel=None):
+    """PTX of this problem's kernel for compute capability ``cc``; needs no GPU.
+
+    ``numba.cuda.compile_ptx`` compiles a self-contained kernel without a
+    device, but typing a call to a ``cuda.jit(device=True)`` function asks the
+    driver for the current device's compute capability. For the duration of the
+    compile, ``numba.cuda.dispatcher.get_current_device`` (where the device
+    dispatcher looks it up, numba-cuda 0.30) answers with ``cc`` instead.
+
+    Parameters
+    ----------
+    problem, tableau
+        As for :func:`solve`.
+    cc : tuple of int
+        Target compute capability, e.g. ``(8, 0)`` or ``(9, 0)``.
+    kernel : function, optional
+        A result of :func:`kernel_function` to reuse (its device functions stay
+        typed between compiles for several ``cc``).
+    """
+    from unittest import mock
+
+    import numba.cuda.dispatcher as dispatcher
+
+    cuda = _cuda()
+    if simulated():
+        raise BackendUnavailable("PTX cannot be compiled under the CUDA simulator")
+    if kernel is None:
+        kernel = kernel_function(problem, tableau)
+    sig = kernel_signature(EngineState(problem, 1, tableau))
+    with mock.patch.object(dispatcher, "get_current_device", lambda: _FakeDevice(cc)), \
+            _compile_errors():
+        ptx, _ = cuda.compile_ptx(kernel, sig, cc=tuple(cc))
+    return ptx
+
+
+def ptxas_resources(ptx, arch="sm_90", ptxas="ptxas"):
+    """Run ``ptxas -v`` on ``ptx``; returns the entry kernel's resources.
+
+    Returns
+    -------
+    dict
+        ``registers``, ``stack`` (bytes of stack frame: local memory),
+        ``spill_stores``, ``spill_loads`` for the ``.entry`` function, plus
+        ``max_stack`` over every function in the module and ``log`` (ptxas's
+        output). Raises ``RuntimeError`` if ptxas fails.
+    """
+    import os
+    import re
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "kernel.ptx")
+        with open(path, "w") as fh:
+            fh.write(ptx)
+        proc = subprocess.run([ptxas, f"-arch={arch}", "-v", path, "-o", os.devnull],
+                              capture_output=True, text=True)
+    log = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise RuntimeError(f"ptxas -arch={arch} failed ({proc.returncode}):\n{log}")
+    # ptxas prints, per function: "Compiling entry function 'NAME'" (entries only),
+    # "Function properties for NAME" followed by "N bytes stack frame, N bytes spill
+    # stores, N bytes spill loads", then "Used N registers" (entries only, here).
+    entry = re.search(r"Compiling entry function '([^']+)'", log)
+    entry_name = entry.group(1) if entry else None
+    props = {}
+    for m in re.finditer(r"Function properties for (\S+)\s*\n\s*(\d+) bytes stack frame, "
+                         r"(\d+) bytes spill stores, (\d+) bytes spill loads", log):
+        props[m.group(1)] = tuple(int(v) for v in m.group(2, 3, 4))
+    regs = re.search(r"Used (\d+) registers", log[entry.end():] if entry else log)
+    stack, st, ld = props.get(entry_name, (None, None, None))
+    return dict(registers=int(regs.group(1)) if regs else None, stack=stack, spill_stores=st,
+                spill_loads=ld, max_stack=max((p[0] for p in props.values()), default=0),
+                log=log)
+
+
+#: PTX instructions that compute in float64 (loads, stores and moves aside).
+F64_ARITH = re.compile(r"^\s*(?:@!?%p\d+\s+)?((?:add|sub|mul|fma|div|rcp|sqrt|rsqrt|abs|neg|min|"
+                       r"max|cvt|setp|selp|copysign|ex2|lg2|sin|cos|testp)[\w.]*\.f64\b[\w.]*)",
+                       re.M)
+
+
+def f64_instructions(ptx):
+    """The float64 arithmetic instructions of ``ptx`` (name -> count)."""
+    counts = {}
+    for m in F64_ARITH.finditer(ptx):
+        counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+    return counts

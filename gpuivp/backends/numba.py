@@ -15,8 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .._status import INIT
-from ..engines.compile_cache import cached, fun_key, py_function
+from ..engines.compile_cache import cached, py_function
 from ..engines.per_trajectory import EngineSource
 from ..engines.runner import EngineState, slice_budget
 from ._base import BackendUnavailable, progress_bar
@@ -58,11 +57,9 @@ def _pool():
     return _POOL
 
 
-def _driver(n_args):
+def _driver(param_names):
     """``run_range(a, b, ...)``: trajectories ``a <= i < b``."""
-    params = ", ".join(["y0", "ctrl", "iparams", "atol", "t_eval", "out_eval", "st_t", "st_h",
-                        "st_err", "st_y", "st_f", "st_status", "st_cnt"]
-                       + [f"arg{m}" for m in range(n_args)])
+    params = ", ".join(param_names)
     return (f"def run_range(a, b, {params}):\n"
             f"    for i in range(a, b):\n"
             f"        solve_one(i, {params})\n")
@@ -86,12 +83,10 @@ def compiled_engine(problem, tableau):
     """The njit-compiled ``run_range`` for this problem's specialisation (cached in-process)."""
     import numba
 
-    fixed = problem.dt is not None
-    key = (NAME, fun_key(problem.fun), tableau.name, problem.n, problem.arg_kinds,
-           problem.dtype.str, fixed)
-
     def build():
-        fun = numba.njit(**JIT_OPTIONS)(py_function(problem.fun))
+        def jit(f):
+            return numba.njit(**JIT_OPTIONS)(py_function(f))
+
         dtype = problem.dtype
         n = problem.n
 
@@ -99,15 +94,15 @@ def compiled_engine(problem, tableau):
         def alloc_state():
             return np.empty(n, dtype)
 
-        src = EngineSource(tableau, n, problem.arg_kinds, dtype, fixed, "cpu")
-        solve_one = numba.njit(**JIT_OPTIONS)(
-            src.build(fun=fun, alloc_state=alloc_state, nextafter=np.nextafter,
-                      isfinite=math.isfinite, sqrt=math.sqrt))
+        src = EngineSource.for_problem(problem, tableau, "cpu")
+        solve_one = jit(src.build(fun=jit(problem.fun), alloc_state=alloc_state,
+                                  nextafter=np.nextafter, isfinite=math.isfinite,
+                                  sqrt=math.sqrt, events=[jit(e) for e in problem.events]))
         ns = {"solve_one": solve_one}
-        exec(_driver(len(problem.arg_kinds)), ns)
-        return numba.njit(**JIT_OPTIONS)(ns["run_range"])
+        exec(_driver(src.param_names), ns)
+        return jit(ns["run_range"])
 
-    return cached(key, build)
+    return cached(EngineSource.cache_key(problem, tableau, NAME), build)
 
 
 def solve(problem, tableau):
@@ -115,7 +110,7 @@ def solve(problem, tableau):
     import numba
 
     run = compiled_engine(problem, tableau)
-    state = EngineState(problem, slice_budget(problem))
+    state = EngineState(problem, slice_budget(problem), tableau)
     with progress_bar(problem) as bar:
         while True:
             try:
@@ -123,6 +118,6 @@ def solve(problem, tableau):
             except numba.core.errors.TypingError as exc:
                 raise CompileError(f"numba could not compile `fun`: {exc}") from exc
             bar.update_to(state)
-            if not np.any(state.st_status >= INIT):
+            if not state.running():
                 break
     return state.raw()

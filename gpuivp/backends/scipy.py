@@ -1,11 +1,13 @@
 """``scipy`` backend: the reference, ``scipy.integrate.solve_ivp`` trajectory by trajectory."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.integrate
 from scipy.integrate._ivp.rk import RungeKutta
 
-from .._status import FAIL_STEP
+from .._status import FAIL_MAXSTEPS, FAIL_NONFINITE, FAIL_STEP, MESSAGES
 from ._base import progress_bar
 
 NAME = "scipy"
@@ -15,36 +17,91 @@ def unavailable_reason():
     return None
 
 
-def counting_method(method):
-    """scipy's solver class with step counters (accepted steps, error estimates = attempts)."""
+class _MaxSteps(Exception):
+    """Raised inside a step attempt when ``max_steps`` attempts were already made."""
+
+
+def counting_method(method, max_steps=None):
+    """scipy's solver class with step counters (accepted steps, error estimates = attempts).
+
+    With ``max_steps`` it fails (``hit_max_steps`` set) instead of making attempt number
+    ``max_steps + 1``, as the engines do; it also keeps the last error estimate, so a
+    failure can be told apart as non-finite (API.md's ``-3``).
+    """
     base = scipy.integrate._ivp.ivp.METHODS[method] if isinstance(method, str) else method
+    rk = issubclass(base, RungeKutta)
 
     class Counting(base):
         def __init__(self, *a, **kw):
             self.n_accepted = 0
             self.n_attempts = 0
+            self.hit_max_steps = False
+            self.last_error = 0.0
             super().__init__(*a, **kw)
 
         def _step_impl(self):
-            success, message = super()._step_impl()
+            if not rk and max_steps is not None:
+                if self.n_attempts >= max_steps:
+                    self.hit_max_steps = True
+                    return False, MESSAGES[FAIL_MAXSTEPS]
+                self.n_attempts += 1
+            try:
+                success, message = super()._step_impl()
+            except _MaxSteps:
+                # The attempt was stopped after its stages: they do not count (as in the engines).
+                self.nfev -= self.n_stages
+                self.hit_max_steps = True
+                return False, MESSAGES[FAIL_MAXSTEPS]
             self.n_accepted += bool(success)
             return success, message
 
-        if issubclass(base, RungeKutta):
+        if rk:
             def _estimate_error_norm(self, K, h, scale):
+                if max_steps is not None and self.n_attempts >= max_steps:
+                    raise _MaxSteps
                 self.n_attempts += 1
-                return super()._estimate_error_norm(K, h, scale)
+                self.last_error = super()._estimate_error_norm(K, h, scale)
+                return self.last_error
 
     Counting.__name__ = base.__name__
     return Counting
 
 
+def _finite_at_t0(fun, t0, y0, vectorized, args):
+    """Whether ``fun(t0, y0)`` is finite: scipy would loop forever on a NaN there."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f = fun(t0, y0[:, None] if vectorized else y0, *(args or ()))
+        try:
+            return all(bool(np.all(np.isfinite(v))) for v in f)
+        except TypeError:
+            return True   # not numbers: let scipy report it
+
+
+def _not_finite_result(t0, y0, t_eval, events):
+    """What scipy would return had it stopped at once with status -3."""
+    from scipy.integrate._ivp.ivp import OdeResult
+
+    n_ev = 0 if events is None else 1 if callable(events) else len(events)
+    t = np.array([t0]) if t_eval is None else np.asarray(t_eval, dtype=float)[:0]
+    y = y0[:, None].copy() if t_eval is None else np.empty((len(y0), 0))
+    res = OdeResult(t=t, y=y, sol=None,
+                    t_events=[np.empty(0) for _ in range(n_ev)] if n_ev else None,
+                    y_events=[np.empty((0, len(y0))) for _ in range(n_ev)] if n_ev else None,
+                    nfev=1, njev=0, nlu=0, status=FAIL_NONFINITE,
+                    message=MESSAGES[FAIL_NONFINITE], success=False)
+    return res, dict(naccept=0, nreject=0, t_final=t0, y_final=y0.copy(), status=FAIL_NONFINITE)
+
+
 def solve_single(fun, t_span, y0, method, t_eval, dense_output, events, vectorized, args,
-                 rtol, atol, first_step, max_step, options):
-    """One scipy call; returns (OdeResult, info) where info has naccept, nreject and
-    t_final, y_final (where the solver stopped)."""
+                 rtol, atol, first_step, max_step, options, max_steps=None):
+    """One scipy call; returns (OdeResult, info) where info has naccept, nreject,
+    t_final, y_final (where the solver stopped) and status (API.md's codes: scipy's
+    ``-1`` told apart into ``-1``, ``-2`` and ``-3``)."""
+    if not _finite_at_t0(fun, t_span[0], y0, vectorized, args):
+        return _not_finite_result(t_span[0], y0, t_eval, events)
     solver_box = {}
-    cls = counting_method(method)
+    cls = counting_method(method, max_steps)
 
     class Capture(cls):
         def __init__(self, *a, **kw):
@@ -60,7 +117,20 @@ def solve_single(fun, t_span, y0, method, t_eval, dense_output, events, vectoriz
                                     max_step=max_step, **kw)
     s = solver_box["solver"]
     nrej = s.n_attempts - s.n_accepted if issubclass(cls, RungeKutta) else 0
-    return res, dict(naccept=s.n_accepted, nreject=nrej, t_final=s.t, y_final=s.y)
+    status = res.status
+    if status < 0:
+        status = (FAIL_MAXSTEPS if s.hit_max_steps else
+                  FAIL_NONFINITE if not np.isfinite(s.last_error) else FAIL_STEP)
+    t_final, y_final = s.t, s.y
+    if res.status == 1:
+        # Stopped by a terminal event: scipy's final state is its interpolant at the root,
+        # the latest stored event in the direction of integration.
+        d = np.sign(t_span[1] - t_span[0]) or 1.0
+        last = [(d * te[-1], te[-1], ye[-1]) for te, ye in zip(res.t_events, res.y_events)
+                if len(te)]
+        _, t_final, y_final = max(last, key=lambda item: item[0])
+    return res, dict(naccept=s.n_accepted, nreject=nrej, t_final=t_final, y_final=y_final,
+                     status=status)
 
 
 def solve(problem, tableau):
@@ -74,19 +144,43 @@ def solve(problem, tableau):
                njev=np.zeros(k, np.int64), nlu=np.zeros(k, np.int64),
                y_eval=np.full((n_eval, n, k), np.nan) if n_eval else None)
     atol = p.atol if np.ptp(p.atol) > 0 else float(p.atol[0])
+    n_ev = len(p.events)
+    if n_ev:
+        out.update(ev_t=np.full((n_ev, p.max_events, k), np.nan),
+                   ev_y=np.full((n_ev, p.max_events, n, k), np.nan),
+                   ev_cnt=np.zeros((n_ev, k), np.int64))
     with progress_bar(p) as bar:
         for i in range(k):
             y0 = p.y0[:, i].astype(np.float64)
-            res, info = solve_single(p.fun, (p.t0, p.t1), y0, p.method, p.t_eval, False,
-                                           None, False, p.traj_args(i), p.rtol, atol,
-                                           p.first_step, p.max_step, p.options)
-            out["status"][i] = res.status if res.status >= 0 else FAIL_STEP
+            try:
+                res, info = solve_single(p.fun, (p.t0, p.t1), y0, p.method, p.t_eval,
+                                         p.dense_output,
+                                         list(p.events) or None, False, p.traj_args(i), p.rtol,
+                                         atol,
+                                         p.first_step, p.max_step, p.options, p.max_steps)
+            except Exception as exc:
+                if hasattr(exc, "add_note"):
+                    exc.add_note(f"(raised by `fun` for trajectory {i})")
+                raise
+            out["status"][i] = info["status"]
             for name in ("nfev", "njev", "nlu"):
                 out[name][i] = getattr(res, name)
             out["naccept"][i], out["nreject"][i] = info["naccept"], info["nreject"]
             out["t_final"][i], out["y_final"][:, i] = info["t_final"], info["y_final"]
+            if p.dense_output:
+                out.setdefault("sols", []).append(res.sol)
+            for e in range(n_ev):
+                te, ye = res.t_events[e], res.y_events[e]
+                m = min(len(te), p.max_events)
+                out["ev_cnt"][e, i] = len(te)
+                out["ev_t"][e, :m, i] = te[:m]
+                out["ev_y"][e, :m, :, i] = ye[:m]
             if n_eval:
-                out["y_eval"][:res.y.shape[1], :, i] = res.y.T
+                ys = np.asarray(res.y, dtype=float).reshape(n, -1)   # [] when none stored
+                if p.t0 == p.t1 and info["status"] == 0:
+                    # scipy stores nothing on an empty span; every t_eval point is t0.
+                    ys = np.repeat(y0[:, None], n_eval, axis=1)
+                out["y_eval"][:ys.shape[1], :, i] = ys.T
             bar.update_to(_Progress(out, i, p))
     return out
 

@@ -11,7 +11,40 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._status import FAIL_MAXSTEPS, FAIL_NONFINITE, FAIL_STEP, INIT, REJECTED, RUNNING
+from .._status import (FAIL_DENSE, FAIL_MAXSTEPS, FAIL_NONFINITE, FAIL_STEP, INIT, REJECTED,
+                       RUNNING, TERMINATED)
+
+
+def evaluate_rows(kind, rows, x, h, y_old, xp=np):
+    """Evaluate an interpolant from its coefficient rows at ``x = (t - t_old) / h``.
+
+    The one definition of scipy's two dense-output forms, used while stepping and by
+    :class:`gpuivp.EnsembleSolution`.
+    """
+    if kind == "dop853":
+        acc = xp.zeros_like(y_old)
+        for i, row in enumerate(reversed(rows)):
+            acc = (acc + row) * (x if i % 2 == 0 else 1 - x)
+        return acc + y_old
+    acc, xq = None, x
+    for row in rows:
+        term = row * xq
+        acc = term if acc is None else acc + term
+        xq = xq * x
+    return h * acc + y_old
+
+
+def sum_rows(x):
+    """Sum of an (n, m) array over its n rows, one row after the other.
+
+    Not ``xp.sum(x, axis=0)``: NumPy sums a single column (m = 1) pairwise once n >= 8,
+    which rounds differently, so a trajectory's steps would depend on how many others
+    are still running. Row by row is also the numba engine's order.
+    """
+    acc = x[0]
+    for row in x[1:]:
+        acc = acc + row
+    return acc
 
 
 class Lockstep:
@@ -42,36 +75,54 @@ class Lockstep:
         self.nrej = xp.zeros(k, dtype=np.int64)
         self.ie = xp.zeros(k, dtype=np.int64)
         self._args_cache = (None, None)
+        if p.dense_output:
+            self.dense = DenseBuffers(xp, n, k, tableau.n_interp_rows, self.dtype, p.t0)
+        n_ev = len(p.events)
+        if n_ev:
+            self.ev_g = xp.zeros((n_ev, k), dtype=self.dtype)
+            self.ev_cnt = xp.zeros((n_ev, k), dtype=np.int64)
+            self.ev_t = xp.full((n_ev, p.max_events, k), np.nan, dtype=self.dtype)
+            self.ev_y = xp.full((n_ev, p.max_events, n, k), np.nan, dtype=self.dtype)
 
     # -- helpers -----------------------------------------------------------------
     def c(self, value):
         return self.dtype.type(value)
 
-    def fun(self, t, y, idx):
-        """``fun`` on columns ``idx``: returns an (n, m) array."""
-        xp = self.xp
+    def args_for(self, idx):
+        """The user args restricted to columns ``idx`` (cached while ``idx`` is unchanged)."""
         prev_idx, prev_args = self._args_cache
         if prev_idx is idx:
-            args = prev_args
-        else:
-            args = tuple(a[..., idx] if kind.startswith("traj") else a
-                         for a, kind in zip(self.args, self.p.arg_kinds))
-            self._args_cache = (idx, args)
-        r = self.p.fun(t, y, *args)
+            return prev_args
+        args = tuple(a[..., idx] if kind.startswith("traj") else a
+                     for a, kind in zip(self.args, self.p.arg_kinds))
+        self._args_cache = (idx, args)
+        return args
+
+    def fun(self, t, y, idx):
+        """``fun`` on columns ``idx``: returns an (n, m) array."""
+        r = self.p.fun(t, y, *self.args_for(idx))
         if len(r) != self.p.n:
             raise ValueError(f"`fun` returned {len(r)} values: expected n={self.p.n}.")
-        out = xp.empty(y.shape, dtype=self.dtype)
+        out = self.xp.empty(y.shape, dtype=self.dtype)
         for j, v in enumerate(r):
             out[j] = v
         return out
 
-    def lincomb(self, coefs, K, start=None):
-        """``sum_s coefs[s] K[s]`` over nonzero coefficients (or ``start`` if all zero)."""
-        acc = start
+    def event(self, e, t, y, idx):
+        """Event function ``e`` on columns ``idx``: an (m,) array."""
+        g = self.p.events[e](t, y, *self.args_for(idx))
+        return self.xp.broadcast_to(self.xp.asarray(g, dtype=self.dtype), t.shape)
+
+    def lincomb(self, coefs, K):
+        """``sum_s coefs[s] K[s]`` over the nonzero coefficients, as a new array."""
+        acc = None
         for cf, k in zip(coefs, K):
             if cf != 0:
                 term = self.c(cf) * k
-                acc = term if acc is None else acc + term
+                if acc is None:
+                    acc = term
+                else:
+                    acc += term  # in place: acc is always a fresh temporary here
         return acc if acc is not None else self.xp.zeros_like(K[0])
 
     def stages(self, t, y, f, h, idx):
@@ -92,35 +143,28 @@ class Lockstep:
         if tab.kind == "dop853":
             e5 = self.lincomb(tab.extra["e5"], K) / scale
             e3 = self.lincomb(tab.extra["e3"], K) / scale
-            s5 = xp.sum(e5 * e5, axis=0)
-            s3 = xp.sum(e3 * e3, axis=0)
+            s5 = sum_rows(e5 * e5)
+            s3 = sum_rows(e3 * e3)
             both0 = (s5 == 0) & (s3 == 0)
             err = xp.abs(h) * s5 / xp.sqrt((s5 + self.c(0.01) * s3) * self.c(n))
             return xp.where(both0, self.c(0), err)
         e = self.lincomb(tab.e, K) * h / scale
-        return xp.sqrt(xp.sum(e * e, axis=0)) / self.c(n ** 0.5)
+        return xp.sqrt(sum_rows(e * e)) / self.c(n ** 0.5)
 
-    def interpolate(self, te, t, y, y_new, K, h):
-        """The step's dense output at ``te`` (one time per column)."""
-        x = (te - t) / h
+    def coef_rows(self, t, y, y_new, K, h):
+        """The step interpolant's coefficient rows (scipy's ``Q`` rows, or DOP853's ``F``)."""
         tab = self.tab
         if tab.kind == "dop853":
             d = tab.extra["d"]
             F0 = y_new - y
-            F = [F0, h * K[0] - F0, self.c(2) * F0 - h * (K[tab.n_stages] + K[0])]
-            F += [h * self.lincomb(d[r], K) for r in range(d.shape[0])]
-            acc = self.xp.zeros_like(y)
-            for i, fr in enumerate(reversed(F)):
-                acc = (acc + fr) * (x if i % 2 == 0 else self.c(1) - x)
-            return acc + y
-        p = tab.p
-        xp_ = x
-        acc = None
-        for q in range(p.shape[1]):
-            term = self.lincomb(p[:, q], K) * xp_
-            acc = term if acc is None else acc + term
-            xp_ = xp_ * x
-        return h * acc + y
+            rows = [F0, h * K[0] - F0, self.c(2) * F0 - h * (K[tab.n_stages] + K[0])]
+            return rows + [h * self.lincomb(d[r], K) for r in range(d.shape[0])]
+        return [self.lincomb(tab.p[:, q], K) for q in range(tab.p.shape[1])]
+
+    def interpolate(self, te, t, y, y_new, K, h):
+        """The step's dense output at ``te`` (one time per column)."""
+        rows = self.coef_rows(t, y, y_new, K, h)
+        return evaluate_rows(self.tab.kind, rows, (te - t) / h, h, y, self.xp)
 
     def extra_stages(self, t, y, K, h, idx):
         """DOP853's three extra stages for its interpolant."""
@@ -141,6 +185,8 @@ class Lockstep:
         self.nfev[:] = 1
         finite = xp.all(xp.isfinite(self.f), axis=0)
         self.status = xp.where(finite, RUNNING, FAIL_NONFINITE).astype(np.int64)
+        for e in range(len(p.events)):
+            self.ev_g[e] = self.event(e, self.t, self.y, idx)
         if p.t0 == p.t1:
             self.status = xp.where(finite, 0, FAIL_NONFINITE).astype(np.int64)
             if self.n_eval:
@@ -158,14 +204,14 @@ class Lockstep:
         scale = self.atol + xp.abs(y) * self.c(p.rtol)
         rn = self.c(p.n ** 0.5)
         with np.errstate(all="ignore"):
-            d0 = xp.sqrt(xp.sum((y / scale) ** 2, axis=0)) / rn
-            d1 = xp.sqrt(xp.sum((f / scale) ** 2, axis=0)) / rn
+            d0 = xp.sqrt(sum_rows((y / scale) ** 2)) / rn
+            d1 = xp.sqrt(sum_rows((f / scale) ** 2)) / rn
             h0 = xp.where((d0 < 1e-5) | (d1 < 1e-5), self.c(1e-6), self.c(0.01) * d0 / d1)
             interval = self.c(abs(p.t1 - p.t0))
             h0 = xp.where(interval < h0, interval, h0)
             f1 = self.fun(t0 + h0 * d, y + h0 * d * f, idx)
-            self.nfev += 1
-            d2 = xp.sqrt(xp.sum(((f1 - f) / scale) ** 2, axis=0)) / rn / h0
+            self.nfev += finite.astype(np.int64)   # failed columns stop at their first call
+            d2 = xp.sqrt(sum_rows(((f1 - f) / scale) ** 2)) / rn / h0
             small = (d1 <= 1e-15) & (d2 <= 1e-15)
             dm = xp.where(d2 > d1, d2, d1)
             h1 = xp.where(small, xp.where(h0 * self.c(1e-3) < 1e-6, self.c(1e-6),
@@ -182,6 +228,11 @@ class Lockstep:
         idx = xp.flatnonzero(self.status >= RUNNING)
         if idx.size == 0:
             return False
+        if p.dense_output and bool(xp.any(self.nacc[idx] >= self.dense.capacity)):
+            full = self.nacc[idx] >= p.dense_max_steps
+            self.status[idx[full]] = FAIL_DENSE
+            self.dense.grow(min(2 * self.dense.capacity, p.dense_max_steps))
+            return True
         c = self.c
         d = c(self.direction)
         t = self.t[idx]
@@ -243,49 +294,181 @@ class Lockstep:
         if not bool(xp.any(accept)):
             return True
         a = accept
-        ia, ta, ha, tn = idx[a], t[a], h[a], t_new[a]
-        ya, yna = y[:, a], y_new[:, a]
-        Ka = [k_[:, a] for k_ in K]
+        if bool(xp.all(a)):
+            ia, ta, ha, tn, ya, yna, Ka = idx, t, h, t_new, y, y_new, K
+        else:
+            ia, ta, ha, tn = idx[a], t[a], h[a], t_new[a]
+            ya, yna = y[:, a], y_new[:, a]
+            # Every stage is needed only for interpolation (t_eval, events, dense output).
+            need_all = self.n_eval or p.events or p.dense_output
+            Ka = [k_[:, a] for k_ in K] if need_all else [None] * tab.n_stages + [K[-1][:, a]]
+        step = _Step(ia, ta, ya, yna, Ka, ha, tn)
+        active = self.detect_events(step)
+        if tab.kind == "dop853":
+            need = active | self.has_t_eval_point(step) | p.dense_output
+            self.add_extra_stages(step, need)
+        t_end, terminating = self.handle_events(step, active)
+        if p.dense_output:
+            self.dense.store(self.nacc[ia], ia, t_end, ha, ya,
+                             self.coef_rows(ta, ya, yna, step.K, ha))
         if self.n_eval:
-            self.save_t_eval(ia, ta, ya, yna, Ka, ha, tn)
+            self.save_t_eval(step, t_end)
         self.nacc[ia] += 1
-        self.y[:, ia] = yna
         self.f[:, ia] = Ka[tab.n_stages]
-        self.t[ia] = tn
+        if terminating is not None and bool(xp.any(terminating)):
+            y_stop = self.interpolate(t_end, ta, ya, yna, step.K, ha)
+            yna = xp.where(terminating[None], y_stop, yna)
+        self.y[:, ia] = yna
+        self.t[ia] = t_end
         if self.fixed:
             done = self.nacc[ia] >= p.n_fixed
         else:
             done = d * (tn - c(p.t1)) >= 0
         self.status[ia[done]] = 0
+        if terminating is not None:
+            self.status[ia[terminating]] = TERMINATED
         return True
 
-    def save_t_eval(self, idx, t, y, y_new, K, h, t_new):
-        """Interpolate every t_eval point inside each accepted step."""
+    def has_t_eval_point(self, st):
+        """Columns whose next t_eval point lies inside their accepted step."""
+        xp = self.xp
+        if not self.n_eval:
+            return xp.zeros(st.idx.shape, dtype=bool)
+        ie = self.ie[st.idx]
+        te = self.t_eval[xp.minimum(ie, self.n_eval - 1)]
+        return (ie < self.n_eval) & (self.c(self.direction) * (te - st.t_new) <= 0)
+
+    def add_extra_stages(self, st, need):
+        """DOP853: the interpolant's three extra stages, once per step, where needed."""
+        xp = self.xp
+        Kx = [xp.zeros_like(st.y) for _ in range(self.tab.n_extra)]
+        if bool(xp.any(need)):
+            sub = self.extra_stages(st.t[need], st.y[:, need], [k_[:, need] for k_ in st.K],
+                                    st.h[need], st.idx[need])
+            for r in range(self.tab.n_extra):
+                Kx[r][:, need] = sub[self.tab.n_stages + 1 + r]
+            self.nfev[st.idx[need]] += self.tab.n_extra
+        st.K = list(st.K) + Kx
+
+    def detect_events(self, st):
+        """scipy's find_active_events per column; returns the mask of columns with any."""
+        xp = self.xp
+        st.active = []
+        any_active = xp.zeros(st.idx.shape, dtype=bool)
+        for e, (_, direction) in enumerate(self.p.event_spec):
+            g, gn = self.ev_g[e, st.idx], self.event(e, st.t_new, st.y_new, st.idx)
+            up, down = (g <= 0) & (gn >= 0), (g >= 0) & (gn <= 0)
+            act = up if direction > 0 else down if direction < 0 else up | down
+            self.ev_g[e, st.idx] = gn
+            st.active.append(act)
+            any_active |= act
+        return any_active
+
+    def handle_events(self, st, any_active):
+        """Roots, terminal decision and storage of the events of this step.
+
+        Returns ``(t_end, terminating)``: each column's end time (its step end, or the
+        terminal event's time) and the mask of terminating columns (None without events).
+        """
+        xp, c = self.xp, self.c
+        d = c(self.direction)
+        if not self.p.events:
+            return st.t_new, None
+        t_end = st.t_new.copy()
+        terminating = xp.zeros(st.idx.shape, dtype=bool)
+        if not bool(xp.any(any_active)):
+            return t_end, terminating
+        roots = []
+        for e, act in enumerate(st.active):
+            root = st.t_new.copy()
+            if bool(xp.any(act)):
+                root[act] = self.brent(e, st, act)
+            roots.append(root)
+        for e, (count, _) in enumerate(self.p.event_spec):
+            if count:
+                ends = st.active[e] & (self.ev_cnt[e, st.idx] + 1 >= count)
+                earlier = ends & (~terminating | (d * (roots[e] - t_end) < 0))
+                t_end = xp.where(earlier, roots[e], t_end)
+                terminating |= ends
+        for e, act in enumerate(st.active):
+            keep = act & (~terminating | (d * (roots[e] - t_end) <= 0))
+            if not bool(xp.any(keep)):
+                continue
+            cols = st.idx[keep]
+            self.ev_cnt[e, cols] += 1
+            slot = self.ev_cnt[e, cols] - 1
+            stored = slot < self.p.max_events
+            sub = xp.flatnonzero(keep)[stored]
+            y_root = self.interpolate(roots[e][sub], st.t[sub], st.y[:, sub], st.y_new[:, sub],
+                                      [k_[:, sub] for k_ in st.K], st.h[sub])
+            self.ev_t[e, slot[stored], cols[stored]] = roots[e][sub]
+            self.ev_y[e, slot[stored], :, cols[stored]] = y_root.T
+        return t_end, terminating
+
+    def brent(self, e, st, act):
+        """scipy's brentq (xtol = rtol = 4 eps) on the interpolant, for the columns ``act``."""
+        xp, c = self.xp, self.c
+        sub = xp.flatnonzero(act)
+        t, y, y_new, h = st.t[sub], st.y[:, sub], st.y_new[:, sub], st.h[sub]
+        K = [k_[:, sub] for k_ in st.K]
+        idx = st.idx[sub]
+
+        def g(x):
+            return self.event(e, x, self.interpolate(x, t, y, y_new, K, h), idx)
+
+        xtol = c(4 * np.finfo(self.dtype).eps)
+        xpre, xcur = t.copy(), st.t_new[sub].copy()
+        fpre, fcur = g(xpre), g(xcur)
+        root = xp.where(fpre == 0, xpre, xcur)
+        done = (fpre == 0) | (fcur == 0)
+        same = ~done & ((fpre < 0) == (fcur < 0))
+        root = xp.where(same, xp.where(xp.abs(fcur) < xp.abs(fpre), xcur, xpre), root)
+        done |= same
+        zero = xp.zeros_like(xcur)
+        xblk, fblk, spre, scur = zero, zero, zero, zero
+        for _ in range(100):
+            if bool(xp.all(done)):
+                break
+            bracket = (fpre != 0) & (fcur != 0) & ((fpre < 0) != (fcur < 0))
+            xblk, fblk = xp.where(bracket, xpre, xblk), xp.where(bracket, fpre, fblk)
+            spre = scur = xp.where(bracket, xcur - xpre, spre)
+            swap = xp.abs(fblk) < xp.abs(fcur)
+            xpre, xcur, xblk = (xp.where(swap, xcur, xpre), xp.where(swap, xblk, xcur),
+                                xp.where(swap, xcur, xblk))
+            fpre, fcur, fblk = (xp.where(swap, fcur, fpre), xp.where(swap, fblk, fcur),
+                                xp.where(swap, fcur, fblk))
+            delta = (xtol + xtol * xp.abs(xcur)) / c(2)
+            sbis = (xblk - xcur) / c(2)
+            conv = ~done & ((fcur == 0) | (xp.abs(sbis) < delta))
+            root = xp.where(conv, xcur, root)
+            done |= conv
+            stry = xp.where(
+                xpre == xblk, -fcur * (xcur - xpre) / (fcur - fpre),
+                -fcur * (fblk * ((fblk - fcur) / (xblk - xcur)) - fpre * ((fpre - fcur) / (xpre - xcur)))
+                / (((fblk - fcur) / (xblk - xcur)) * ((fpre - fcur) / (xpre - xcur)) * (fblk - fpre)))
+            good = ((xp.abs(spre) > delta) & (xp.abs(fcur) < xp.abs(fpre))
+                    & (c(2) * xp.abs(stry) < xp.minimum(xp.abs(spre), c(3) * xp.abs(sbis) - delta)))
+            spre, scur = xp.where(good, scur, sbis), xp.where(good, stry, sbis)
+            xpre, fpre = xcur, fcur
+            xcur = xcur + xp.where(xp.abs(scur) > delta, scur, xp.where(sbis > 0, delta, -delta))
+            fcur = xp.where(done, fcur, g(xcur))
+            root = xp.where(done, root, xcur)
+        return root
+
+    def save_t_eval(self, st, t_end):
+        """Interpolate every t_eval point up to each accepted column's ``t_end``."""
         xp = self.xp
         d = self.c(self.direction)
-        have_extra = self.tab.kind != "dop853"
         while True:
-            ie = self.ie[idx]
-            pending = ie < self.n_eval
+            ie = self.ie[st.idx]
             te = self.t_eval[xp.minimum(ie, self.n_eval - 1)]
-            pending &= d * (te - t_new) <= 0
-            if not bool(xp.any(pending)):
+            s = (ie < self.n_eval) & (d * (te - t_end) <= 0)
+            if not bool(xp.any(s)):
                 return
-            if not have_extra:
-                # Extra stages for every column with a point in this step (all are pending now).
-                sel = pending
-                Kx = self.extra_stages(t[sel], y[:, sel], [k_[:, sel] for k_ in K], h[sel],
-                                       idx[sel])
-                self.nfev[idx[sel]] += self.tab.n_extra
-                idx, t, y, y_new, h, t_new = (idx[sel], t[sel], y[:, sel], y_new[:, sel],
-                                              h[sel], t_new[sel])
-                K = Kx
-                have_extra = True
-                continue
-            s = pending
-            ys = self.interpolate(te[s], t[s], y[:, s], y_new[:, s], [k_[:, s] for k_ in K], h[s])
-            self.out_eval[ie[s], :, idx[s]] = ys.T
-            self.ie[idx[s]] += 1
+            ys = self.interpolate(te[s], st.t[s], st.y[:, s], st.y_new[:, s],
+                                  [k_[:, s] for k_ in st.K], st.h[s])
+            self.out_eval[ie[s], :, st.idx[s]] = ys.T
+            self.ie[st.idx[s]] += 1
 
     def run(self, bar=None, check_every=1):
         self.initialise()
@@ -295,5 +478,59 @@ class Lockstep:
         return self.raw()
 
     def raw(self):
-        return dict(t_final=self.t, y_final=self.y, status=self.status, nfev=self.nfev,
-                    naccept=self.nacc, nreject=self.nrej, y_eval=self.out_eval)
+        raw = dict(t_final=self.t, y_final=self.y, status=self.status, nfev=self.nfev,
+                   naccept=self.nacc, nreject=self.nrej, y_eval=self.out_eval)
+        if self.p.events:
+            raw.update(ev_t=self.ev_t, ev_y=self.ev_y, ev_cnt=self.ev_cnt)
+        if self.p.dense_output:
+            raw.update(self.dense.raw())
+        return raw
+
+
+class DenseBuffers:
+    """Growable per-step interpolant storage, trajectory index last.
+
+    ``dn_t`` (cap + 1, k): step boundaries; ``dn_h`` (cap, k): step sizes;
+    ``dn_c`` (cap, 1 + rows, n, k): ``y_old`` then the coefficient rows.
+    """
+
+    INITIAL = 16
+
+    def __init__(self, xp, n, k, n_rows, dtype, t0, capacity=INITIAL):
+        self.xp = xp
+        self.dn_t = xp.full((capacity + 1, k), np.nan, dtype=dtype)
+        self.dn_t[0] = t0
+        self.dn_h = xp.full((capacity, k), np.nan, dtype=dtype)
+        self.dn_c = xp.full((capacity, 1 + n_rows, n, k), np.nan, dtype=dtype)
+
+    @property
+    def capacity(self):
+        return self.dn_h.shape[0]
+
+    def grow(self, capacity):
+        xp, old = self.xp, self.capacity
+        if capacity <= old:
+            return
+        for name in ("dn_t", "dn_h", "dn_c"):
+            a = getattr(self, name)
+            extra = xp.full((capacity - old,) + a.shape[1:], np.nan, dtype=a.dtype)
+            setattr(self, name, xp.concatenate([a, extra]))
+
+    def store(self, slot, idx, t_end, h, y_old, rows):
+        self.dn_t[slot + 1, idx] = t_end
+        self.dn_h[slot, idx] = h
+        self.dn_c[slot, 0, :, idx] = y_old.T
+        for r, row in enumerate(rows):
+            self.dn_c[slot, 1 + r, :, idx] = row.T
+
+    def raw(self):
+        return dict(dn_t=self.dn_t, dn_h=self.dn_h, dn_c=self.dn_c)
+
+
+class _Step:
+    """The accepted part of one lockstep iteration: columns, their step and stages."""
+
+    def __init__(self, idx, t, y, y_new, K, h, t_new):
+        self.idx, self.t, self.y, self.y_new, self.K, self.h, self.t_new = (
+            idx, t, y, y_new, K, h, t_new)
+        self.active = []

@@ -27,7 +27,16 @@ from .._status import INIT, REJECTED, RUNNING
 CNT_NFEV, CNT_NACC, CNT_NREJ, CNT_IE = range(4)
 # Positions inside the ``ctrl`` float array and the ``iparams`` int array.
 CTRL_FIELDS = ("t0", "t1", "rtol", "first_step", "max_step", "dt", "direction")
-IPARAM_FIELDS = ("max_steps", "budget", "n_fixed", "n_eval")
+IPARAM_FIELDS = ("max_steps", "budget", "n_fixed", "n_eval", "dense_max")
+BASE_PARAMS = ("y0", "ctrl", "iparams", "atol", "t_eval", "out_eval", "st_t", "st_h", "st_err",
+               "st_y", "st_f", "st_status", "st_cnt")
+# Event state: g at the last step end (n_ev, k), counts (n_ev, k), times
+# (n_ev, max_events, k) and states (n_ev, max_events, n, k) of the stored events.
+EVENT_PARAMS = ["ev_g", "ev_cnt", "ev_t", "ev_y"]
+# Dense output: step boundaries (cap + 1, k), step sizes (cap, k) and per step the
+# interpolant's rows (cap, 1 + n_coef, n, k): y_old, then the coefficient rows.
+DENSE_PARAMS = ["dn_t", "dn_h", "dn_c"]
+BRENT_MAXIT = 100
 
 
 class _Src:
@@ -63,11 +72,21 @@ class EngineSource:
         Run at the fixed step ``dt`` instead of adaptively.
     target : {"cpu", "cuda"}
         Where the code runs: decides how the scratch state vector is allocated.
+    events : tuple of (int, float)
+        Per event function ``event<e>``: its terminal count (0: not terminal) and direction.
+    dense : bool
+        Store every step's interpolant (dense output). A trajectory whose buffer is full
+        pauses (the host grows the buffer and resumes) until ``dense_max`` steps, then fails.
+    t_eval : bool
+        Generate the output at ``t_eval`` (without it the code is smaller and compiles faster).
     """
 
     def __init__(self, tableau: Tableau, n: int, arg_kinds: tuple, dtype, fixed: bool,
-                 target: str):
+                 target: str, events: tuple = (), dense: bool = False, t_eval: bool = True):
         self.tab = tableau
+        self.events = tuple(events)
+        self.dense = dense
+        self.with_t_eval = t_eval
         self.n = n
         self.arg_kinds = tuple(arg_kinds)
         self.dtype = np.dtype(dtype)
@@ -75,6 +94,16 @@ class EngineSource:
         self.target = target
         self.consts = {}
         self.src = self._generate()
+
+    @property
+    def param_names(self):
+        """Parameters of ``solve_one`` after ``i``, in order (drivers pass them through)."""
+        names = list(BASE_PARAMS)
+        if self.events:
+            names += EVENT_PARAMS
+        if self.dense:
+            names += DENSE_PARAMS
+        return names + [f"arg{m}" for m in range(len(self.arg_kinds))]
 
     # -- constants ---------------------------------------------------------
     def const(self, name, value):
@@ -143,67 +172,238 @@ else:
             src(ind, "err = sqrt(" + " + ".join(f"ee_{j} * ee_{j}" for j in range(n))
                 + ") / SQRTN")
 
-    def _interpolate(self, src, ind):
-        """State at ``te`` inside the accepted step [t, t + h] into ``yv``."""
+    def _extra_stages(self, src, ind):
+        """DOP853's three extra stages for its interpolant, once per step."""
         tab, n = self.tab, self.n
+        if tab.kind != "dop853":
+            return
+        s, ex = tab.n_stages, tab.extra
+        names = [f"K{m}" for m in range(s + 1 + tab.n_extra)]
+        src(ind, "if not have_extra:")
+        for r, (arow, c) in enumerate(zip(ex["a_extra"], ex["c_extra"])):
+            st = s + 1 + r
+            comb = [self._lincomb(arow[:st], f"AX{st}", names, j) for j in range(n)]
+            self._call(src, ind + 1, f"t + {self.const(f'CX{st}', c)} * h",
+                       [f"y_{j} + ({comb[j]}) * h" for j in range(n)], f"K{st}")
+        src(ind + 1, f"nfev += {tab.n_extra}")
+        src(ind + 1, "have_extra = True")
+
+
+    def _coefs(self, src, ind, j):
+        """The interpolant's coefficient rows ``F0, F1, ...`` of component ``j``.
+
+        scipy's forms: ``Q = K^T P`` (``y = y_old + h sum_q Q_q x^(q+1)``), or DOP853's ``F``.
+        """
+        tab = self.tab
         s = tab.n_stages
-        src(ind, "x = (te - t) / h")
+        names = [f"K{m}" for m in range(s + 1 + tab.n_extra)]
         if tab.kind == "dop853":
-            ex = tab.extra
-            names = [f"K{m}" for m in range(s + 1 + len(ex["c_extra"]))]
-            src(ind, "if not have_extra:")
-            for r, (arow, c) in enumerate(zip(ex["a_extra"], ex["c_extra"])):
-                st = s + 1 + r
-                comb = [self._lincomb(arow[:st], f"AX{st}", names, j) for j in range(n)]
-                self._call(src, ind + 1, f"t + {self.const(f'CX{st}', c)} * h",
-                           [f"y_{j} + ({comb[j]}) * h" for j in range(n)], f"K{st}")
-            src(ind + 1, f"nfev += {len(ex['c_extra'])}")
-            src(ind + 1, "have_extra = True")
-            d = ex["d"]
-            for j in range(n):
-                src(ind, f"""
+            d = tab.extra["d"]
+            src(ind, f"""
 F0 = yn_{j} - y_{j}
 F1 = h * K0_{j} - F0
 F2 = TWO * F0 - h * (K{s}_{j} + K0_{j})""")
-                for r in range(d.shape[0]):
-                    src(ind, f"F{3 + r} = h * ({self._lincomb(d[r], f'D{r}', names, j)})")
+            for r in range(d.shape[0]):
+                src(ind, f"F{3 + r} = h * ({self._lincomb(d[r], f'D{r}', names, j)})")
+        else:
+            for q in range(tab.p.shape[1]):
+                src(ind, f"F{q} = {self._lincomb(tab.p[:, q], f'P{q}', names, j)}")
+
+    def _interpolate(self, src, ind):
+        """State at ``te`` inside the accepted step [t, t + h] into ``yv``."""
+        self._extra_stages(src, ind)
+        src(ind, "x = (te - t) / h")
+        m = self.tab.n_interp_rows
+        if self.tab.kind != "dop853":
+            src(ind, "xp0 = x")
+            for q in range(1, m):
+                src(ind, f"xp{q} = xp{q - 1} * x")
+        for j in range(self.n):
+            self._coefs(src, ind, j)
+            if self.tab.kind == "dop853":
                 src(ind, "acc = ZERO")
-                for idx, fr in enumerate(reversed(range(3 + d.shape[0]))):
+                for idx, fr in enumerate(reversed(range(m))):
                     src(ind, f"acc = (acc + F{fr}) * {'x' if idx % 2 == 0 else '(ONE - x)'}")
                 src(ind, f"yv[{j}] = acc + y_{j}")
-        else:
-            p = tab.p
-            names = [f"K{m}" for m in range(s + 1)]
-            src(ind, "xp0 = x")
-            for q in range(1, p.shape[1]):
-                src(ind, f"xp{q} = xp{q - 1} * x")
-            for j in range(n):
-                poly = " + ".join(f"({self._lincomb(p[:, q], f'P{q}', names, j)}) * xp{q}"
-                                  for q in range(p.shape[1]))
+            else:
+                poly = " + ".join(f"F{q} * xp{q}" for q in range(m))
                 src(ind, f"yv[{j}] = h * ({poly}) + y_{j}")
 
+    def _store_dense(self, src, ind):
+        """Dense output of this step: t_old, h, y_old and the coefficient rows."""
+        self._extra_stages(src, ind)
+        src(ind, """
+slot = nacc - 1
+dn_t[slot + 1, i] = t_end
+dn_h[slot, i] = h""")
+        for j in range(self.n):
+            src(ind, f"dn_c[slot, 0, {j}, i] = y_{j}")
+            self._coefs(src, ind, j)
+            for r in range(self.tab.n_interp_rows):
+                src(ind, f"dn_c[slot, {1 + r}, {j}, i] = F{r}")
+
     def _on_accept(self, src, ind):
-        """Work done on an accepted step before the state advances: t_eval output."""
+        """Work on an accepted step before the state advances: events, then t_eval output.
+
+        Sets ``t_end`` (the step's end, or the terminal event's time) and ``terminating``.
+        """
         if self.tab.kind == "dop853":
             src(ind, "have_extra = False")
             for st in range(self.tab.n_stages + 1, self.tab.n_stages + 1 + self.tab.n_extra):
                 for j in range(self.n):
                     src(ind, f"K{st}_{j} = ZERO")
+        src(ind, "t_end = t_new")
+        src(ind, "terminating = False")
+        if self.events:
+            self._events(src, ind)
+        if self.dense:
+            self._store_dense(src, ind)
+        if not self.with_t_eval:
+            return
         src(ind, """
 while ie < n_eval:
     te = t_eval[ie]
-    if direction * (te - t_new) > ZERO:
+    if direction * (te - t_end) > ZERO:
         break""")
         self._interpolate(src, ind + 1)
         for j in range(self.n):
             src(ind + 1, f"out_eval[ie, {j}, i] = yv[{j}]")
         src(ind + 1, "ie += 1")
 
+    def _event_call(self, src, ind, e, t_expr, out):
+        src(ind, f"{out} = DT(event{e}({t_expr}, yv{self.call_args}))")
+
+    def _events(self, src, ind):
+        """scipy's find_active_events / handle_events on this step, per event function."""
+        n, evs = self.n, self.events
+        for j in range(n):
+            src(ind, f"yv[{j}] = yn_{j}")
+            src(ind, f"ys_{j} = yn_{j}")  # the state the step ends on (moved by a terminal event)
+        for e, (_, direction) in enumerate(evs):
+            self._event_call(src, ind, e, "t_new", f"gn_{e}")
+            up = f"(g_{e} <= ZERO and gn_{e} >= ZERO)"
+            down = f"(g_{e} >= ZERO and gn_{e} <= ZERO)"
+            cond = up if direction > 0 else down if direction < 0 else f"({up} or {down})"
+            src(ind, f"act_{e} = {cond}")
+            src(ind, f"root_{e} = t_new")
+        src(ind, "if " + " or ".join(f"act_{e}" for e in range(len(evs))) + ":")
+        for e in range(len(evs)):
+            src(ind + 1, f"if act_{e}:")
+            self._brent(src, ind + 2, e)
+        for e, (terminal, _) in enumerate(evs):
+            if terminal:
+                src(ind + 1, f"""
+if act_{e} and nev_{e} + 1 >= {terminal}:
+    if (not terminating) or direction * (root_{e} - t_end) < ZERO:
+        t_end = root_{e}
+        terminating = True""")
+        for e in range(len(evs)):
+            src(ind + 1, f"""
+if act_{e} and ((not terminating) or direction * (root_{e} - t_end) <= ZERO):
+    nev_{e} += 1
+    if nev_{e} <= max_events:
+        te = root_{e}""")
+            self._interpolate(src, ind + 3)
+            src(ind + 3, f"ev_t[{e}, nev_{e} - 1, i] = root_{e}")
+            for j in range(n):
+                src(ind + 3, f"ev_y[{e}, nev_{e} - 1, {j}, i] = yv[{j}]")
+        src(ind + 1, "if terminating:")
+        src(ind + 2, "te = t_end")
+        self._interpolate(src, ind + 2)
+        for j in range(n):
+            src(ind + 2, f"ys_{j} = yv[{j}]")
+        for e in range(len(evs)):
+            src(ind, f"g_{e} = gn_{e}")
+
+    def _brent(self, src, ind, e):
+        """Root of event ``e`` on the step's interpolant: scipy's brentq (xtol = rtol = 4 eps)."""
+        src(ind, f"""
+xq = t
+phase = 0
+for bit in range({BRENT_MAXIT + 2}):
+    te = xq""")
+        self._interpolate(src, ind + 1)
+        self._event_call(src, ind + 1, e, "te", "gq")
+        src(ind + 1, f"""
+if phase == 0:
+    xpre = xq
+    fpre = gq
+    phase = 1
+    xq = t_new
+    continue
+if phase == 1:
+    xcur = xq
+    fcur = gq
+    phase = 2
+    if fpre == ZERO:
+        root_{e} = xpre
+        break
+    if fcur == ZERO:
+        root_{e} = xcur
+        break
+    if (fpre < ZERO) == (fcur < ZERO):
+        root_{e} = xcur if abs(fcur) < abs(fpre) else xpre
+        break
+    xblk = ZERO
+    fblk = ZERO
+    spre = ZERO
+    scur = ZERO
+else:
+    fcur = gq
+if fpre != ZERO and fcur != ZERO and (fpre < ZERO) != (fcur < ZERO):
+    xblk = xpre
+    fblk = fpre
+    spre = xcur - xpre
+    scur = spre
+if abs(fblk) < abs(fcur):
+    xpre = xcur
+    xcur = xblk
+    xblk = xpre
+    fpre = fcur
+    fcur = fblk
+    fblk = fpre
+delta = (XTOL + XTOL * abs(xcur)) / TWO
+sbis = (xblk - xcur) / TWO
+if fcur == ZERO or abs(sbis) < delta:
+    root_{e} = xcur
+    break
+if abs(spre) > delta and abs(fcur) < abs(fpre):
+    if xpre == xblk:
+        stry = -fcur * (xcur - xpre) / (fcur - fpre)
+    else:
+        dpre = (fpre - fcur) / (xpre - xcur)
+        dblk = (fblk - fcur) / (xblk - xcur)
+        stry = -fcur * (fblk * dblk - fpre * dpre) / (dblk * dpre * (fblk - fpre))
+    bound = THREE * abs(sbis) - delta
+    if abs(spre) < bound:
+        bound = abs(spre)
+    if TWO * abs(stry) < bound:
+        spre = scur
+        scur = stry
+    else:
+        spre = sbis
+        scur = sbis
+else:
+    spre = sbis
+    scur = sbis
+xpre = xcur
+fpre = fcur
+if abs(scur) > delta:
+    xcur = xcur + scur
+elif sbis > ZERO:
+    xcur = xcur + delta
+else:
+    xcur = xcur - delta
+xq = xcur
+root_{e} = xcur""")
+
     def _advance(self, src, ind):
         for j in range(self.n):
-            src(ind, f"y_{j} = yn_{j}")
+            src(ind, f"y_{j} = {'ys' if self.events else 'yn'}_{j}")
             src(ind, f"f_{j} = K{self.tab.n_stages}_{j}")
-        src(ind, "t = t_new")
+        src(ind, "t = t_end")
+        src(ind, "if terminating:")
+        src(ind + 1, "status = TERMINATED")
 
     def _initial_step(self, src, ind):
         """scipy's ``select_initial_step`` (one evaluation of ``fun``)."""
@@ -223,9 +423,9 @@ interval = abs(t1 - t0)
 if interval < h0:
     h0 = interval""")
         self._call(src, ind, "t0 + h0 * direction",
-                   [f"y_{j} + h0 * direction * f_{j}" for j in range(n)], "g")
+                   [f"y_{j} + h0 * direction * f_{j}" for j in range(n)], "f1")
         src(ind, "nfev += 1")
-        src(ind, "d2 = sqrt(" + " + ".join(f"((g_{j} - f_{j}) / sc_{j}) * ((g_{j} - f_{j}) / sc_{j})"
+        src(ind, "d2 = sqrt(" + " + ".join(f"((f1_{j} - f_{j}) / sc_{j}) * ((f1_{j} - f_{j}) / sc_{j})"
                                           for j in range(n)) + ") / SQRTN / h0")
         src(ind, """
 if d1 <= SMALL15 and d2 <= SMALL15:
@@ -284,7 +484,7 @@ if err < ONE:
         self._on_accept(src, ind + 1)
         self._advance(src, ind + 1)
         src(ind, """
-    if direction * (t - t1) >= ZERO:
+    if status == RUNNING and direction * (t - t1) >= ZERO:
         status = 0
 else:
     factor = SAFETY * err ** EXPO
@@ -314,7 +514,7 @@ h = t_new - t""")
         self._on_accept(src, ind)
         self._advance(src, ind)
         src(ind, """
-if nacc >= n_fixed:
+if status == RUNNING and nacc >= n_fixed:
     status = 0""")
 
     # -- the function ------------------------------------------------------------
@@ -336,6 +536,8 @@ if nacc >= n_fixed:
         self.const("SAFETY", 0.9)
         self.const("MINF", 0.2)
         self.const("MAXF", 10.0)
+        self.const("THREE", 3.0)
+        self.const("XTOL", 4 * np.finfo(self.dtype).eps)
         if tab.adaptive:
             self.const("EXPO", tab.error_exponent)
             self.const("INV_ORDER", 1.0 / (tab.error_order + 1))
@@ -351,8 +553,7 @@ if nacc >= n_fixed:
         self.call_args = "".join(f", p{m}" for m in range(len(self.arg_kinds)))
 
         src = _Src()
-        src(0, "def solve_one(i, y0, ctrl, iparams, atol, t_eval, out_eval, st_t, st_h, st_err, "
-               "st_y, st_f, st_status, st_cnt" + "".join(", " + p for p in params) + "):")
+        src(0, f"def solve_one(i, {', '.join(self.param_names)}):")
         src(1, """
 status = st_status[i]
 if status < INIT:
@@ -375,13 +576,21 @@ nrej = st_cnt[{CNT_NREJ}, i]
 ie = st_cnt[{CNT_IE}, i]
 t = st_t[i]
 h_abs = st_h[i]
-err = st_err[i]
+err = st_err[i]""")
+        if self.events:
+            src(1, "max_events = ev_t.shape[1]")
+        for e in range(len(self.events)):
+            src(1, f"g_{e} = ev_g[{e}, i]")
+            src(1, f"nev_{e} = ev_cnt[{e}, i]")
+        src(1, """
 if status == INIT:
     t = t0""")
         for j in range(n):
             src(2, f"y_{j} = y0[{j}, i]")
         self._call(src, 2, "t", [f"y_{j}" for j in range(n)], "f")
         src(2, "nfev = 1")
+        if self.dense:
+            src(2, "dn_t[0, i] = t0")
         src(2, f"if not ({self._finite('f')}):")
         src(3, "status = FAIL_NONFINITE")
         src(2, "elif t0 == t1:")
@@ -392,6 +601,10 @@ if status == INIT:
         src(4, "ie += 1")
         src(2, "else:")
         src(3, "status = RUNNING")
+        for e in range(len(self.events)):
+            for j in range(n):
+                src(3, f"yv[{j}] = y_{j}")
+            self._event_call(src, 3, e, "t", f"g_{e}")
         if not self.fixed:
             src(3, "if first_step > ZERO:")
             src(4, "h_abs = first_step")
@@ -401,6 +614,12 @@ if status == INIT:
 it = 0
 while status >= RUNNING and it < budget:
     it += 1""")
+        if self.dense:
+            src(2, """
+if nacc >= dn_h.shape[0]:
+    if nacc >= dense_max:
+        status = FAIL_DENSE
+    break""")
         if self.fixed:
             self._fixed_step(src, 2)
         else:
@@ -418,16 +637,39 @@ st_cnt[{CNT_IE}, i] = ie""")
         for j in range(n):
             src(1, f"st_y[{j}, i] = y_{j}")
             src(1, f"st_f[{j}, i] = f_{j}")
+        for e in range(len(self.events)):
+            src(1, f"ev_g[{e}, i] = g_{e}")
+            src(1, f"ev_cnt[{e}, i] = nev_{e}")
         return src.text()
 
-    def namespace(self, fun, alloc_state, nextafter, isfinite, sqrt):
-        """The globals the generated source runs in, for a given target."""
+    @classmethod
+    def for_problem(cls, problem, tableau, target):
+        """The source specialised for ``problem`` (its n, args, dtype, fixed steps, events)."""
+        return cls(tableau, problem.n, problem.arg_kinds, problem.dtype, problem.dt is not None,
+                   target, problem.event_spec, problem.dense_output, problem.t_eval is not None)
+
+    @staticmethod
+    def cache_key(problem, tableau, target):
+        """What identifies a compiled specialisation of this problem."""
+        from .compile_cache import fun_key
+        return (target, fun_key(problem.fun), tuple(fun_key(e) for e in problem.events),
+                problem.event_spec, tableau.name, problem.n, problem.arg_kinds,
+                problem.dtype.str, problem.dt is not None, problem.dense_output,
+                problem.t_eval is not None)
+
+    def namespace(self, fun, alloc_state, nextafter, isfinite, sqrt, events=()):
+        """The globals the generated source runs in, for a given target.
+
+        ``events`` are the compiled event functions, in the order of ``self.events``.
+        """
         from .. import _status
         ns = dict(self.consts)
+        ns.update({f"event{e}": ev for e, ev in enumerate(events)})
         ns.update(fun=fun, ALLOC_STATE=alloc_state, nextafter=nextafter, isfinite=isfinite,
                   sqrt=sqrt, DT=self.dtype.type, INIT=INIT, RUNNING=RUNNING,
-                  REJECTED=REJECTED, FAIL_STEP=_status.FAIL_STEP,
-                  FAIL_MAXSTEPS=_status.FAIL_MAXSTEPS, FAIL_NONFINITE=_status.FAIL_NONFINITE)
+                  REJECTED=REJECTED, TERMINATED=_status.TERMINATED, FAIL_STEP=_status.FAIL_STEP,
+                  FAIL_MAXSTEPS=_status.FAIL_MAXSTEPS, FAIL_NONFINITE=_status.FAIL_NONFINITE,
+                  FAIL_DENSE=_status.FAIL_DENSE)
         return ns
 
     def build(self, **namespace_kw):

@@ -14,13 +14,14 @@ from .per_trajectory import CTRL_FIELDS, IPARAM_FIELDS
 class EngineState:
     """Per-trajectory state and outputs of one ensemble run, as host arrays."""
 
-    def __init__(self, problem, budget):
+    def __init__(self, problem, budget, tableau=None):
         p = problem
         n, k, dt = p.n, p.k, p.dtype
         n_eval = 0 if p.t_eval is None else len(p.t_eval)
         ctrl = dict(t0=p.t0, t1=p.t1, rtol=p.rtol, first_step=p.first_step or 0.0,
                     max_step=p.max_step, dt=p.dt or 0.0, direction=p.direction)
-        iparams = dict(max_steps=p.max_steps, budget=budget, n_fixed=p.n_fixed, n_eval=n_eval)
+        iparams = dict(max_steps=p.max_steps, budget=budget, n_fixed=p.n_fixed, n_eval=n_eval,
+                       dense_max=p.dense_max_steps)
         self.ctrl = np.array([ctrl[f] for f in CTRL_FIELDS], dtype=dt)
         self.iparams = np.array([iparams[f] for f in IPARAM_FIELDS], dtype=np.int64)
         self.y0 = np.ascontiguousarray(p.y0, dtype=dt)
@@ -38,20 +39,50 @@ class EngineState:
         self.st_cnt = np.zeros((4, k), dtype=np.int64)
         self.args = p.args
         self.n_eval = n_eval
+        self.dense = None
+        if p.dense_output:
+            from .lockstep import DenseBuffers
+            self.dense = DenseBuffers(np, n, k, tableau.n_interp_rows, dt, p.t0)
+        n_ev = len(p.events)
+        if n_ev:
+            self.ev_g = np.zeros((n_ev, k), dtype=dt)
+            self.ev_cnt = np.zeros((n_ev, k), dtype=np.int64)
+            self.ev_t = np.full((n_ev, p.max_events, k), np.nan, dtype=dt)
+            self.ev_y = np.full((n_ev, p.max_events, n, k), np.nan, dtype=dt)
 
     def arrays(self):
-        """Arguments of ``solve_one`` after ``i``, in order."""
-        return (self.y0, self.ctrl, self.iparams, self.atol, self.t_eval, self.out_eval,
-                self.st_t, self.st_h, self.st_err, self.st_y, self.st_f, self.st_status,
-                self.st_cnt) + tuple(self.args)
+        """Arguments of ``solve_one`` after ``i``, in the order of ``EngineSource.param_names``."""
+        arrays = (self.y0, self.ctrl, self.iparams, self.atol, self.t_eval, self.out_eval,
+                  self.st_t, self.st_h, self.st_err, self.st_y, self.st_f, self.st_status,
+                  self.st_cnt)
+        if hasattr(self, "ev_g"):
+            arrays += (self.ev_g, self.ev_cnt, self.ev_t, self.ev_y)
+        if self.dense is not None:
+            arrays += (self.dense.dn_t, self.dense.dn_h, self.dense.dn_c)
+        return arrays + tuple(self.args)
+
+    def running(self):
+        """Whether any trajectory still runs; grows the dense buffers of paused ones."""
+        from .per_trajectory import CNT_NACC
+        running = self.st_status >= INIT
+        if not np.any(running):
+            return False
+        if self.dense is not None and np.any(self.st_cnt[CNT_NACC][running] >= self.dense.capacity):
+            self.dense.grow(min(2 * self.dense.capacity, int(self.iparams[-1])))
+        return True
 
     def raw(self):
         """The backend-neutral raw result."""
         from .per_trajectory import CNT_NACC, CNT_NFEV, CNT_NREJ
-        return dict(t_final=self.st_t, y_final=self.st_y, status=self.st_status.astype(np.int64),
-                    nfev=self.st_cnt[CNT_NFEV].copy(), naccept=self.st_cnt[CNT_NACC].copy(),
-                    nreject=self.st_cnt[CNT_NREJ].copy(),
-                    y_eval=self.out_eval if self.n_eval else None)
+        raw = dict(t_final=self.st_t, y_final=self.st_y, status=self.st_status.astype(np.int64),
+                   nfev=self.st_cnt[CNT_NFEV].copy(), naccept=self.st_cnt[CNT_NACC].copy(),
+                   nreject=self.st_cnt[CNT_NREJ].copy(),
+                   y_eval=self.out_eval if self.n_eval else None)
+        if hasattr(self, "ev_g"):
+            raw.update(ev_t=self.ev_t, ev_y=self.ev_y, ev_cnt=self.ev_cnt)
+        if self.dense is not None:
+            raw.update(self.dense.raw())
+        return raw
 
 
 def slice_budget(problem, default=1 << 62):

@@ -75,6 +75,11 @@ class Tableau:
         return -1.0 / (self.error_order + 1)
 
     @property
+    def n_interp_rows(self) -> int:
+        """Coefficient rows of one step's interpolant per component (scipy's Q, or DOP853's F)."""
+        return 3 + self.extra["d"].shape[0] if self.kind == "dop853" else self.p.shape[1]
+
+    @property
     def n_extra(self) -> int:
         """Function evaluations spent to build the interpolant of one step."""
         return len(self.extra.get("c_extra", ()))
