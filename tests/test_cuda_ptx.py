@@ -1,0 +1,190 @@
+"""The real ``cuda`` kernels compiled to PTX (and by ``ptxas``) without a GPU.
+
+``numba.cuda.compile_ptx`` needs no device once ``get_current_device`` is patched
+for the compile (see :func:`gpuivp.backends.cuda.kernel_ptx`); ``ptxas -v``, when on
+PATH, reports registers, stack frame (local memory) and spills: a performance
+signal CI can check. The simulator must not be active in this process: if it
+is (``NUMBA_ENABLE_CUDASIM=1`` for the whole session), these tests skip.
+"""
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from problems import lorenz  # noqa: E402
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("numba_cuda") is None,
+                                reason="numba-cuda is not installed")
+
+METHODS = {"RK45": None, "Tsit5": None, "RK4": 0.01}
+DTYPES = ("float32", "float64")
+CCS = ((8, 0), (9, 0))
+PTXAS = shutil.which("ptxas")
+
+
+def make_problem(fun, method, dtype, n=3, args=(10.0, np.linspace(0.5, 20.0, 4), 8.0 / 3.0),
+                 dt="default"):
+    """A small validated ensemble Problem (what the front end hands a backend)."""
+    import warnings
+
+    from gpuivp import _problem as P
+    dtype = np.dtype(dtype)
+    dt = METHODS.get(method) if dt == "default" else dt
+    k = 4
+    values, kinds, k = P.ensemble_args(args, k, dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rtol, atol = P.check_tol(1e-6, 1e-9, n, dtype)
+    return P.Problem(fun=fun, t0=0.0, t1=1.0, y0=np.ones((n, k), dtype), args=values,
+                     arg_kinds=kinds, t_eval=None, rtol=rtol, atol=atol, first_step=None,
+                     max_step=np.inf, dt=dt, max_steps=1000, dtype=dtype, vectorized=False,
+                     method=method)
+
+
+@pytest.fixture(scope="module")
+def cb():
+    from gpuivp.backends import cuda as cb
+    if cb.simulated():
+        pytest.skip("numba.cuda is the CUDA simulator in this process (NUMBA_ENABLE_CUDASIM)")
+    try:
+        from numba.cuda.cudadrv import nvvm
+        nvvm.NVVM()
+    except Exception as exc:  # no libNVVM: nothing can compile to PTX here
+        pytest.skip(f"libNVVM is not usable: {exc}")
+    return cb
+
+
+_PTX = {}
+
+
+@pytest.fixture(scope="module")
+def ptx_of(cb):
+    """``ptx_of(method, dtype, cc)``: the Lorenz kernel's PTX, compiled once per key."""
+    from gpuivp.methods import METHODS as TABLEAUS
+
+    kernels = {}
+
+    def get(method, dtype, cc):
+        key = (method, dtype, cc)
+        if key not in _PTX:
+            problem = make_problem(lorenz, method, dtype)
+            if (method, dtype) not in kernels:
+                kernels[method, dtype] = cb.kernel_function(problem, TABLEAUS[method])
+            _PTX[key] = cb.kernel_ptx(problem, TABLEAUS[method], cc=cc,
+                                      kernel=kernels[method, dtype])
+        return _PTX[key]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def ptxas():
+    if PTXAS is None:
+        pytest.skip("ptxas is not on PATH")
+    return PTXAS
+
+
+CASES = [(m, d) for m in METHODS for d in DTYPES]
+
+
+@pytest.mark.parametrize("method,dtype", CASES)
+def test_kernel_compiles_to_ptx(ptx_of, method, dtype):
+    for cc in CCS:
+        ptx = ptx_of(method, dtype, cc)
+        assert f".target sm_{cc[0]}{cc[1]}" in ptx
+        assert len(re.findall(r"^\.visible \.entry ", ptx, re.M)) == 1
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_float32_kernel_has_no_float64(cb, ptx_of, method):
+    for cc in CCS:
+        ptx = ptx_of(method, "float32", cc)
+        f64 = cb.f64_instructions(ptx)
+        assert not f64, f"float64 instructions in the float32 {method} kernel: {f64}"
+        assert ".f64" not in ptx and "%fd" not in ptx
+
+
+def test_float64_detector_sees_a_float_literal(cb):
+    """Positive control: a float64 literal in a float32 ``fun`` shows up as .f64 arithmetic."""
+    from gpuivp.methods import METHODS as TABLEAUS
+
+    def spring(t, y, w):
+        return (y[1], -w * y[0] - 0.1 * y[1])
+
+    problem = make_problem(spring, "RK4", "float32", n=2, args=(np.ones(4),))
+    ptx = cb.kernel_ptx(problem, TABLEAUS["RK4"], cc=(9, 0))
+    assert cb.f64_instructions(ptx)
+
+
+def test_fun_that_does_not_compile_is_a_compile_error(cb):
+    """numba's reason comes through, as a BackendUnavailable (``auto`` falls back)."""
+    from gpuivp.backends import BackendUnavailable
+    from gpuivp.methods import METHODS as TABLEAUS
+
+    def bad(t, y, a):
+        d = {}
+        d[1] = y[0]
+        return (d[1] * a,)
+
+    problem = make_problem(bad, "RK4", "float64", n=1, args=(np.ones(4),))
+    with pytest.raises(cb.CompileError, match="could not compile") as info:
+        cb.kernel_ptx(problem, TABLEAUS["RK4"], cc=(9, 0))
+    assert isinstance(info.value, BackendUnavailable)
+
+
+def lorenz_event(t, y, sigma, rho, beta):
+    return y[2] - rho
+
+
+lorenz_event.terminal = True
+
+
+def test_events_and_dense_output_kernel(cb, dtype="float32"):
+    """The event (Brent root finding) and dense-output code of the engine compiles too, in
+    float32 without float64 arithmetic (one dtype: the same code, and compiles are slow)."""
+    import dataclasses
+
+    from gpuivp import _problem as P
+    from gpuivp.methods import METHODS as TABLEAUS
+
+    events, spec, max_events = P.check_events([lorenz_event], None)
+    problem = dataclasses.replace(make_problem(lorenz, "RK45", dtype), events=events,
+                                  event_spec=spec, max_events=max_events, dense_output=True,
+                                  dense_max_steps=1000)
+    ptx = cb.kernel_ptx(problem, TABLEAUS["RK45"], cc=(9, 0))
+    assert len(re.findall(r"^\.visible \.entry ", ptx, re.M)) == 1
+    if dtype == "float32":
+        assert not cb.f64_instructions(ptx), cb.f64_instructions(ptx)
+    if PTXAS:
+        res = cb.ptxas_resources(ptx, arch="sm_90", ptxas=PTXAS)
+        assert res["registers"] is not None
+
+
+def _ptxas_version(ptxas):
+    out = subprocess.run([ptxas, "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"release (\d+)\.(\d+)", out)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+@pytest.mark.parametrize("method,dtype", CASES)
+def test_ptxas_small_state_in_registers(cb, ptx_of, ptxas, method, dtype):
+    """The 3-state Lorenz kernel keeps its state in registers: 0-byte stack frame, no spills."""
+    for cc in CCS:
+        ptx = ptx_of(method, dtype, cc)
+        try:
+            res = cb.ptxas_resources(ptx, arch=f"sm_{cc[0]}{cc[1]}", ptxas=ptxas)
+        except RuntimeError as exc:
+            if "Unsupported .version" in str(exc):
+                pytest.skip(f"ptxas {_ptxas_version(ptxas)} is older than the PTX: {exc}")
+            raise
+        assert res["registers"] is not None, res["log"]
+        assert res["stack"] == 0 and res["max_stack"] == 0, res["log"]
+        assert res["spill_stores"] == 0 and res["spill_loads"] == 0, res["log"]
+        assert res["registers"] <= 255
