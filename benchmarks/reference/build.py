@@ -7,6 +7,7 @@ every core unless ``OMP_NUM_THREADS`` says otherwise.
 
 Examples
 --------
+>>> import numpy as np
 >>> from reference.build import load
 >>> solve = load()
 >>> y_final, status, nfev = solve(np.linspace(0, 28, 100), 0.0, 10.0, 1e-6, 1e-8)
@@ -56,11 +57,19 @@ def build(force=False):
     os.close(fd)
     try:
         subprocess.run([CC, *CFLAGS, "-o", tmp, str(SOURCE), "-lm"], check=True)
+        os.chmod(tmp, 0o755)  # mkstemp made it private
         os.replace(tmp, LIBRARY)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return LIBRARY
+
+
+def compiler_version():
+    """First line of ``$CC --version``, e.g. ``gcc (Debian 12.2.0-14) 12.2.0``."""
+    out = subprocess.run([CC, "--version"], capture_output=True, text=True,
+                         check=True).stdout
+    return out.splitlines()[0]
 
 
 def load(force_build=False):

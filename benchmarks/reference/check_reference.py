@@ -35,22 +35,29 @@ import scipy.integrate._ivp.rk as scipy_rk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from reference.build import load  # noqa: E402
-from reference.problem import ATOL, RTOL, T_SPAN, rho_sweep, solve_scipy  # noqa: E402
+from reference.problem import (  # noqa: E402
+    ATOL, RTOL, T_SPAN, final_state_diffs, rho_sweep, solve_scipy)
 
 TOLERANCE = 1e-10
 BELOW_ATOL_TOLERANCE = 1e-6
 RHO = rho_sweep(21)
 
-#: (label, t_span, rtol, atol, compare with unmodified scipy)
+#: (label, rho, t_span, rtol, atol, compare with unmodified scipy)
 CASES = [
-    ("benchmark", T_SPAN, RTOL, ATOL, True),
-    ("loose tolerances", T_SPAN, 1e-3, 1e-6, True),
-    ("tight tolerances", T_SPAN, 1e-10, 1e-12, True),
-    ("t0 != 0", (2.0, 7.0), RTOL, ATOL, True),
-    ("backward", (0.0, -0.5), RTOL, ATOL, True),
-    ("empty interval", (3.0, 3.0), RTOL, ATOL, True),
-    ("rtol below 100*eps", (0.0, 0.1), 1e-20, 1e-20, False),
+    ("benchmark", RHO, T_SPAN, RTOL, ATOL, True),
+    ("loose tolerances", RHO, T_SPAN, 1e-3, 1e-6, True),
+    ("tight tolerances", RHO, T_SPAN, 1e-10, 1e-12, True),
+    ("t0 != 0", RHO, (2.0, 7.0), RTOL, ATOL, True),
+    ("backward", RHO, (0.0, -0.5), RTOL, ATOL, True),
+    ("empty interval", RHO, (3.0, 3.0), RTOL, ATOL, True),
+    ("rtol below 100*eps", RHO, (0.0, 0.1), 1e-20, 1e-20, False),
+    # f overflows at once: NaN error estimates, rejections, status -1
+    ("overflow", np.array([np.inf, -np.inf, 1e308]), T_SPAN, RTOL, ATOL, True),
 ]
+#: rho whose solution needs more than LORENZ_RK45_MAX_STEPS attempts (scipy,
+#: which has no such limit, would take minutes): C only, status -2.
+RHO_MAX_STEPS = 1e100
+MAX_STEPS = 100_000
 
 
 class _NumpyWithPlainDot:
@@ -87,25 +94,6 @@ def plain_sums():
         scipy_rk.np, scipy_rk.norm, scipy_common.norm = saved
 
 
-def final_state_diffs(y, y_ref, atol):
-    """Differences of final states, split by the size of the reference state.
-
-    Returns
-    -------
-    rel : float or None
-        ``max ||y_i - y_ref_i||_inf / ||y_ref_i||_inf`` over the trajectories
-        with ``||y_ref_i||_inf > atol`` (None if there are none).
-    below : float or None
-        ``max ||y_i - y_ref_i||_inf / atol`` over the others (None if none).
-    """
-    diff = np.max(np.abs(y - y_ref), axis=0)
-    size = np.max(np.abs(y_ref), axis=0)
-    large = size > atol
-    rel = float(np.max(diff[large] / size[large])) if large.any() else None
-    below = float(np.max(diff[~large]) / atol) if (~large).any() else None
-    return rel, below
-
-
 def _compare(c, s):
     """``(nfev equal, status equal, y_final bitwise equal)`` of two results."""
     (y_c, status_c, nfev_c), (y_s, status_s, nfev_s) = c, s
@@ -127,18 +115,18 @@ def main():
     """Run every case, print a table, return the process exit status."""
     solve_c = load()
     print(f"C reference vs scipy RK45, {RHO.size} values of rho in [0, 28] "
-          "per case\n")
+          "per case (3 for overflow)\n")
     print(_row("", "", "", "vs scipy", "", "", "vs scipy, plain sums"))
     print(_row("case", "nfev =", "status =", "rel diff", "diff/atol",
                "nfev =", "status =", "y ==", "mean nfev"))
     ok = True
-    for label, t_span, rtol, atol, vs_blas in CASES:
-        c = solve_c(RHO, *t_span, rtol, atol)
+    for label, rho, t_span, rtol, atol, vs_blas in CASES:
+        c = solve_c(rho, *t_span, rtol, atol)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # scipy's warning for rtol < 100*eps
-            s = solve_scipy(RHO, t_span, rtol, atol)
+            s = solve_scipy(rho, t_span, rtol, atol)
             with plain_sums():
-                p = solve_scipy(RHO, t_span, rtol, atol)
+                p = solve_scipy(rho, t_span, rtol, atol)
         bitwise = _compare(c, p)
         passed = all(bitwise)
         if vs_blas:
@@ -153,6 +141,11 @@ def main():
         ok &= passed
         print(_row(label, *vs_scipy, *bitwise, f"{s[2].mean():.1f}",
                    "" if passed else "FAIL"))
+    _, status, nfev = solve_c([RHO_MAX_STEPS], *T_SPAN, RTOL, ATOL)
+    max_steps_ok = status[0] == -2 and nfev[0] == 2 + 6 * MAX_STEPS
+    ok &= max_steps_ok
+    print(f"\nC alone, rho = {RHO_MAX_STEPS:g}: status {status[0]}, nfev {nfev[0]}"
+          f" (expected -2, {2 + 6 * MAX_STEPS}){'' if max_steps_ok else '  FAIL'}")
     print(f"""
 rel diff:  max relative difference (max norm) of final states larger than
            atol; required <= {TOLERANCE:g}.

@@ -1,8 +1,10 @@
 """The CPU benchmark problem: a sweep of Lorenz systems over rho.
 
 Shared by ``benchmarks/cpu.py`` and ``check_reference.py``: the right-hand
-side, its constants, the scipy loop that serves as the baseline, and the
-comparison of final states.
+side and its constants, the scipy loop that serves as the baseline, and the
+comparison of final states.  Lorenz with sigma = 10, beta = 8/3 and
+rho = linspace(0, 28, k), y0 = (1, 0, 0), t in [0, 10], RK45 at
+rtol = 1e-6, atol = 1e-8, final state only.
 """
 
 import numpy as np
@@ -65,25 +67,30 @@ def solve_scipy(rho, t_span=T_SPAN, rtol=RTOL, atol=ATOL):
     return y_final, status, nfev
 
 
-def max_rel_diff(y, y_ref):
-    """Largest relative difference between two sets of final states.
+def final_state_diffs(y, y_ref, atol=ATOL):
+    """Differences of final states, split by the size of the reference state.
 
-    Each trajectory's difference is measured in the max norm relative to the
-    max norm of its reference state, so that components that decay to zero
-    (rho < 1) are judged against the size of the state, not of themselves.
+    A state that has decayed below ``atol`` (rho < 1) is only determined to
+    about ``atol``: there the step size hovers at the stability limit and
+    amplifies rounding differences, so it is compared in units of ``atol``.
 
     Parameters
     ----------
     y, y_ref : ndarray, shape (n, k)
+        Final states, trajectory ``i`` in column ``i``.
+    atol : float, optional
 
     Returns
     -------
-    float
-        ``max_i ||y[:, i] - y_ref[:, i]||_inf / ||y_ref[:, i]||_inf``; 0 for
-        identical states, including identical zero states.
+    rel : float or None
+        ``max ||y_i - y_ref_i||_inf / ||y_ref_i||_inf`` over the trajectories
+        with ``||y_ref_i||_inf > atol`` (None if there are none).
+    below : float or None
+        ``max ||y_i - y_ref_i||_inf / atol`` over the others (None if none).
     """
     diff = np.max(np.abs(y - y_ref), axis=0)
     size = np.max(np.abs(y_ref), axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rel = np.where(diff == 0, 0.0, diff / size)
-    return float(np.max(rel, initial=0.0))
+    large = size > atol
+    rel = float(np.max(diff[large] / size[large])) if large.any() else None
+    below = float(np.max(diff[~large]) / atol) if (~large).any() else None
+    return rel, below
