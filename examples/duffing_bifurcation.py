@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from gpuivp import solve_ivp
+from gpuivp._demo import pyplot
 from gpuivp.backends import BACKENDS
 
 DELTA, ALPHA, BETA, OMEGA = 0.3, -1.0, 1.0, 1.2
@@ -65,12 +66,8 @@ def main(argv=None):
           f" ({1e3 * elapsed / args.n:.3f} ms per trajectory, "
           f"{res.nfev.mean():,.0f} evaluations of fun on average); {res.message}")
 
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no picture (pip install 'gpuivp[plot]')")
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)
     ax.plot(np.repeat(gamma, x.shape[1]), x.ravel(), ",", color="k", alpha=0.6,

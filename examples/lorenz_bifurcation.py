@@ -40,8 +40,6 @@ def main(argv=None):
           f"{len(result['points_z']):,} maxima; {failed} failed")
     if _demo.plot_lorenz_bifurcation(result, args.out):
         print(f"wrote {args.out}")
-    else:
-        print("matplotlib is not installed: no picture (pip install 'gpuivp[plot]')")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import numpy as np
 from scipy.special import lambertw
 
 from gpuivp import solve_ivp
+from gpuivp._demo import pyplot
 from gpuivp.backends import BACKENDS
 
 I0 = 1e-4
@@ -69,12 +70,8 @@ def main(argv=None):
     print(f"largest |final size - exact| where the epidemic is over ({over.mean():.1%} of the "
           f"grid): {np.abs(size - exact)[over].max():.1e}")
 
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no picture (pip install 'gpuivp[plot]')")
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(7.5, 6), dpi=120)
     extent = (gamma[0], gamma[-1], beta[0], beta[-1])

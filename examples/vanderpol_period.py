@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from gpuivp import solve_ivp
+from gpuivp._demo import pyplot
 
 
 def vanderpol(t, y, mu):
@@ -61,12 +62,8 @@ def main(argv=None):
     print(f"{args.n} trajectories on backend {res.backend!r}: {elapsed:.2f} s "
           f"({1e3 * elapsed / args.n:.3f} ms per trajectory); {res.message}")
 
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no picture (pip install 'gpuivp[plot]')")
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(mu, period, lw=2, label="gpuivp, from events")

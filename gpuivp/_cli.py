@@ -209,9 +209,9 @@ def cmd_demo(args):
         print(f"speedup: {theirs / ours:,.0f}x per trajectory  "
               f"(a scipy loop over all {n:,} would take about {_seconds(theirs * n)})")
     if not args.no_plot:
-        path = _demo.plot_lorenz_bifurcation(result, args.out)
-        print(f"wrote {path}" if path else "matplotlib is not installed: no plot "
-                                           "(pip install matplotlib)")
+        path = _demo.plot_lorenz_bifurcation(result, args.out)  # says so if it cannot
+        if path:
+            print(f"wrote {path}")
     return 0
 
 

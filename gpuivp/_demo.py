@@ -111,17 +111,29 @@ def lorenz_bifurcation(n=10_000, *, rho_range=RHO_RANGE, t_end=T_END, n_t=N_T,
                 nfev=np.concatenate(nfev))
 
 
+NO_MATPLOTLIB = "matplotlib is not installed: no picture (pip install 'gpuivp[plot]')"
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the file-only Agg backend, or None (and a note) without it."""
+    try:
+        import matplotlib
+    except ImportError:
+        print(NO_MATPLOTLIB)
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
 def plot_lorenz_bifurcation(result, out, title=None):
     """Write the bifurcation diagram (z maxima against rho) to the PNG ``out``.
 
     Returns the path, or None when matplotlib is not installed.
     """
-    try:
-        import matplotlib
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)
     ax.plot(result["points_rho"], result["points_z"], ",", color="k", alpha=0.5,

@@ -22,6 +22,21 @@ def _note_trajectory(exc, where):
         exc.add_note(f"(raised by `fun` {where})")
 
 
+_FP_TROUBLE = (ZeroDivisionError, OverflowError, FloatingPointError)
+_SKIPPED = object()
+
+
+def _call_quietly(f, *args):
+    """``f(*args)`` with floating-point warnings silenced; ``_SKIPPED`` on floating-point
+    trouble (the compiled run turns it into NaN/inf for that trajectory instead)."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return f(*args)
+        except _FP_TROUBLE:
+            return _SKIPPED
+
+
 def _probe(fun, t0, y, args, n, vectorized, where):
     """Call ``fun`` once in Python to check it returns ``n`` values.
 
@@ -30,15 +45,13 @@ def _probe(fun, t0, y, args, n, vectorized, where):
     """
     # Vectorized, each column has its own t: t is an (m,) array, as the engines pass it.
     t = np.full(y.shape[1], t0, dtype=y.dtype) if vectorized else t0
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            out = fun(t, y, *args)
-        except (ZeroDivisionError, OverflowError, FloatingPointError):
-            return
-        except Exception as exc:
-            _note_trajectory(exc, f"at t0 for {where}")
-            raise
+    try:
+        out = _call_quietly(fun, t, y, *args)
+    except Exception as exc:
+        _note_trajectory(exc, f"at t0 for {where}")
+        raise
+    if out is _SKIPPED:
+        return
     try:
         count = len(out)
     except TypeError:
@@ -64,18 +77,13 @@ def _probe(fun, t0, y, args, n, vectorized, where):
 
 def _probe_event(event, m, t0, y0, problem, vectorized):
     """An event function must return one scalar per trajectory (an (m,) array vectorized)."""
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            if vectorized:
-                out = event(np.full(1, t0, dtype=y0.dtype), y0[:, :1],
+    if vectorized:
+        out = _call_quietly(event, np.full(1, t0, dtype=y0.dtype), y0[:, :1],
                             *problem.subset(slice(0, 1)).args)
-                ok = np.size(out) == 1
-            else:
-                out = event(t0, y0[:, 0].copy(), *problem.traj_args(0))
-                ok = np.ndim(out) == 0
-        except (ZeroDivisionError, OverflowError, FloatingPointError):
-            return
+        ok = out is _SKIPPED or np.size(out) == 1
+    else:
+        out = _call_quietly(event, t0, y0[:, 0].copy(), *problem.traj_args(0))
+        ok = out is _SKIPPED or np.ndim(out) == 0
     if not ok:
         raise ValueError(f"`events[{m}]` returned shape {np.shape(out)} for trajectory 0: "
                          f"expected a scalar (an (m,) array when vectorized).")
@@ -83,12 +91,9 @@ def _probe_event(event, m, t0, y0, problem, vectorized):
 
 def _check_single_shape(fun, t0, y0, args):
     """A single IVP's ``fun`` must return shape (n,): else say how to ask for an ensemble."""
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            out = fun(t0, y0, *args)
-        except (ZeroDivisionError, OverflowError, FloatingPointError):
-            return
+    out = _call_quietly(fun, t0, y0, *args)
+    if out is _SKIPPED:
+        return
     shapes = [np.shape(v) for v in out] if isinstance(out, (tuple, list)) else None
     if shapes is not None and any(s != () for s in shapes):
         got = f"entries of shapes {shapes}"

@@ -21,8 +21,7 @@ import re
 
 import numpy as np
 
-from .._status import INIT
-from ..engines.compile_cache import cached, fun_key, py_function
+from ..engines.compile_cache import cached, py_function
 from ..engines.per_trajectory import EngineSource
 from ..engines.runner import EngineState, slice_budget
 from ._base import BackendUnavailable, progress_bar
