@@ -58,6 +58,7 @@ class Lockstep:
         self.fixed = p.dt is not None
         self.direction = p.direction
         self.t_eval = None if p.t_eval is None else xp.asarray(p.t_eval, dtype=self.dtype)
+        self.t_eval_dir = None if p.t_eval is None else self.c(self.direction) * self.t_eval
         self.n_eval = 0 if p.t_eval is None else len(p.t_eval)
         self.out_eval = xp.full((self.n_eval, n, k), np.nan, dtype=self.dtype) \
             if self.n_eval else None
@@ -456,19 +457,23 @@ class Lockstep:
         return root
 
     def save_t_eval(self, st, t_end):
-        """Interpolate every t_eval point up to each accepted column's ``t_end``."""
+        """Interpolate every t_eval point up to each accepted column's ``t_end``, in one pass
+        over all (column, point) pairs."""
         xp = self.xp
-        d = self.c(self.direction)
-        while True:
-            ie = self.ie[st.idx]
-            te = self.t_eval[xp.minimum(ie, self.n_eval - 1)]
-            s = (ie < self.n_eval) & (d * (te - t_end) <= 0)
-            if not bool(xp.any(s)):
-                return
-            ys = self.interpolate(te[s], st.t[s], st.y[:, s], st.y_new[:, s],
-                                  [k_[:, s] for k_ in st.K], st.h[s])
-            self.out_eval[ie[s], :, st.idx[s]] = ys.T
-            self.ie[st.idx[s]] += 1
+        ie = self.ie[st.idx]
+        # t_eval is sorted in the direction of integration: direction * t_eval increases.
+        stop = xp.searchsorted(self.t_eval_dir, self.c(self.direction) * t_end, side="right")
+        count = xp.maximum(stop - ie, 0)
+        total = int(count.sum())
+        if total == 0:
+            return
+        cols = xp.repeat(xp.arange(st.idx.size), count)
+        first = xp.cumsum(count) - count
+        pts = ie[cols] + xp.arange(total) - first[cols]
+        ys = self.interpolate(self.t_eval[pts], st.t[cols], st.y[:, cols], st.y_new[:, cols],
+                              [k_[:, cols] for k_ in st.K], st.h[cols])
+        self.out_eval[pts, :, st.idx[cols]] = ys.T
+        self.ie[st.idx] = ie + count
 
     def run(self, bar=None, check_every=1):
         self.initialise()
