@@ -8,6 +8,7 @@ import numpy as np
 from . import _problem as P
 from ._chunking import check_memory_budget, solve_in_chunks
 from ._result import EnsembleResult, ensemble_result, squeeze_single
+from .engines.buffers import DenseBuffers, event_buffers
 from .backends import BACKENDS, BackendUnavailable, backend_module, unavailable_reason, usable
 from .methods import METHODS
 
@@ -332,13 +333,9 @@ def _empty_raw(p):
     raw = dict(t_final=np.full(p.k, p.t1), y_final=np.zeros((p.n, p.k)), status=z, nfev=z,
                naccept=z, nreject=z,
                y_eval=None if p.t_eval is None else np.zeros((n_eval, p.n, p.k)))
-    n_ev = len(p.events)
-    if n_ev:
-        raw.update(ev_t=np.full((n_ev, p.max_events, p.k), np.nan),
-                   ev_y=np.full((n_ev, p.max_events, p.n, p.k), np.nan),
-                   ev_cnt=np.zeros((n_ev, p.k), np.int64))
+    if p.events:
+        raw.update(event_buffers(np, p, p.dtype))
     if p.dense_output:
-        from .engines.lockstep import DenseBuffers
         raw.update(DenseBuffers(np, p.n, p.k, 1, p.dtype, p.t0, capacity=1).raw())
     return raw
 

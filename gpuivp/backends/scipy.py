@@ -8,6 +8,7 @@ import scipy.integrate
 from scipy.integrate._ivp.rk import RungeKutta
 
 from .._status import FAIL_MAXSTEPS, FAIL_NONFINITE, FAIL_STEP, MESSAGES
+from ..engines.buffers import event_buffers
 from ._base import progress_bar
 
 NAME = "scipy"
@@ -146,9 +147,7 @@ def solve(problem, tableau):
     atol = p.atol if np.ptp(p.atol) > 0 else float(p.atol[0])
     n_ev = len(p.events)
     if n_ev:
-        out.update(ev_t=np.full((n_ev, p.max_events, k), np.nan),
-                   ev_y=np.full((n_ev, p.max_events, n, k), np.nan),
-                   ev_cnt=np.zeros((n_ev, k), np.int64))
+        out.update(event_buffers(np, p, np.float64))
     with progress_bar(p) as bar:
         for i in range(k):
             y0 = p.y0[:, i].astype(np.float64)

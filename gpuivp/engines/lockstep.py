@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .buffers import DenseBuffers, event_buffers
 from .._status import (FAIL_DENSE, FAIL_MAXSTEPS, FAIL_NONFINITE, FAIL_STEP, INIT, REJECTED,
                        RUNNING, TERMINATED)
 
@@ -81,9 +82,7 @@ class Lockstep:
         n_ev = len(p.events)
         if n_ev:
             self.ev_g = xp.zeros((n_ev, k), dtype=self.dtype)
-            self.ev_cnt = xp.zeros((n_ev, k), dtype=np.int64)
-            self.ev_t = xp.full((n_ev, p.max_events, k), np.nan, dtype=self.dtype)
-            self.ev_y = xp.full((n_ev, p.max_events, n, k), np.nan, dtype=self.dtype)
+            self.__dict__.update(event_buffers(xp, p, self.dtype))
 
     # -- helpers -----------------------------------------------------------------
     def c(self, value):
@@ -306,7 +305,7 @@ class Lockstep:
         step = _Step(ia, ta, ya, yna, Ka, ha, tn)
         active = self.detect_events(step)
         if tab.kind == "dop853":
-            need = active | self.has_t_eval_point(step) | p.dense_output
+            need = active | (self.t_eval_pending(step, tn)[1] > 0) | p.dense_output
             self.add_extra_stages(step, need)
         t_end, terminating = self.handle_events(step, active)
         if p.dense_output:
@@ -330,14 +329,15 @@ class Lockstep:
             self.status[ia[terminating]] = TERMINATED
         return True
 
-    def has_t_eval_point(self, st):
-        """Columns whose next t_eval point lies inside their accepted step."""
+    def t_eval_pending(self, st, t_end):
+        """Per accepted column: its next t_eval index and how many points lie up to ``t_end``."""
         xp = self.xp
-        if not self.n_eval:
-            return xp.zeros(st.idx.shape, dtype=bool)
         ie = self.ie[st.idx]
-        te = self.t_eval[xp.minimum(ie, self.n_eval - 1)]
-        return (ie < self.n_eval) & (self.c(self.direction) * (te - st.t_new) <= 0)
+        if not self.n_eval:
+            return ie, xp.zeros_like(ie)
+        # t_eval is sorted in the direction of integration: direction * t_eval increases.
+        stop = xp.searchsorted(self.t_eval_dir, self.c(self.direction) * t_end, side="right")
+        return ie, xp.maximum(stop - ie, 0)
 
     def add_extra_stages(self, st, need):
         """DOP853: the interpolant's three extra stages, once per step, where needed."""
@@ -460,10 +460,7 @@ class Lockstep:
         """Interpolate every t_eval point up to each accepted column's ``t_end``, in one pass
         over all (column, point) pairs."""
         xp = self.xp
-        ie = self.ie[st.idx]
-        # t_eval is sorted in the direction of integration: direction * t_eval increases.
-        stop = xp.searchsorted(self.t_eval_dir, self.c(self.direction) * t_end, side="right")
-        count = xp.maximum(stop - ie, 0)
+        ie, count = self.t_eval_pending(st, t_end)
         total = int(count.sum())
         if total == 0:
             return
@@ -490,46 +487,6 @@ class Lockstep:
         if self.p.dense_output:
             raw.update(self.dense.raw())
         return raw
-
-
-class DenseBuffers:
-    """Growable per-step interpolant storage, trajectory index last.
-
-    ``dn_t`` (cap + 1, k): step boundaries; ``dn_h`` (cap, k): step sizes;
-    ``dn_c`` (cap, 1 + rows, n, k): ``y_old`` then the coefficient rows.
-    """
-
-    INITIAL = 16
-
-    def __init__(self, xp, n, k, n_rows, dtype, t0, capacity=INITIAL):
-        self.xp = xp
-        self.dn_t = xp.full((capacity + 1, k), np.nan, dtype=dtype)
-        self.dn_t[0] = t0
-        self.dn_h = xp.full((capacity, k), np.nan, dtype=dtype)
-        self.dn_c = xp.full((capacity, 1 + n_rows, n, k), np.nan, dtype=dtype)
-
-    @property
-    def capacity(self):
-        return self.dn_h.shape[0]
-
-    def grow(self, capacity):
-        xp, old = self.xp, self.capacity
-        if capacity <= old:
-            return
-        for name in ("dn_t", "dn_h", "dn_c"):
-            a = getattr(self, name)
-            extra = xp.full((capacity - old,) + a.shape[1:], np.nan, dtype=a.dtype)
-            setattr(self, name, xp.concatenate([a, extra]))
-
-    def store(self, slot, idx, t_end, h, y_old, rows):
-        self.dn_t[slot + 1, idx] = t_end
-        self.dn_h[slot, idx] = h
-        self.dn_c[slot, 0, :, idx] = y_old.T
-        for r, row in enumerate(rows):
-            self.dn_c[slot, 1 + r, :, idx] = row.T
-
-    def raw(self):
-        return dict(dn_t=self.dn_t, dn_h=self.dn_h, dn_c=self.dn_c)
 
 
 class _Step:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._status import INIT
+from .buffers import DenseBuffers, event_buffers
 from .per_trajectory import CTRL_FIELDS, IPARAM_FIELDS
 
 
@@ -40,23 +41,22 @@ class EngineState:
         self.args = p.args
         self.n_eval = n_eval
         self.dense = None
+        self.dense_max = p.dense_max_steps
         if p.dense_output:
-            from .lockstep import DenseBuffers
             self.dense = DenseBuffers(np, n, k, tableau.n_interp_rows, dt, p.t0)
-        n_ev = len(p.events)
-        if n_ev:
-            self.ev_g = np.zeros((n_ev, k), dtype=dt)
-            self.ev_cnt = np.zeros((n_ev, k), dtype=np.int64)
-            self.ev_t = np.full((n_ev, p.max_events, k), np.nan, dtype=dt)
-            self.ev_y = np.full((n_ev, p.max_events, n, k), np.nan, dtype=dt)
+        self.events = None
+        if p.events:
+            self.ev_g = np.zeros((len(p.events), k), dtype=dt)
+            self.events = event_buffers(np, p, dt)
 
     def arrays(self):
         """Arguments of ``solve_one`` after ``i``, in the order of ``EngineSource.param_names``."""
         arrays = (self.y0, self.ctrl, self.iparams, self.atol, self.t_eval, self.out_eval,
                   self.st_t, self.st_h, self.st_err, self.st_y, self.st_f, self.st_status,
                   self.st_cnt)
-        if hasattr(self, "ev_g"):
-            arrays += (self.ev_g, self.ev_cnt, self.ev_t, self.ev_y)
+        if self.events is not None:
+            ev = self.events
+            arrays += (self.ev_g, ev["ev_cnt"], ev["ev_t"], ev["ev_y"])
         if self.dense is not None:
             arrays += (self.dense.dn_t, self.dense.dn_h, self.dense.dn_c)
         return arrays + tuple(self.args)
@@ -68,7 +68,7 @@ class EngineState:
         if not np.any(running):
             return False
         if self.dense is not None and np.any(self.st_cnt[CNT_NACC][running] >= self.dense.capacity):
-            self.dense.grow(min(2 * self.dense.capacity, int(self.iparams[-1])))
+            self.dense.grow(min(2 * self.dense.capacity, self.dense_max))
         return True
 
     def raw(self):
@@ -78,8 +78,8 @@ class EngineState:
                    nfev=self.st_cnt[CNT_NFEV].copy(), naccept=self.st_cnt[CNT_NACC].copy(),
                    nreject=self.st_cnt[CNT_NREJ].copy(),
                    y_eval=self.out_eval if self.n_eval else None)
-        if hasattr(self, "ev_g"):
-            raw.update(ev_t=self.ev_t, ev_y=self.ev_y, ev_cnt=self.ev_cnt)
+        if self.events is not None:
+            raw.update(self.events)
         if self.dense is not None:
             raw.update(self.dense.raw())
         return raw
