@@ -8,7 +8,7 @@ import scipy.integrate
 from gpuivp import solve_ivp
 from problems import decay, vanderpol
 
-BACKENDS = ["numba", "numpy", "scipy"]
+BACKENDS = ["numba", "numpy", "cupy", "scipy"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -8,7 +8,7 @@ import scipy.integrate
 from gpuivp import solve_ivp
 from problems import harmonic, vanderpol
 
-BACKENDS = ["numba", "numpy", "scipy"]
+BACKENDS = ["numba", "numpy", "cupy", "scipy"]
 
 
 def fall(t, y, g):

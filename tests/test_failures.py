@@ -11,12 +11,12 @@ import pytest
 
 from gpuivp import solve_ivp
 
-BACKENDS = ["numba", "numpy", "scipy"]
+BACKENDS = ["numba", "numpy", "cupy", "scipy"]
 FIELDS = ("y", "y_final", "t_final", "status", "nfev", "naccept", "nreject")
 
 
 def run(backend, fun, t_span, y0, **kw):
-    if backend == "numpy":
+    if backend in ("numpy", "cupy"):
         kw.setdefault("vectorized", True)
     return solve_ivp(fun, t_span, y0, backend=backend, **kw)
 
@@ -103,8 +103,8 @@ def test_failure_is_isolated(backend, case, method):
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("case", list(CASES))
-def test_failure_codes_agree_across_backends(case):
-    """numba, numpy and scipy stop the failing trajectory at the same place, same counts."""
+def test_failure_codes_agree_across_backends(case, cupy_on_host):
+    """numba, numpy, cupy and scipy stop the failing trajectory at the same place, same counts."""
     fun, y0, params, bad, status, kw = CASES[case]
     results = {}
     with warnings.catch_warnings():
@@ -113,7 +113,7 @@ def test_failure_codes_agree_across_backends(case):
             results[backend] = run(backend, fun, T_SPAN, np.c_[y0], args=(np.array(params),),
                                    **kw)
     ref = results["scipy"]
-    for backend in ("numba", "numpy"):
+    for backend in ("numba", "numpy", "cupy"):
         res = results[backend]
         np.testing.assert_array_equal(res.status, ref.status)
         if case == "nan-later":

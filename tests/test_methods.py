@@ -7,7 +7,7 @@ from gpuivp.methods import METHODS, Tableau
 from problems import decay, harmonic
 
 FIXED = ["Euler", "Midpoint", "Heun", "RK4"]
-ENGINES = ["numba", "numpy"]
+ENGINES = ["numba", "numpy", "cupy"]
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

@@ -8,7 +8,7 @@ from gpuivp import solve_ivp
 from problems import ENSEMBLES
 
 SCIPY_METHODS = ["RK23", "RK45", "DOP853"]
-ENGINES = ["numba", "numpy"]
+ENGINES = ["numba", "numpy", "cupy"]
 
 
 def scipy_reference(fun, t_span, y0, args, i, **kw):

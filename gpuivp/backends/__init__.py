@@ -17,10 +17,7 @@ def backend_module(name):
 
 
 #: Backends named by the API whose implementation has not landed yet, with the reason.
-NOT_IMPLEMENTED = {
-    "cupy": "not implemented in this version of gpuivp (planned: the lockstep engine on CuPy "
-            "arrays with fused raw kernels); use backend='cuda' on a GPU",
-}
+NOT_IMPLEMENTED = {}
 
 
 def unavailable_reason(name):

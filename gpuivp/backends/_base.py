@@ -5,6 +5,8 @@ import contextlib
 
 import numpy as np
 
+from .._problem import to_numpy
+
 
 class BackendUnavailable(RuntimeError):
     """A backend cannot run here (or cannot run this ``fun``); the message says why."""
@@ -21,8 +23,8 @@ class _Bar:
         self.bar = tqdm(total=problem.k, unit="traj", desc=f"gpuivp {problem.method}")
 
     def update_to(self, state):
-        t = np.asarray(state.st_t if hasattr(state, "st_t") else state.t, dtype=float)
-        status = np.asarray(state.st_status if hasattr(state, "st_status") else state.status)
+        t = to_numpy(state.st_t if hasattr(state, "st_t") else state.t).astype(float)
+        status = to_numpy(state.st_status if hasattr(state, "st_status") else state.status)
         done = np.where(status < 10, 1.0, np.clip(np.abs(t - self.t0) / self.span, 0.0, 1.0))
         self.bar.n = float(done.sum())
         self.bar.refresh()

@@ -464,8 +464,11 @@ class Lockstep:
         total = int(count.sum())
         if total == 0:
             return
-        cols = xp.repeat(xp.arange(st.idx.size), count)
-        first = xp.cumsum(count) - count
+        # Column of each (column, point) pair: ``repeat(arange, count)`` without array
+        # repeats, which CuPy's ``repeat`` does not take.
+        ends = xp.cumsum(count)
+        cols = xp.searchsorted(ends, xp.arange(total), side="right")
+        first = ends - count
         pts = ie[cols] + xp.arange(total) - first[cols]
         ys = self.interpolate(self.t_eval[pts], st.t[cols], st.y[:, cols], st.y_new[:, cols],
                               [k_[:, cols] for k_ in st.K], st.h[cols])

@@ -1,0 +1,163 @@
+"""The ``cupy`` backend without a GPU: its CUDA kernels compile for sm_80 and sm_90, and the
+same kernels built as host C++ (``host_kernels.py``) drive the fused lockstep engine to the
+numpy engine's steps.
+
+The parity, method, failure, event and dense-output suites run ``backend="cupy"`` too (see
+``conftest.py``); the tests here check what is particular to the fused engine.
+"""
+import importlib.util
+import shutil
+
+import numpy as np
+import pytest
+
+import host_kernels
+from gpuivp import solve_ivp
+from gpuivp.backends import cupy as cupy_backend
+from gpuivp.backends.cuda import ptxas_resources
+from gpuivp.engines.fused import FusedLockstep, kernel_signatures, kernel_source
+from gpuivp.engines.lockstep import Lockstep
+from gpuivp.methods import METHODS
+from problems import ENSEMBLES, lorenz
+
+KERNELS = ("gpuivp_prepare", "gpuivp_stage", "gpuivp_control", "gpuivp_commit")
+COMPILERS = {"nvcc": shutil.which("nvcc") is not None,
+             "nvrtc": importlib.util.find_spec("cuda.bindings") is not None}
+ARCHS = ("sm_80", "sm_90")
+
+
+def test_a_cuda_compiler_is_available_to_check_the_kernels():
+    assert any(COMPILERS.values()), "neither nvcc nor NVRTC (cuda.bindings) is installed"
+
+
+def test_kernel_source_has_the_status_codes_and_every_kernel():
+    source = kernel_source()
+    assert "#define GPUIVP_RUNNING 11" in source and "#define GPUIVP_FAIL_NONFINITE -3" in source
+    assert set(kernel_signatures(source)) == set(KERNELS)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("compiler", sorted(COMPILERS))
+def test_kernels_compile_for_every_method(compiler, dtype, arch):
+    if not COMPILERS[compiler]:
+        pytest.skip(f"{compiler} is not installed")
+    nks = sorted({t.n_stages + 1 + t.n_extra for t in METHODS.values()})
+    for nk in (nks if compiler == "nvcc" else nks[-1:]):
+        ptx = cupy_backend.kernel_ptx(dtype, nk, arch, compiler=compiler)
+        assert ptx.count(".entry") == len(KERNELS)
+        if dtype == "float32":
+            # In float32 every operation stays float32: no float64 in the PTX at all.
+            assert ".f64" not in ptx
+
+
+@pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas is not installed")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_kernels_keep_a_zero_byte_stack_frame(dtype):
+    ptx = cupy_backend.kernel_ptx(dtype, 16, "sm_90")
+    res = ptxas_resources(ptx, "sm_90")
+    assert res["max_stack"] == 0, res["log"]
+    assert res["registers"] <= 96, res["log"]
+
+
+# -- the fused engine on the host ---------------------------------------------------------------
+
+@pytest.fixture
+def host(monkeypatch):
+    host_kernels.activate(monkeypatch)
+    return host_kernels.HostLauncher
+
+
+def _problem(method="RK45", dtype="float64", t_eval=None, **kw):
+    """The validated Problem the front end hands the backend, for a Lorenz sweep."""
+    import gpuivp.backends.numpy as numpy_backend
+
+    seen = {}
+    real = numpy_backend.solve
+
+    def grab(problem, tableau):
+        seen["problem"] = problem
+        return real(problem, tableau)
+
+    numpy_backend.solve = grab
+    try:
+        fun, y0, args, t_span = ENSEMBLES["lorenz"]
+        solve_ivp(fun, t_span, y0, args=args, method=method, t_eval=t_eval, dtype=dtype,
+                  backend="numpy", vectorized=True, **kw)
+    finally:
+        numpy_backend.solve = real
+    return seen["problem"]
+
+
+class CountingNumpy(host_kernels.NumpyAsCupy):
+    """Counts the host's looks at the device (``any`` of the status)."""
+
+    def __init__(self):
+        self.checks = 0
+
+    def any(self, *a, **kw):
+        self.checks += 1
+        return np.any(*a, **kw)
+
+
+def test_host_looks_at_the_device_only_every_few_steps(host):
+    p = _problem()
+    xp = CountingNumpy()
+    launches = []
+    launcher = host(p.dtype, host_kernels._LIB[0])
+
+    def launch(name, *args):
+        launches.append(name)
+        launcher(name, *args)
+
+    engine = FusedLockstep(p, METHODS["RK45"], xp, launch)
+    raw = engine.run()
+    steps = launches.count("gpuivp_prepare")
+    assert np.all(raw["status"] == 0)
+    assert steps >= int(np.max(raw["naccept"] + raw["nreject"]))
+    assert xp.checks <= steps // FusedLockstep.CHECK_EVERY + 2
+    # One step: the step size, six stage inputs, the controller and the commit.
+    assert len(launches) == steps * (3 + METHODS["RK45"].n_stages)
+
+
+@pytest.mark.parametrize("method", ["RK23", "RK45", "DOP853", "Tsit5", "RK4"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_fused_engine_takes_the_numpy_engines_steps(host, method, dtype):
+    dt = 0.01 if method == "RK4" else None
+    t_eval = np.linspace(0.0, 5.0, 11)
+    kw = dict(rtol=1e-7, atol=1e-9) if dtype == "float64" else dict(rtol=1e-4, atol=1e-6)
+    p = _problem(method, dtype, t_eval, dt=dt, **kw)
+    tab = METHODS[method]
+    want = Lockstep(p, tab, np).run()
+    with np.errstate(all="ignore"):
+        got = FusedLockstep(p, tab, np, host(p.dtype, host_kernels._LIB[0])).run()
+    for key in ("status", "naccept", "nreject", "nfev"):
+        if dtype == "float64" or method == "RK4":
+            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+        else:  # float32: an ulp in the controller's power may move a step
+            assert np.max(np.abs(got[key] - want[key])) <= 2 * tab.n_stages, key
+    tol = 1e-12 if dtype == "float64" else 5e-3
+    for key in ("y_final", "t_final", "y_eval"):
+        np.testing.assert_allclose(got[key], want[key], rtol=tol, atol=tol, err_msg=key)
+
+
+def test_events_and_dense_output_run_the_array_engine():
+    p = _problem()
+    assert type(cupy_backend.engine(p, METHODS["RK45"], np, None)) is FusedLockstep
+    for change in (dict(dense_output=True), dict(events=[lambda t, y: y[0]],
+                                                 event_spec=[(0, 0)])):
+        import dataclasses
+        q = dataclasses.replace(p, **change)
+        assert type(cupy_backend.engine(q, METHODS["RK45"], np, None)) is Lockstep
+
+
+@pytest.mark.parametrize("backend", ["cupy"])
+def test_cupy_backend_runs_a_lorenz_sweep_like_numba(backend):
+    rho = np.linspace(0.0, 21.0, 40)
+    kw = dict(args=(10.0, rho, 8.0 / 3.0), method="Tsit5", rtol=1e-8, atol=1e-8)
+    got = solve_ivp(lorenz, (0.0, 1.0), np.c_[[1.0, 0.0, 0.0]], backend=backend,
+                    vectorized=True, **kw)
+    want = solve_ivp(lorenz, (0.0, 1.0), np.c_[[1.0, 0.0, 0.0]], backend="numba", **kw)
+    assert got.backend == "cupy" and got.success
+    np.testing.assert_array_equal(got.nfev, want.nfev)
+    np.testing.assert_allclose(got.y_final, want.y_final, rtol=1e-12, atol=1e-12)
