@@ -8,15 +8,23 @@ also solved in one piece (a budget far above it) for comparison, unless ``--no-c
 chunking costs nothing, trajectories per second stay flat past the threshold and the CPU
 seconds of the two agree (CPU ratio 1).
 
+On the ``cuda`` backend the chunks are pipelined over two CUDA streams (transfers of one chunk
+overlap the compute of the next; the budget holds two chunks, so it is set to twice
+``--chunk`` trajectories). Each chunked size is then also solved with the overlap switched off
+(``gpuivp.backends.cuda.OVERLAP = False``: chunks one after the other, synchronous copies),
+and the last column is the overlap's speedup, unless ``--no-overlap-compare``.
+
 Usage::
 
     python benchmarks/scale.py                      # numba, k up to 1e6 (1-2 minutes)
     python benchmarks/scale.py --quick              # a few seconds
     python benchmarks/scale.py --backend numpy --json scale.json
+    python benchmarks/scale.py --backend cuda --n-eval 201   # on a GPU: overlap on vs off
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -41,12 +49,29 @@ QUICK_SIZES = (2_000, 8_000, 32_000)
 MIN_SECONDS = 0.5  # small sizes repeat until this much time is spent, the best run counts
 
 
-def solve(k, args, memory_budget):
+def solve(k, args, memory_budget, overlap=True):
     rho = rho_sweep(k)
-    return gpuivp.solve_ivp(lorenz, (0.0, args.t1), np.array(Y0)[:, None],
-                            args=(SIGMA, rho, BETA), rtol=RTOL, atol=ATOL,
-                            t_eval=np.linspace(0.0, args.t1, args.n_eval), backend=args.backend,
-                            vectorized=True, memory_budget=memory_budget)
+    with overlapping(args.backend, overlap):
+        return gpuivp.solve_ivp(lorenz, (0.0, args.t1), np.array(Y0)[:, None],
+                                args=(SIGMA, rho, BETA), rtol=RTOL, atol=ATOL,
+                                t_eval=np.linspace(0.0, args.t1, args.n_eval),
+                                backend=args.backend, vectorized=True,
+                                memory_budget=memory_budget)
+
+
+@contextlib.contextmanager
+def overlapping(backend, overlap):
+    """The cuda backend's chunk pipeline switched on or off (other backends: no effect)."""
+    if backend != "cuda" or overlap:
+        yield
+        return
+    from gpuivp.backends import cuda
+
+    saved, cuda.OVERLAP = cuda.OVERLAP, False
+    try:
+        yield
+    finally:
+        cuda.OVERLAP = saved
 
 
 def bytes_per_trajectory(args):
@@ -57,7 +82,8 @@ def bytes_per_trajectory(args):
 
 
 def measure(k, args, budgets):
-    """The best (wall, CPU) seconds of solving ``k`` trajectories under each budget.
+    """The best (wall, CPU) seconds of solving ``k`` trajectories under each budget (bytes,
+    or ``(bytes, overlap)`` to switch the cuda backend's chunk pipeline).
 
     The budgets take turns in the order A B B A A B ... (at least ``--rounds`` rounds, more
     until ``MIN_SECONDS`` per budget is spent), so that drift and order effects hit them alike.
@@ -69,7 +95,8 @@ def measure(k, args, budgets):
     while rounds < args.rounds or spent < MIN_SECONDS * len(budgets):
         for i in order:
             t, c = time.perf_counter(), time.process_time()
-            res = solve(k, args, budgets[i])
+            budget, overlap = budgets[i] if isinstance(budgets[i], tuple) else (budgets[i], True)
+            res = solve(k, args, budget, overlap)
             run = (time.perf_counter() - t, time.process_time() - c)
             best[i], spent = min(best[i], run), spent + run[0]
             assert res.y.shape == (3, k, args.n_eval) and res.success, res.message
@@ -93,6 +120,8 @@ def main(argv=None):
                         help="runs per size and budget at least (the best counts)")
     parser.add_argument("--no-compare", dest="compare", action="store_false",
                         help="skip the one-piece runs")
+    parser.add_argument("--no-overlap-compare", dest="overlap_compare", action="store_false",
+                        help="cuda: skip the chunked runs with the stream overlap switched off")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     args = parser.parse_args(argv)
     sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
@@ -100,30 +129,42 @@ def main(argv=None):
 
     solve(8, args, None)  # compile
     per_traj = bytes_per_trajectory(args)
-    budget = args.chunk * per_traj
+    # Chunks resident at once (2 on cuda, whose chunks overlap): the budget holds them all.
+    resident = _chunking.RESIDENT.get(args.backend, 1)
+    budget = resident * args.chunk * per_traj
+    no_overlap = args.backend == "cuda" and args.overlap_compare
     print(f"gpuivp {args.backend}: Lorenz sweep, RK45, t in [0, {args.t1:g}], "
           f"{args.n_eval} output times; {per_traj} B/trajectory estimated, "
-          f"memory_budget = {budget / 2**20:.1f} MiB = {args.chunk} trajectories per chunk")
+          f"memory_budget = {budget / 2**20:.1f} MiB = {args.chunk} trajectories per chunk"
+          + (f" ({resident} chunks resident)" if resident > 1 else ""))
     header = f"{'k':>9} {'chunks':>6} {'wall s':>8} {'traj/s':>9} {'CPU s':>8}"
     if args.compare:
         header += f" | {'1-piece wall s':>14} {'traj/s':>9} {'CPU s':>8} | {'CPU ratio':>9}"
+    if no_overlap:
+        header += f" | {'no-overlap wall s':>17} {'traj/s':>9} | {'overlap gain':>12}"
     print(header)
     rows = []
     for k in sizes:
-        (wall, cpu), *one_piece = measure(k, args, [budget] + [1 << 50] * args.compare)
-        row = dict(k=k, chunks=math.ceil(k / args.chunk), seconds=wall, traj_per_s=k / wall,
-                   cpu_seconds=cpu)
-        line = f"{k:>9} {row['chunks']:>6} {wall:>8.3f} {k / wall:>9.0f} {cpu:>8.3f}"
+        chunks = math.ceil(k / args.chunk) if k * per_traj > budget else 1
+        configs = [budget] + [1 << 50] * args.compare + [(budget, False)] * no_overlap
+        (wall, cpu), *others = measure(k, args, configs)
+        row = dict(k=k, chunks=chunks, seconds=wall, traj_per_s=k / wall, cpu_seconds=cpu)
+        line = f"{k:>9} {chunks:>6} {wall:>8.3f} {k / wall:>9.0f} {cpu:>8.3f}"
         if args.compare:
-            wall1, cpu1 = one_piece[0]
+            wall1, cpu1 = others.pop(0)
             row.update(seconds_one_piece=wall1, traj_per_s_one_piece=k / wall1,
                        cpu_seconds_one_piece=cpu1)
             line += f" | {wall1:>14.3f} {k / wall1:>9.0f} {cpu1:>8.3f} | {cpu / cpu1:>9.2f}"
+        if no_overlap:
+            wall0, cpu0 = others.pop(0)
+            row.update(seconds_no_overlap=wall0, traj_per_s_no_overlap=k / wall0,
+                       cpu_seconds_no_overlap=cpu0, overlap_gain=wall0 / wall)
+            line += f" | {wall0:>17.3f} {k / wall0:>9.0f} | {wall0 / wall:>11.2f}x"
         print(line, flush=True)
         rows.append(row)
     if args.json:
         meta = dict(backend=args.backend, t1=args.t1, n_eval=args.n_eval, chunk=args.chunk,
-                    rounds=args.rounds,
+                    rounds=args.rounds, resident_chunks=resident,
                     bytes_per_trajectory=per_traj, memory_budget=budget,
                     machine=platform.machine(), processor=platform.processor(),
                     cpus=os.cpu_count(), numpy=np.__version__,

@@ -17,6 +17,14 @@ One chunk of ``m`` trajectories is budgeted at ``m * bytes_per_trajectory(proble
 in flight (engine state, stages, the chunk's own outputs); the assembled result, which the
 caller asked for, lives in host memory beside it.
 
+Backends that pipeline their chunks hold :data:`RESIDENT` of them at once, and a chunk is
+sized to that fraction of the budget. The ``cuda`` backend overlaps transfer and compute
+(:func:`gpuivp.backends.cuda.solve_chunks`): while chunk ``i`` computes on one CUDA stream,
+chunk ``i + 1``'s inputs are copied to the device and chunk ``i - 1``'s outputs back on the
+other, through pinned host buffers, so two chunks live in device memory (and two in pinned
+staging memory) at once: its chunks are half the budget. An ensemble that fits the budget
+whole is one piece, solved without the pipeline.
+
 The default budget (:func:`default_memory_budget`) is a quarter of the host memory available
 now (``MemAvailable`` in ``/proc/meminfo``, capped by a cgroup memory limit, else
 ``os.sysconf``); on the GPU backends (``cuda``, ``cupy``) it is also at most half of the
@@ -47,6 +55,8 @@ GPU_BACKENDS = ("cuda", "cupy")
 #: Engine behind each backend, for the working-set estimate.
 ENGINES = {"numba": "per_trajectory", "cuda": "per_trajectory", "numpy": "lockstep",
            "cupy": "lockstep", "scipy": "scipy"}
+#: Chunks resident at once on backends that pipeline them (others: 1).
+RESIDENT = {"cuda": 2}
 #: Safety factor on the lockstep engine's arrays (copies of the running columns and the
 #: temporaries of the user's vectorized ``fun``).
 LOCKSTEP_FACTOR = 2
@@ -211,11 +221,14 @@ def bytes_per_trajectory(problem, backend):
 
 
 def chunk_size(problem, backend):
-    """Trajectories per chunk so that one chunk fits in the budget (at least 1, at most k).
+    """Trajectories per chunk so that the chunks in flight fit in the budget (at least 1,
+    at most k).
 
     The budget is ``problem.memory_budget`` (bytes), else :func:`default_memory_budget`;
     without a budget given, an ensemble estimated under ``ALWAYS_FITS`` bytes is one chunk
-    (memory is not measured for small calls).
+    (memory is not measured for small calls). An ensemble that fits the budget is one
+    chunk; else the budget is shared by the ``RESIDENT[backend]`` chunks (default 1) that
+    the backend holds at once.
     """
     k = max(problem.k, 1)
     per_trajectory = bytes_per_trajectory(problem, backend)
@@ -226,7 +239,9 @@ def chunk_size(problem, backend):
         budget = default_memory_budget(backend)
         if budget is None:
             return k
-    return int(min(k, max(1, budget // per_trajectory)))
+    if k * per_trajectory <= budget:
+        return k
+    return int(min(k, max(1, budget // (RESIDENT.get(backend, 1) * per_trajectory))))
 
 
 def split(k, chunks):
@@ -372,7 +387,7 @@ def chunk_bar(enabled, k, n_chunks, desc):
 
 # -- the chunked run ---------------------------------------------------------------------------
 
-def solve_in_chunks(problem, backend, solve):
+def solve_in_chunks(problem, backend, solve, solve_parts=None):
     """``solve(problem)``, or, when one run would exceed the memory budget, in chunks.
 
     Parameters
@@ -382,7 +397,11 @@ def solve_in_chunks(problem, backend, solve):
     backend : str
         The backend that runs, for the working-set estimate and the default budget.
     solve : callable
-        ``solve(problem) -> EnsembleResult`` for one chunk.
+        ``solve(problem) -> EnsembleResult`` for one chunk (and for a problem in one piece).
+    solve_parts : callable, optional
+        ``solve_parts(parts)``: the results of an iterable of chunks, in their order, for a
+        backend that runs several chunks at once (the ``cuda`` backend's pipeline). The
+        chunks are made as it pulls them; without it, ``solve`` runs one after the other.
 
     Returns
     -------
@@ -395,13 +414,20 @@ def solve_in_chunks(problem, backend, solve):
     slices = split(k, chunk_size(problem, backend))
     if len(slices) == 1:
         return solve(problem)
+    # An index array (not a slice) gives C-contiguous copies of y0 and the args, the
+    # layout the compiled engines were specialised for. Made lazily: a chunk's copies
+    # exist only while it is in flight.
+    parts = (dataclasses.replace(problem.subset(np.arange(sl.start, sl.stop)), progress=False)
+             for sl in slices)
+    results = map(solve, parts) if solve_parts is None else solve_parts(parts)
     asm = Assembler(k)
-    with chunk_bar(problem.progress, k, len(slices), f"gpuivp {problem.method}") as bar:
-        for sl in slices:
-            # An index array (not a slice) gives C-contiguous copies of y0 and the args, the
-            # layout the compiled engines were specialised for.
-            part = dataclasses.replace(problem.subset(np.arange(sl.start, sl.stop)),
-                                       progress=False)
-            asm.add(sl, solve(part))
-            bar.update(sl.stop - sl.start)
+    try:
+        with chunk_bar(problem.progress, k, len(slices), f"gpuivp {problem.method}") as bar:
+            for sl, res in zip(slices, results, strict=True):
+                asm.add(sl, res)
+                bar.update(sl.stop - sl.start)
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()  # a pipeline stopped early (an error, Ctrl-C) cleans up now
     return asm.result()

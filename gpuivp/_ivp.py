@@ -187,7 +187,9 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         backends also at most half the free GPU memory). The estimate per trajectory is
         about ``(n_t + 1) * n * itemsize`` of outputs plus ``(3 n) * itemsize`` (``numba``,
         ``cuda``) or ``2 * (n_stages + 5) * n * itemsize`` (``numpy``, ``cupy``) of working
-        set, with ``n_t = len(t_eval)`` (2 without ``t_eval``).
+        set, with ``n_t = len(t_eval)`` (2 without ``t_eval``). On ``cuda`` the chunks
+        overlap transfer and compute on two streams, so two chunks are resident at once
+        (on the device and in pinned host buffers): each chunk gets half the budget.
     **options
         Passed to scipy by the ``scipy`` backend (``jac``, ...); other backends warn that
         they ignore them.
@@ -309,21 +311,32 @@ def _warn_dropped_events(res, max_events):
 
 
 def _run(problem, name):
-    """Backend ``name`` on ``problem``: in chunks along ``k`` when it exceeds the memory budget."""
+    """Backend ``name`` on ``problem``: in chunks along ``k`` when it exceeds the memory budget.
+
+    A backend module with ``solve_chunks(parts, tableau)`` (yielding ``(part, raw)`` in
+    order) runs the chunks itself (``cuda``: overlapped on two streams); the others run
+    ``solve`` chunk after chunk. Either way the raw dicts become results here, in
+    :func:`_result`.
+    """
     module = backend_module(name)
     tableau = METHODS.get(problem.method) if isinstance(problem.method, str) else None
     if problem.k == 0 or problem.n == 0:
         return ensemble_result(problem, _empty_raw(problem), name)
+    solve_parts = None
+    if hasattr(module, "solve_chunks"):
+        def solve_parts(parts):
+            return (_result(part, raw, name) for part, raw in module.solve_chunks(parts, tableau))
     return solve_in_chunks(problem, name,
-                           lambda part: ensemble_result(part, _raw(module, part, tableau), name))
+                           lambda part: _result(part, module.solve(part, tableau), name),
+                           solve_parts)
 
 
-def _raw(module, part, tableau):
-    raw = module.solve(part, tableau)
+def _result(part, raw, name):
+    """The :class:`EnsembleResult` of ``part`` from backend ``name``'s raw dict."""
     if part.t_eval is not None and raw.get("y_eval") is None:
         # An empty t_eval: backends store no outputs, the result still has shape (n, k, 0).
         raw["y_eval"] = np.empty((0, part.n, part.k), dtype=part.dtype)
-    return raw
+    return ensemble_result(part, raw, name)
 
 
 def _empty_raw(p):

@@ -66,6 +66,9 @@ def _lorenz_args(k, dtype=float):
     return (dtype(10.0), np.linspace(0.5, 20.0, k), dtype(8.0 / 3.0))
 
 
+TEVAL_FAIL_ARGS = (10.0, np.r_[np.linspace(0.5, 20.0, 8), 1e300], 8.0 / 3.0)
+
+
 def _cases():
     x3 = np.c_[[1.0, 0.0, 0.0]]
     osc = np.array([[1.0, 0.5, -0.3, 0.0], [0.0, 0.2, 0.4, -1.0]])
@@ -132,6 +135,15 @@ def _cases():
     c["dense_sliced_f64"] = dict(fun=lorenz, t_span=(0.0, 1.0), y0=x3, sol_at=11, slice=5,
                                  kw=dict(method="RK45", args=_lorenz_args(4), rtol=1e-7,
                                          atol=1e-9, dense_output=True))
+    # rho = 1e300 overflows at once: a failing trajectory among good ones.
+    c["teval_fail_f64"] = dict(fun=lorenz, t_span=(0.0, 1.0), y0=x3,
+                               kw=dict(method="RK45", args=TEVAL_FAIL_ARGS, rtol=1e-6,
+                                       atol=1e-8, t_eval=np.linspace(0.0, 1.0, 5)))
+    # Chunked twins (key ``chunk``: trajectories per chunk on the cuda backend, through a
+    # memory budget): solved in 3+ chunks pipelined over two streams, they must equal their
+    # one-piece case bit for bit (``tests/test_cuda_sim.py``).
+    for base, chunk in (("teval_fail_f64", 3), ("events_f64", 1), ("dense_sliced_f64", 1)):
+        c[base + "_chunked"] = dict(c[base], chunk=chunk, whole=base)
     return c
 
 
@@ -161,12 +173,54 @@ def raw_fields(res, sol_at=None):
     return out
 
 
+def captured_problem(pos, kw, backend):
+    """The Problem ``solve_ivp(*pos, **kw)`` hands to ``backend`` (nothing is solved)."""
+    from unittest import mock
+
+    import gpuivp._ivp as ivp
+
+    class Captured(Exception):
+        pass
+
+    seen = {}
+
+    def spy(problem, name):
+        seen["problem"] = problem
+        raise Captured
+
+    with mock.patch.object(ivp, "_run", spy), np.errstate(all="ignore"):
+        try:
+            ivp.solve_ivp(*pos, backend=backend, **kw)
+        except Captured:
+            pass
+    return seen["problem"]
+
+
+def chunk_budget(pos, kw, chunk, backend="cuda"):
+    """``(memory_budget, n_chunks)``: a budget that gives ``chunk`` trajectories per chunk on
+    ``backend`` (its ``RESIDENT`` chunks in flight at once), and the chunks it makes."""
+    import dataclasses
+
+    from gpuivp import _chunking as C
+
+    p = captured_problem(pos, kw, backend)
+    budget = C.RESIDENT.get(backend, 1) * chunk * C.bytes_per_trajectory(p, backend)
+    size = C.chunk_size(dataclasses.replace(p, memory_budget=budget), backend)
+    return budget, len(C.split(p.k, size))
+
+
 def run_case(name, backend):
-    """Run case ``name`` on ``backend``; returns the fields of the result."""
+    """Run case ``name`` on ``backend``; returns the fields of the result.
+
+    A case with ``chunk`` runs chunked on ``cuda`` (and in one piece elsewhere); the number
+    of chunks is returned under ``"chunks"``."""
     from gpuivp import solve_ivp
 
     case = CASES[name]
     pos, kw = call_args(case)
+    n_chunks = 1
+    if backend == "cuda" and "chunk" in case:
+        kw["memory_budget"], n_chunks = chunk_budget(pos, kw, case["chunk"])
     restore = None
     if backend == "cuda" and "slice" in case:
         from gpuivp.backends import cuda as cb
@@ -179,11 +233,143 @@ def run_case(name, backend):
             cb.GPU_SLICE = restore
     out = raw_fields(res, case.get("sol_at"))
     out["backend"] = np.asarray(res.backend)
+    if "chunk" in case:
+        out["chunks"] = np.asarray(n_chunks)
     return out
 
 
-def check_interrupt():
-    """Ctrl-C between launches propagates as KeyboardInterrupt. Returns a message ('' if ok)."""
+def check_overlap():
+    """A chunked cuda run pipelines its chunks: two streams, every copy asynchronous on one
+    of them through pinned host memory, every launch on one of them, staging buffers
+    reused from chunk to chunk; without ``OVERLAP`` the same results, no streams.
+    Returns a message ('' if ok)."""
+    from unittest import mock
+
+    from numba import cuda
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+    from numba.cuda.simulator.kernel import FakeCUDAKernel
+
+    from gpuivp import solve_ivp
+    from gpuivp.backends import cuda as cb
+
+    case = CASES["teval_fail_f64"]
+    pos, kw = call_args(case)
+    log = dict(streams=[], pinned=[], events=0, launches=[], d2h=[], h2d=[], plain=0)
+    real = dict(stream=cuda.stream, pinned_array=cuda.pinned_array, event=cuda.event,
+                to_device=cuda.to_device, getitem=FakeCUDAKernel.__getitem__,
+                to_host=FakeCUDAArray.copy_to_host, to_dev=FakeCUDAArray.copy_to_device)
+
+    def stream():
+        s = real["stream"]()
+        log["streams"].append(s)
+        return s
+
+    def pinned_array(*a, **k):
+        arr = real["pinned_array"](*a, **k)
+        log["pinned"].append(arr)
+        return arr
+
+    class Event(real["event"]):
+        def record(self, stream=0):
+            log["events"] += 1
+            return super().record(stream)
+
+    def to_device(ary, stream=0, copy=True, to=None):
+        log["plain"] += not stream
+        return real["to_device"](ary, stream=stream, copy=copy, to=to)
+
+    def getitem(self, config):
+        log["launches"].append(config[2] if len(config) > 2 else 0)
+        return real["getitem"](self, config)
+
+    def copy_to_host(self, ary=None, stream=0):
+        log["d2h"].append((stream, ary))
+        return real["to_host"](self, ary, stream=stream)
+
+    def copy_to_device(self, ary, stream=0):
+        log["h2d"].append((stream, ary))
+        return real["to_dev"](self, ary, stream=stream)
+
+    def pinned(a):
+        return a is not None and any(np.shares_memory(a, p) for p in log["pinned"])
+
+    def run(chunk):
+        for key in log:
+            log[key] = 0 if key in ("events", "plain") else []
+        k2 = dict(kw)
+        k2["memory_budget"], n_chunks = chunk_budget(pos, kw, chunk)
+        with mock.patch.multiple(cuda, stream=stream, pinned_array=pinned_array, event=Event,
+                                 to_device=to_device), \
+                mock.patch.multiple(FakeCUDAKernel, __getitem__=getitem), \
+                mock.patch.multiple(FakeCUDAArray, copy_to_host=copy_to_host,
+                                    copy_to_device=copy_to_device), np.errstate(all="ignore"):
+            res = solve_ivp(*pos, backend="cuda", **k2)
+        return res, n_chunks, {key: (list(v) if isinstance(v, list) else v)
+                               for key, v in log.items()}
+
+    problems = []
+    res, n_chunks, got = run(3)
+    streams = got["streams"]
+    if n_chunks < 3:
+        problems.append(f"{n_chunks} chunks, expected 3")
+    if len(streams) != 2:
+        problems.append(f"{len(streams)} streams created, expected 2")
+    if got["events"] != n_chunks:
+        problems.append(f"{got['events']} events recorded for {n_chunks} chunks")
+    if got["plain"] or not got["launches"] or \
+            any(not any(s is t for t in streams) for s in got["launches"]):
+        problems.append("a launch or an upload on the default stream")
+    if len({id(s) for s in got["launches"]}) != 2:
+        problems.append("the launches did not use both streams")
+    for kind in ("d2h", "h2d"):
+        bad = [(s, a) for s, a in got[kind] if not any(s is t for t in streams)
+               or not pinned(a)]
+        if bad or not got[kind]:
+            problems.append(f"{len(bad)} of {len(got[kind])} {kind} copies not asynchronous "
+                            f"from/into pinned memory")
+    # Staging buffers are reused: as many pinned allocations for 9 chunks as for 3.
+    res9, n9, got9 = run(1)
+    if n9 != 9 or len(got9["pinned"]) != len(got["pinned"]):
+        problems.append(f"{len(got9['pinned'])} pinned buffers for {n9} chunks, "
+                        f"{len(got['pinned'])} for {n_chunks}")
+    orig = cb.OVERLAP
+    cb.OVERLAP = False
+    try:
+        seq, _, got_seq = run(3)
+    finally:
+        cb.OVERLAP = orig
+    if got_seq["streams"]:
+        problems.append("OVERLAP = False still made streams")
+    for other in (res9, seq):
+        for f in ("y", "y_final", "t_final", "status", "nfev", "naccept", "nreject"):
+            if not np.array_equal(res[f], other[f], equal_nan=f in ("y", "y_final", "t_final")):
+                problems.append(f"{f} differs between chunkings or with OVERLAP = False")
+    return "; ".join(problems)
+
+
+def check_chunked_progress():
+    """With ``progress=True`` one bar advances across the pipelined chunks. '' if ok."""
+    import contextlib
+    import io
+
+    from gpuivp import solve_ivp
+
+    case = CASES["teval_fail_f64"]
+    pos, kw = call_args(case)
+    kw["progress"] = True
+    kw["memory_budget"], n_chunks = chunk_budget(pos, kw, 3)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), np.errstate(all="ignore"):
+        res = solve_ivp(*pos, backend="cuda", **kw)
+    text, k = err.getvalue(), res.status.size
+    if f"({n_chunks} chunks)" not in text or f"{k}/{k}" not in text:
+        return f"no bar over {n_chunks} chunks reaching {k}/{k} in {text[-300:]!r}"
+    return ""
+
+
+def check_interrupt(chunked=False):
+    """Ctrl-C between launches propagates as KeyboardInterrupt, also from the pipeline of a
+    chunked run (chunks of one trajectory). Returns a message ('' if ok)."""
     import contextlib
 
     from gpuivp import solve_ivp
@@ -204,9 +390,11 @@ def check_interrupt():
     cb.progress_bar, cb.GPU_SLICE = bar, 3
     try:
         solve_ivp(lorenz, (0.0, 1.0), np.c_[[1.0, 0.0, 0.0]], args=_lorenz_args(2),
-                  backend="cuda")
+                  backend="cuda", memory_budget=1 if chunked else None)
     except KeyboardInterrupt:
-        return "" if seen == [2] else f"interrupted after launches {seen}, expected [2]"
+        expected = [1] if chunked else [2]
+        return "" if seen == expected else f"interrupted after launches {seen}, expected " \
+            f"{expected}"
     finally:
         cb.progress_bar, cb.GPU_SLICE = orig_bar, orig_slice
     return "KeyboardInterrupt did not propagate"
@@ -233,10 +421,14 @@ def main(argv):
         except BaseException:  # noqa: BLE001 - report every case, whatever happened
             store[f"{name}/error"] = np.asarray(traceback.format_exc())
         store[f"{name}/seconds"] = np.asarray(time.perf_counter() - t)
-    try:
-        store["_meta/interrupt"] = np.asarray(check_interrupt())
-    except BaseException:  # noqa: BLE001
-        store["_meta/interrupt"] = np.asarray(traceback.format_exc())
+    checks = dict(interrupt=check_interrupt,
+                  interrupt_chunked=lambda: check_interrupt(chunked=True),
+                  overlap=check_overlap, chunked_progress=check_chunked_progress)
+    for key, check in checks.items():
+        try:
+            store[f"_meta/{key}"] = np.asarray(check())
+        except BaseException:  # noqa: BLE001
+            store[f"_meta/{key}"] = np.asarray(traceback.format_exc())
     np.savez(out_path, **store)
 
 

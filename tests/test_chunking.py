@@ -194,3 +194,89 @@ def test_assembler_events_and_sol():
     assert res.backend == "numpy" and res.success
     with pytest.raises(RuntimeError, match="never solved"):
         C.Assembler(3).result()
+
+
+def test_cuda_budget_holds_two_resident_chunks():
+    """The cuda backend pipelines its chunks (two in flight): each gets half the budget; an
+    ensemble that fits the budget whole is still one piece."""
+    p = _problem("numba")
+    per_traj = C.bytes_per_trajectory(p, "cuda")
+    assert C.RESIDENT["cuda"] == 2 and per_traj == C.bytes_per_trajectory(p, "numba")
+    for per_chunk in (1, 3, 5):
+        limited = dataclasses.replace(p, memory_budget=2 * per_chunk * per_traj)
+        assert C.chunk_size(limited, "cuda") == per_chunk
+        assert C.chunk_size(limited, "numba") == 2 * per_chunk
+    whole = dataclasses.replace(p, memory_budget=K * per_traj)
+    assert C.chunk_size(whole, "cuda") == K
+
+
+class _FakeRun:
+    """Stands for ``cuda._Run`` in the pipeline: records what it is asked to do."""
+
+    def __init__(self, log, part, slot):
+        self.log, self.problem, self.slot = log, part, slot
+        log.append(("start", part, slot))
+
+    def upload(self):
+        self.log.append(("upload", self.problem, self.slot))
+
+    def slices(self):
+        for _ in range(3):  # three time slices
+            self.log.append(("launch", self.problem, self.slot))
+            yield
+
+    def download(self):
+        self.log.append(("download", self.problem, self.slot))
+
+    def collect(self):
+        self.log.append(("collect", self.problem, self.slot))
+        return f"raw {self.problem}"
+
+
+@pytest.mark.parametrize("n_chunks", [1, 2, 3, 5])
+def test_cuda_pipeline_schedule(n_chunks):
+    """The overlapped schedule, without a GPU: chunk i on stream i % 2; chunk i + 1's upload
+    and chunk i - 1's collection happen while chunk i computes (after its first launch,
+    before its last); a stream is reused only once its previous chunk was collected; the
+    results come out in order, each once."""
+    from gpuivp.backends.cuda import pipeline
+
+    log = []
+
+    def parts():
+        for i in range(n_chunks):
+            log.append(("part", i, None))
+            yield i
+
+    out = []
+    for part, raw in pipeline(parts(), lambda part, slot: _FakeRun(log, part, slot), "AB"):
+        out.append((part, raw))
+        log.append(("yield", part, None))
+    assert out == [(i, f"raw {i}") for i in range(n_chunks)]
+
+    def at(op, i):
+        hits = [j for j, (o, p, _) in enumerate(log) if o == op and p == i]
+        return hits
+
+    for i in range(n_chunks):
+        slot = "AB"[i % 2]
+        assert [s for o, p, s in log if p == i and s is not None] == [slot] * 7  # one stream
+        launches = at("launch", i)
+        first, last = launches[0], launches[-1]
+        assert at("upload", i)[0] < first < last < at("download", i)[0] < at("collect", i)[0]
+        assert at("collect", i)[0] < at("yield", i)[0]
+        if i + 1 < n_chunks:
+            assert first < at("upload", i + 1)[0] < last
+        if i >= 1:
+            assert first < at("collect", i - 1)[0] < at("yield", i - 1)[0] < last
+        if i >= 2:  # the stream's previous chunk is done before its buffers are reused
+            assert at("collect", i - 2)[0] < at("start", i)[0]
+        assert at("part", i)[0] < at("start", i)[0]
+    if n_chunks == 3:
+        assert [o[0] + str(o[1]) for o in log] == [
+            "part0", "start0", "upload0", "launch0",
+            "part1", "start1", "upload1", "launch0", "launch0", "download0",
+            "launch1", "collect0", "part2", "start2", "upload2", "yield0", "launch1",
+            "launch1", "download1",
+            "launch2", "collect1", "yield1", "launch2", "launch2", "download2",
+            "collect2", "yield2"]

@@ -136,6 +136,33 @@ def test_cuda_sim_slices_do_not_change_results(sim):
         np.testing.assert_array_equal(sliced[f], whole[f], err_msg=f)
 
 
+CHUNKED = [name for name, case in W.CASES.items() if "chunk" in case]
+
+
+@pytest.mark.parametrize("name", CHUNKED)
+def test_cuda_sim_chunks_overlapped_equal_one_piece(sim, name):
+    """Chunks pipelined over two streams (3+ of them) give the one-piece result, bit for bit:
+    t_eval output, final state, counters, status (a failing trajectory), events, sol."""
+    got, whole = sim.case(name), sim.case(W.CASES[name]["whole"])
+    assert int(got["chunks"]) >= 3, int(got["chunks"])
+    assert set(got) - {"seconds", "chunks"} == set(whole) - {"seconds"}
+    for f in set(whole) - {"seconds", "backend"}:
+        np.testing.assert_array_equal(got[f], whole[f], err_msg=f"{name}: {f}")
+        assert got[f].dtype == whole[f].dtype, f
+    assert str(got["backend"]) == "cuda"
+    if name.startswith("teval_fail"):
+        assert np.all(got["status"][:-1] == 0) and got["status"][-1] < 0
+
+
+def test_cuda_sim_chunked_run_uses_streams_and_pinned_memory(sim):
+    """Two streams, asynchronous copies through pinned buffers reused from chunk to chunk,
+    the same results with ``OVERLAP = False`` (see ``_cudasim_worker.check_overlap``)."""
+    d = sim.result()
+    assert str(d["_meta/overlap"]) == "", str(d["_meta/overlap"])
+    assert str(d["_meta/chunked_progress"]) == "", str(d["_meta/chunked_progress"])
+    assert str(d["_meta/interrupt_chunked"]) == "", str(d["_meta/interrupt_chunked"])
+
+
 def test_cuda_sim_meta(sim):
     d = sim.result()
     assert bool(d["_meta/simulator"]), "the worker did not run under the simulator"

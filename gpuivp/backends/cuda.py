@@ -9,6 +9,12 @@ does not change results) until no trajectory is still running. Between launches
 it reads the status array back, updates the progress bar and lets Ctrl-C
 through, so a launch never runs long enough for a display watchdog to kill it.
 
+An ensemble solved in chunks (over the memory budget, :mod:`gpuivp._chunking`) goes
+through :func:`solve_chunks`: the chunks are pipelined over two CUDA streams with pinned
+host staging buffers, so that chunk ``i`` computes while chunk ``i + 1``'s inputs go up
+and chunk ``i - 1``'s outputs come down (:func:`pipeline` has the schedule). Each chunk
+runs exactly as a one-piece run does, so results do not depend on the chunk size.
+
 Under numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1`` before ``numba.cuda``
 is first imported) the same code runs in Python threads: that is how CI checks
 this backend without a GPU (``tests/test_cuda_sim.py``).
@@ -40,6 +46,9 @@ GPU_SLICE = 20_000
 #: Engine parameters the kernel only reads: not copied back after the run (nor are the
 #: user's args); every other array parameter is state or output and comes back.
 INPUT_FIELDS = ("y0", "ctrl", "iparams", "atol", "t_eval")
+#: Chunked runs (:func:`solve_chunks`) overlap transfer and compute over two streams; False
+#: runs the chunks one after the other, as :func:`solve` (for comparisons: benchmarks/scale.py).
+OVERLAP = True
 
 
 class CompileError(BackendUnavailable):
@@ -186,60 +195,89 @@ def _launch_config(k):
 
 
 def solve(problem, tableau):
-    """Run the ensemble on the GPU; returns the raw result dict (NumPy host arrays)."""
+    """Run the ensemble on the GPU; returns the raw result dict (NumPy host arrays).
+
+    One piece, on the default stream, with synchronous copies from and into the host
+    arrays themselves (no pinned staging: pinning costs more than it saves for one copy).
+    """
+    run = _Run(problem, tableau, _Direct(_cuda()))
+    run.upload()
+    for _ in run.slices():
+        pass
+    run.download()
+    return run.collect()
+
+
+def solve_chunks(parts, tableau):
+    """Solve consecutive chunks of one ensemble; yields ``(part, raw)`` in their order.
+
+    ``parts`` is an iterable of :class:`~gpuivp._problem.Problem` (the chunker's slices of
+    the ensemble, pulled one ahead). With :data:`OVERLAP` the chunks are pipelined over two
+    CUDA streams (:func:`pipeline`): while chunk ``i`` computes on one stream, chunk
+    ``i + 1``'s inputs go up and chunk ``i - 1``'s outputs come down on the other, through
+    pinned host buffers. Every chunk runs exactly as :func:`solve` runs it (time slices,
+    status read back between launches, dense-output growth, the launch guard), so the
+    results are bit for bit those of one piece. Without :data:`OVERLAP`, one :func:`solve`
+    after the other.
+    """
+    if not OVERLAP:
+        for part in parts:
+            yield part, solve(part, tableau)
+        return
     cuda = _cuda()
-    kernel, fields = compiled_kernel(problem, tableau)
-    budget = slice_budget(problem, default=GPU_SLICE)
-    state = EngineState(problem, budget, tableau)
-    host = dict(zip(fields, _checked_arrays(state, fields)))
-    dev = {name: cuda.to_device(a) if isinstance(a, np.ndarray) else a
-           for name, a in host.items()}
-    k = problem.k
-    grid, block = _launch_config(k)
-    dense = getattr(state, "dense", None) is not None
-    # Every launch makes ``budget`` step attempts per running trajectory and the
-    # engine stops each one after ``max_steps`` attempts (dense output adds one
-    # paused launch per doubling of its buffers): bound the launches so that a
-    # bug can never turn into a hang.
-    max_launches = 2 + -(-int(problem.max_steps) // max(1, int(budget))) + (64 if dense else 0)
+    slots = [_Slot(cuda) for _ in range(2)]
+    try:
+        yield from pipeline(parts, lambda part, slot: _Run(part, tableau, slot), slots)
+    except BaseException:
+        # Ctrl-C, an error, or the consumer gave up (GeneratorExit): let the device finish
+        # what was enqueued before the staging buffers go away.
+        with contextlib.suppress(Exception):
+            cuda.synchronize()
+        raise
 
-    if not simulated():
-        # Compile before the first launch, so that a ``fun`` numba.cuda cannot
-        # compile is a CompileError (``auto`` falls back) and launch errors are not.
-        with _compile_errors():
-            kernel.compile(kernel_signature(state, tuple(dev[f] for f in fields)))
 
-    with progress_bar(problem) as bar:
-        launches = 0
-        try:
-            while True:
-                kernel[grid, block](k, *(dev[f] for f in fields))
-                launches += 1
-                dev["st_status"].copy_to_host(state.st_status)  # waits for the launch
-                if problem.progress:
-                    dev["st_t"].copy_to_host(state.st_t)
-                if dense:
-                    dev["st_cnt"].copy_to_host(state.st_cnt)
-                bar.update_to(state)
-                if not _running(state, fields, host, dev, cuda):
-                    break
-                if launches >= max_launches:
-                    raise RuntimeError(
-                        f"gpuivp cuda engine: trajectories still running after {launches} "
-                        f"launches of {budget} step attempts (max_steps={problem.max_steps}); "
-                        f"this is a bug, please report it.")
-        except KeyboardInterrupt:
-            # Ctrl-C lands between launches (the host waits in the status copy):
-            # let the device finish what it runs, then stop.
-            try:
-                cuda.synchronize()
-            finally:
-                raise
+def pipeline(parts, start, slots):
+    """The overlapped schedule of a chunked run; yields ``(part, raw)`` per chunk, in order.
 
-    for name in fields:
-        if name not in INPUT_FIELDS and not name.startswith("arg"):
-            dev[name].copy_to_host(host[name])
-    return state.raw()
+    Chunk ``i`` runs on ``slots[i % 2]`` (a stream with its staging buffers). With
+    ``run = start(part, slot)`` providing ``upload()`` (enqueue host-to-device copies),
+    ``slices()`` (a generator: the time-sliced launches, pausing once right after the
+    first launch is enqueued), ``download()`` (enqueue device-to-host copies and record
+    an event) and ``collect()`` (wait for that event; the raw result), chunk ``i`` goes::
+
+        launch i (first slice)              # the device is busy with chunk i from here
+        collect i - 1                       # its outputs came down beside chunk i's compute
+        build part i + 1, upload it         # its inputs go up beside chunk i's compute
+        hand out chunk i - 1's result       # the caller assembles it, the device still busy
+        finish chunk i's slices             # status reads wait on chunk i's stream only
+        download i                          # asynchronous: overlaps chunk i + 1's compute
+
+    A slot is reused by chunk ``i + 1`` only after chunk ``i - 1``, its previous user, has
+    been collected, and every operation of one chunk is on its own stream, in order, so
+    the overlap never changes what a chunk computes. Pure Python over ``start``'s
+    objects: ``tests/test_chunking.py`` checks the order with a recording fake.
+    """
+    parts = iter(parts)
+    part = next(parts, None)
+    if part is None:
+        return
+    cur, prev, i = start(part, slots[0]), None, 0
+    cur.upload()
+    while cur is not None:
+        steps = cur.slices()
+        next(steps)
+        done = (prev.problem, prev.collect()) if prev is not None else None
+        part, nxt = next(parts, None), None
+        if part is not None:
+            nxt = start(part, slots[(i + 1) % 2])
+            nxt.upload()
+        if done is not None:
+            yield done
+        for _ in steps:
+            pass
+        cur.download()
+        prev, cur, i = cur, nxt, i + 1
+    yield prev.problem, prev.collect()
 
 
 def _checked_arrays(state, fields):
@@ -250,14 +288,187 @@ def _checked_arrays(state, fields):
     return arrays
 
 
-def _running(state, fields, host, dev, cuda):
+class _Run:
+    """One ensemble, or one chunk of it, on the device, through a memory strategy ``mem``
+    (:class:`_Direct` or :class:`_Slot`): ``upload``, ``slices``, ``download``, ``collect``."""
+
+    def __init__(self, problem, tableau, mem):
+        self.problem, self.mem = problem, mem
+        self.kernel, self.fields = compiled_kernel(problem, tableau)
+        self.budget = slice_budget(problem, default=GPU_SLICE)
+        self.state = EngineState(problem, self.budget, tableau)
+        self.host = dict(zip(self.fields, _checked_arrays(self.state, self.fields)))
+        self.dev = {}
+
+    def upload(self):
+        """Enqueue the copies of every array parameter to the device."""
+        self.dev = {name: self.mem.to_device(name, a) if isinstance(a, np.ndarray) else a
+                    for name, a in self.host.items()}
+
+    def slices(self):
+        """Launch the kernel in time slices until no trajectory is still running.
+
+        A generator: it pauses once, right after the first launch is enqueued (the device
+        is then busy with this run; :func:`pipeline` moves other chunks' data meanwhile).
+        Between launches it reads the status back (waiting on this run's stream only),
+        updates the progress bar, grows dense-output buffers and lets Ctrl-C through.
+        """
+        cuda, problem, state, dev, mem = _cuda(), self.problem, self.state, self.dev, self.mem
+        kernel, fields, budget = self.kernel, self.fields, self.budget
+        k = problem.k
+        grid, block = _launch_config(k)
+        dense = getattr(state, "dense", None) is not None
+        # Every launch makes ``budget`` step attempts per running trajectory and the
+        # engine stops each one after ``max_steps`` attempts (dense output adds one
+        # paused launch per doubling of its buffers): bound the launches so that a
+        # bug can never turn into a hang.
+        max_launches = (2 + -(-int(problem.max_steps) // max(1, int(budget)))
+                        + (64 if dense else 0))
+
+        if not simulated():
+            # Compile before the first launch, so that a ``fun`` numba.cuda cannot
+            # compile is a CompileError (``auto`` falls back) and launch errors are not.
+            with _compile_errors():
+                kernel.compile(kernel_signature(state, tuple(dev[f] for f in fields)))
+
+        with progress_bar(problem) as bar:
+            launches = 0
+            try:
+                while True:
+                    kernel[grid, block, mem.stream](k, *(dev[f] for f in fields))
+                    launches += 1
+                    if launches == 1:
+                        yield
+                    mem.read("st_status", dev["st_status"], state.st_status)  # waits
+                    if problem.progress:
+                        mem.read("st_t", dev["st_t"], state.st_t)
+                    if dense:
+                        mem.read("st_cnt", dev["st_cnt"], state.st_cnt)
+                    bar.update_to(state)
+                    if not _running(state, fields, self.host, dev, mem):
+                        break
+                    if launches >= max_launches:
+                        raise RuntimeError(
+                            f"gpuivp cuda engine: trajectories still running after {launches} "
+                            f"launches of {budget} step attempts (max_steps="
+                            f"{problem.max_steps}); this is a bug, please report it.")
+            except KeyboardInterrupt:
+                # Ctrl-C lands between launches (the host waits in the status copy):
+                # let the device finish what it runs, then stop.
+                try:
+                    cuda.synchronize()
+                finally:
+                    raise
+
+    def download(self):
+        """Enqueue the copies of the state and outputs back to the host; record the end."""
+        for name in self.fields:
+            if name not in INPUT_FIELDS and not name.startswith("arg"):
+                self.mem.to_host(name, self.dev[name], self.host[name])
+        self.mem.record()
+
+    def collect(self):
+        """Wait for :meth:`download`; the raw result dict (the run's own host arrays)."""
+        self.mem.wait()
+        self.dev = {}
+        return self.state.raw()
+
+
+class _Direct:
+    """One piece: the default stream, synchronous copies from and into the host arrays."""
+
+    stream = 0
+
+    def __init__(self, cuda):
+        self.cuda = cuda
+
+    def to_device(self, name, a):
+        return self.cuda.to_device(a)
+
+    def read(self, name, dev, a):
+        dev.copy_to_host(a)
+
+    def to_host(self, name, dev, a):
+        dev.copy_to_host(a)
+
+    def record(self):
+        pass
+
+    def wait(self):
+        pass
+
+
+class _Slot:
+    """One stream of the pipeline, with pinned host staging buffers and device buffers.
+
+    Buffers are kept per parameter name and reused by every chunk that runs on this slot
+    (C-contiguous views of a flat buffer's leading part, reallocated only when a chunk
+    needs more: the first chunk, dense-output growth), so a chunked run pins and allocates
+    memory twice, not per chunk. Every copy is asynchronous on :attr:`stream`; outputs land
+    in the pinned buffers and reach the run's own host arrays in :meth:`wait`, so no result
+    ever aliases a staging buffer.
+    """
+
+    def __init__(self, cuda):
+        self.cuda = cuda
+        self.stream = cuda.stream()
+        self.event = cuda.event()
+        self.pinned, self.device = {}, {}
+        self.pending = []
+
+    def buffers(self, name, shape, dtype):
+        """``(pinned, device)`` views of shape ``shape`` for parameter ``name``."""
+        size = math.prod(shape)
+        pin = self.pinned.get(name)
+        if pin is None or pin.dtype != dtype or pin.size < size:
+            self.pinned[name] = self.cuda.pinned_array(size, dtype=dtype)
+            self.device[name] = self.cuda.device_array(size, dtype=dtype, stream=self.stream)
+        return (self.pinned[name][:size].reshape(shape),
+                self.device[name][:size].reshape(shape))
+
+    def to_device(self, name, a):
+        if a.size == 0:
+            return self.cuda.to_device(a, stream=self.stream)
+        pin, dev = self.buffers(name, a.shape, a.dtype)
+        np.copyto(pin, a)
+        dev.copy_to_device(pin, stream=self.stream)
+        return dev
+
+    def _pin(self, name, a):
+        return self.pinned[name][:a.size].reshape(a.shape)
+
+    def read(self, name, dev, a):
+        """Copy ``dev`` into ``a`` now: waits for this stream only, not the other one."""
+        pin = self._pin(name, a)
+        dev.copy_to_host(pin, stream=self.stream)
+        self.stream.synchronize()
+        np.copyto(a, pin)
+
+    def to_host(self, name, dev, a):
+        if a.size == 0:
+            return
+        pin = self._pin(name, a)
+        dev.copy_to_host(pin, stream=self.stream)
+        self.pending.append((pin, a))
+
+    def record(self):
+        self.event.record(self.stream)
+
+    def wait(self):
+        self.event.synchronize()
+        for pin, a in self.pending:
+            np.copyto(a, pin)
+        self.pending.clear()
+
+
+def _running(state, fields, host, dev, mem):
     """``state.running()`` with the device in the loop.
 
     ``EngineState.running`` may grow output buffers (dense output) by replacing a
     host array with a longer one whose leading part holds the old contents. The
     host copy is stale (the data is on the device), so for each array replaced
     the old device contents are copied into its leading part and the grown
-    array is sent to the device in place of the old one.
+    array is sent to the device in place of the old one (on ``mem``'s stream).
     """
     still = state.running()
     for name, a in zip(fields, state.arrays()):
@@ -267,9 +478,9 @@ def _running(state, fields, host, dev, cuda):
         if a.shape[1:] != old.shape[1:] or a.shape[0] < old.shape[0]:  # pragma: no cover
             raise RuntimeError(f"EngineState replaced {name} {old.shape} by {a.shape}: "
                                f"the cuda backend only knows growth along the first axis")
-        dev[name].copy_to_host(a[:old.shape[0]])
+        mem.read(name, dev[name], a[:old.shape[0]])
         host[name] = a
-        dev[name] = cuda.to_device(a)
+        dev[name] = mem.to_device(name, a)
     return still
 
 
