@@ -562,9 +562,14 @@ def ptxas_resources(ptx, arch="sm_90", ptxas="ptxas"):
         props[m.group(1)] = tuple(int(v) for v in m.group(2, 3, 4))
     regs = re.search(r"Used (\d+) registers", log[entry.end():] if entry else log)
     stack, st, ld = props.get(entry_name, (None, None, None))
+    entries = {}
+    for m in re.finditer(r"Compiling entry function '([^']+)'.*?Used (\d+) registers", log, re.S):
+        e_stack, e_st, e_ld = props.get(m.group(1), (None, None, None))
+        entries[m.group(1)] = dict(registers=int(m.group(2)), stack=e_stack, spill_stores=e_st,
+                                   spill_loads=e_ld)
     return dict(registers=int(regs.group(1)) if regs else None, stack=stack, spill_stores=st,
                 spill_loads=ld, max_stack=max((p[0] for p in props.values()), default=0),
-                log=log)
+                entries=entries, log=log)
 
 
 #: PTX instructions that compute in float64 (loads, stores and moves aside).
