@@ -40,3 +40,22 @@ ENSEMBLES = {
     "forced": (forced_oscillator, np.c_[[0.0, 1.0]], (np.linspace(0.5, 2.0, 4), 0.7),
                (0.0, 12.0)),
 }
+
+
+def captured_problem(call):
+    """The validated ``Problem`` the front end hands a backend while ``call()`` runs."""
+    import gpuivp._ivp as ivp
+
+    captured = {}
+    real = ivp._run
+
+    def spy(problem, name):
+        captured["problem"] = problem
+        return real(problem, name)
+
+    ivp._run = spy
+    try:
+        call()
+    finally:
+        ivp._run = real
+    return captured["problem"]

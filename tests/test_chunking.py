@@ -7,7 +7,7 @@ import pytest
 
 import gpuivp
 from gpuivp import _chunking as C
-from problems import lorenz
+from problems import captured_problem, lorenz
 
 K = 23
 T_EVAL = np.linspace(0.0, 2.0, 9)
@@ -42,21 +42,7 @@ def assert_same(a, b):
 
 def _problem(backend, **kw):
     """The Problem ``solve(backend, **kw)`` hands to the backend (captured on the way)."""
-    import gpuivp._ivp as ivp
-
-    captured = {}
-    real = ivp._run
-
-    def spy(problem, name):
-        captured["p"] = problem
-        return real(problem, name)
-
-    ivp._run = spy
-    try:
-        solve(backend, **kw)
-    finally:
-        ivp._run = real
-    return captured["p"]
+    return captured_problem(lambda: solve(backend, **kw))
 
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])

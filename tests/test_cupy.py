@@ -18,7 +18,7 @@ from gpuivp.backends.cuda import ptxas_resources
 from gpuivp.engines.fused import FusedLockstep, kernel_signatures, kernel_source
 from gpuivp.engines.lockstep import Lockstep
 from gpuivp.methods import METHODS
-from problems import ENSEMBLES, lorenz
+from problems import ENSEMBLES, captured_problem, lorenz
 
 KERNELS = ("gpuivp_prepare", "gpuivp_stage", "gpuivp_control", "gpuivp_commit")
 COMPILERS = {"nvcc": shutil.which("nvcc") is not None,
@@ -73,23 +73,10 @@ def host(monkeypatch):
 
 def _problem(method="RK45", dtype="float64", t_eval=None, **kw):
     """The validated Problem the front end hands the backend, for a Lorenz sweep."""
-    import gpuivp.backends.numpy as numpy_backend
-
-    seen = {}
-    real = numpy_backend.solve
-
-    def grab(problem, tableau):
-        seen["problem"] = problem
-        return real(problem, tableau)
-
-    numpy_backend.solve = grab
-    try:
-        fun, y0, args, t_span = ENSEMBLES["lorenz"]
-        solve_ivp(fun, t_span, y0, args=args, method=method, t_eval=t_eval, dtype=dtype,
-                  backend="numpy", vectorized=True, **kw)
-    finally:
-        numpy_backend.solve = real
-    return seen["problem"]
+    fun, y0, args, t_span = ENSEMBLES["lorenz"]
+    return captured_problem(lambda: solve_ivp(fun, t_span, y0, args=args, method=method,
+                                              t_eval=t_eval, dtype=dtype, backend="numpy",
+                                              vectorized=True, **kw))
 
 
 class CountingNumpy(host_kernels.NumpyAsCupy):
