@@ -45,7 +45,7 @@ def _problem(backend, **kw):
     return captured_problem(lambda: solve(backend, **kw))
 
 
-@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("backend", ["numba", "numpy", "cupy"])
 @pytest.mark.parametrize("t_eval", [T_EVAL, None], ids=["t_eval", "no_t_eval"])
 def test_many_chunks_equal_one(backend, t_eval):
     whole = solve(backend, t_eval=t_eval)

@@ -26,7 +26,7 @@ def test_sol_is_scipys_sol_trajectory_by_trajectory(method, backend):
         np.testing.assert_allclose(res.sol(tq)[:, i, :], ref.sol(tq), rtol=1e-10, atol=1e-11)
 
 
-@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("backend", ["numba", "numpy", "cupy"])
 @pytest.mark.parametrize("method", ["Tsit5", "RK4"])
 def test_sol_of_other_methods_is_accurate(method, backend):
     lam = np.array([0.5, 1.0, 2.0])
@@ -54,7 +54,7 @@ def test_sol_is_nan_outside_each_trajectorys_span(backend):
     np.testing.assert_allclose(values[0, :, 1], np.array([1.0, 5.0]) - 9.81 * 0.3 ** 2 / 2, rtol=1e-6)
 
 
-@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("backend", ["numba", "numpy", "cupy"])
 def test_dense_budget_ends_only_that_trajectory(backend):
     mu = np.array([0.1, 8.0])  # the stiffer one needs far more steps
     res = solve_ivp(vanderpol, (0, 20), np.c_[[2.0, 0.0]], args=(mu,), dense_output=True,
@@ -64,7 +64,7 @@ def test_dense_budget_ends_only_that_trajectory(backend):
     assert np.isnan(res.sol(19.0)[0, 1]) and not np.isnan(res.sol(19.0)[0, 0])
 
 
-@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("backend", ["numba", "numpy", "cupy"])
 def test_single_ivp_sol_has_scipys_shapes_and_results_pickle(backend):
     res = solve_ivp(decay, (0, 1), [1.0], args=(1.0,), dense_output=True, backend=backend,
                     vectorized=True)

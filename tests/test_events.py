@@ -133,7 +133,7 @@ def test_events_beyond_max_events_are_counted_and_warned(backend):
     assert not np.any(np.isnan(res.t_events[0]))
 
 
-@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("backend", ["numba", "numpy", "cupy"])
 def test_single_ivp_events_have_scipys_form(backend):
     ref = scipy.integrate.solve_ivp(harmonic, (0, 10), [1.0, 0.0], args=(1.0,), events=crossing)
     with warnings.catch_warnings():
