@@ -43,15 +43,11 @@ def host_source(source, sigs, instances):
     """The source with an ``extern "C"`` loop over threads per (kernel, dtype, nk)."""
     out = ["#define GPUIVP_HOST 1", source]
     for dtype, nk in instances:
-        T = CNAMES[np.dtype(dtype).name]
         for sig in sigs.values():
-            decls = [("const " if False else "") + (T if p.ctype == "T" else
-                     "long long" if p.ctype == "i64" else p.ctype)
-                     + ("* " if p.pointer else " ") + p.name for p in sig.params]
             names = ", ".join(p.name for p in sig.params)
             out.append(
                 f'extern "C" void {_wrapper_name(sig.name, dtype, nk)}'
-                f'(long long size, {", ".join(decls)}) {{\n'
+                f'(long long size, {sig.declarations(dtype)}) {{\n'
                 f"    blockDim.x = 1; threadIdx.x = 0;\n"
                 f"    for (long long b = 0; b < size; ++b) {{\n"
                 f"        blockIdx.x = (unsigned)b;\n"

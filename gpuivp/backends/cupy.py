@@ -28,6 +28,8 @@ NAME = "cupy"
 BLOCK = 128
 #: NVRTC options: C++17, no FMA contraction (the numpy engine's rounding).
 NVRTC_OPTIONS = ("-std=c++17", "--fmad=false")
+#: The kernels' source, as named in compiler errors.
+SOURCE_NAME = "kernels/lockstep.cu"
 
 
 def _cupy():
@@ -121,8 +123,6 @@ def kernel_ptx(dtype, nk, arch="sm_90", compiler=None):
                                                    for s in sigs) + "\n", arch)
     return _nvrtc_ptx(source, [s.instance(dtype, nk) for s in sigs], arch)
 
-
-SOURCE_NAME = "kernels/lockstep.cu"
 
 
 def _nvrtc_ptx(source, names, arch):

@@ -34,9 +34,8 @@ from .lockstep import Lockstep
 SOURCE = "lockstep.cu"
 #: Status codes the kernels use, prepended to the source as macros.
 STATUS_MACROS = ("RUNNING", "REJECTED", "FAIL_STEP", "FAIL_MAXSTEPS", "FAIL_NONFINITE")
-#: C++ scalar types of kernel parameters and the NumPy type each is passed as (T: the dtype).
-SCALARS = {"int": np.int32, "i64": np.int64}
-POINTERS = {"int": np.int32, "i64": np.int64}
+#: NumPy type of each integer C++ type of a kernel parameter (scalar or pointee; T: the dtype).
+INT_TYPES = {"int": np.int32, "i64": np.int64}
 #: The C++ type of each dtype.
 C_TYPES = {"float32": "float", "float64": "double"}
 
@@ -75,11 +74,14 @@ class KernelSig:
         values = {"T": C_TYPES[np.dtype(dtype).name], "NK": str(nk)}
         return f"{self.name}<{', '.join(values[t] for t in self.templates)}>"
 
+    def declarations(self, dtype):
+        """The parameter declarations with ``T`` spelled out for ``dtype``."""
+        ctype = C_TYPES[np.dtype(dtype).name]
+        return ", ".join(re.sub(r"\bT\b", ctype, p.decl) for p in self.params)
+
     def explicit_instantiation(self, dtype, nk):
         """``template __global__ void name<...>(...);`` for ``dtype`` and ``nk``."""
-        ctype = C_TYPES[np.dtype(dtype).name]
-        decls = ", ".join(re.sub(r"\bT\b", ctype, p.decl) for p in self.params)
-        return f"template __global__ void {self.instance(dtype, nk)}({decls});"
+        return f"template __global__ void {self.instance(dtype, nk)}({self.declarations(dtype)});"
 
 
 _KERNEL = re.compile(r"template\s*<([^>]*)>\s*__global__\s+void\s+(\w+)\s*\(([^)]*)\)", re.S)
@@ -108,13 +110,13 @@ def scalar_args(sig, dtype, args):
     out = []
     for p, a in zip(sig.params, args):
         if p.pointer:
-            want = np.dtype(dtype) if p.ctype == "T" else np.dtype(POINTERS[p.ctype])
+            want = np.dtype(dtype) if p.ctype == "T" else np.dtype(INT_TYPES[p.ctype])
             if a.dtype != want or not a.flags.c_contiguous:
                 raise TypeError(f"{sig.name}: `{p.name}` must be a C-contiguous {want} array, "
                                 f"got {a.dtype} {a.shape}")
             out.append(a)
         else:
-            out.append(np.dtype(dtype).type(a) if p.ctype == "T" else SCALARS[p.ctype](a))
+            out.append(np.dtype(dtype).type(a) if p.ctype == "T" else INT_TYPES[p.ctype](a))
     return out
 
 
@@ -194,15 +196,14 @@ class FusedLockstep(Lockstep):
         L("gpuivp_prepare", nk, k, k, int(self.fixed), d, p.t0, p.t1, p.dt or 0.0, p.max_step,
           p.max_steps, p.n_fixed, self.t, self.h_abs, self.err, self.status, self.nacc,
           self.nrej, self.h, self.t_new, self.live)
-        for s, coef, cs in self.rows:
+        for s, coef, cs in self.rows:  # DOP853's extra stages (after b) read no control state
             out = self.y_new if s == S else self.ys
             L("gpuivp_stage", nk, k, n, k, s, coef, K, self.y, self.h, self.t, cs, out, self.ts)
             self.fun_into(self.ts, out, K[s])
-            if s == S:
-                L("gpuivp_control", nk, k, n, k, int(self.fixed), self.dop853, S, self.e,
-                  self.atol_vec, p.rtol, tab.error_exponent if tab.adaptive else 0.0,
-                  p.n ** 0.5, p.n, K, self.y, self.y_new, self.h, self.live, self.status,
-                  self.err, self.h_abs, self.nrej, self.nfev, self.accept)
+        L("gpuivp_control", nk, k, n, k, int(self.fixed), self.dop853, S, self.e, self.atol_vec,
+          p.rtol, tab.error_exponent if tab.adaptive else 0.0, p.n ** 0.5, p.n, K, self.y,
+          self.y_new, self.h, self.live, self.status, self.err, self.h_abs, self.nrej, self.nfev,
+          self.accept)
         L("gpuivp_commit", nk, k, n, k, int(self.fixed), self.dop853, S, tab.n_extra,
           self.n_rows, self.P, self.n_eval, self.t_eval_dev, d, p.t1, p.n_fixed, K, self.y,
           self.y_new, K[0], self.t, self.t_new, self.h, self.accept, self.ie, self.out_dev,

@@ -21,6 +21,9 @@ from problems import ENSEMBLES, lorenz  # noqa: E402
 
 from gpuivp import solve_ivp  # noqa: E402
 
+sys.path.insert(0, HERE)
+from gpu_checks import assert_events_and_dense_output_agree  # noqa: E402
+
 
 def _gpu_state():
     try:
@@ -138,23 +141,4 @@ def test_auto_picks_cuda_for_an_ensemble():
 
 def test_cuda_events_and_dense_output():
     """Events (root finding on the interpolant) and dense output, against numba."""
-    def cross(t, y, w):
-        return y[0]
-
-    def stop(t, y, w):
-        return t - 5.0 - w
-
-    stop.terminal = True
-    kw = dict(args=(np.array([1.0, 2.0, 3.0]),), rtol=1e-9, atol=1e-11, events=[cross, stop],
-              dense_output=True)
-    from problems import harmonic
-    gpu = solve_ivp(harmonic, (0.0, 10.0), np.c_[[1.0, 0.0]], backend="cuda", **kw)
-    cpu = solve_ivp(harmonic, (0.0, 10.0), np.c_[[1.0, 0.0]], backend="numba", **kw)
-    np.testing.assert_array_equal(gpu.status, [1, 1, 1])
-    np.testing.assert_allclose(gpu.t_final, [6.0, 7.0, 8.0], rtol=1e-12)
-    for g, c in zip(gpu.n_events, cpu.n_events):
-        np.testing.assert_array_equal(g, c)
-    for g, c in zip(gpu.t_events, cpu.t_events):
-        np.testing.assert_allclose(g, c, rtol=1e-9, atol=1e-9, equal_nan=True)
-    ts = np.linspace(0.0, 6.0, 13)
-    np.testing.assert_allclose(gpu.sol(ts), cpu.sol(ts), rtol=1e-7, atol=1e-8, equal_nan=True)
+    assert_events_and_dense_output_agree("cuda", "numba")
