@@ -615,31 +615,38 @@ def versions():
     return out
 
 
-def issue_bound(dev, sizes):
-    """Instructions per step of the RK4 float32 kernels and the bound at every size."""
-    out = {"method": ("SASS of the step loop (reference/sass.py): innermost loop with the "
-                      "most instructions, NOPs excluded"),
-           "device": dev["name"], "sms": dev["sms"], "clock_khz": dev["clock_khz"]}
-    arch = f"sm_{dev['cc']}"
-    out["arch"] = arch
+def step_loops(arch):
+    """SASS instruction counts of the RK4 float32 step loop for ``arch`` (``sm_90``):
+    ``{"cuda": ..., "reference": ...}`` (:func:`reference.sass.loop_count` dicts), or
+    ``cuda_error`` / ``reference_error`` saying why one could not be counted."""
+    out = {}
     try:
         from gpuivp.backends import cuda as cb
         from gpuivp.methods import METHODS
         method, dtype, rho, kw = case_problem("RK4-f32", 64)
         problem = capture_problem(method, dtype, rho, kw)
-        cc = (int(dev["cc"][:-1]), int(dev["cc"][-1]))
-        ptx = cb.kernel_ptx(problem, METHODS["RK4"], cc=cc)
-        cubin = sass.ptx_to_cubin(ptx, arch)
-        out["cuda"] = sass.loop_count(cubin)
+        ptx = cb.kernel_ptx(problem, METHODS["RK4"], cc=(int(arch[3:-1]), int(arch[-1])))
+        out["cuda"] = sass.loop_count(sass.ptx_to_cubin(ptx, arch))
         out["cuda"]["via"] = "numba.cuda PTX -> ptxas -> " + out["cuda"]["tool"]
     except Exception as exc:  # noqa: BLE001 - report, do not stop the benchmark
         out["cuda_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     try:
-        if sass.find_tool("nvcc"):
-            path, _ = build.nvcc_compile(arch, "cubin")
-            out["reference"] = sass.loop_count(path, build.GPU_KERNELS["RK4", "float32"])
+        if not sass.find_tool("nvcc"):
+            raise RuntimeError("nvcc not found")
+        path, _ = build.nvcc_compile(arch, "cubin")
+        out["reference"] = sass.loop_count(path, build.GPU_KERNELS["RK4", "float32"])
     except Exception as exc:  # noqa: BLE001
         out["reference_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    return out
+
+
+def issue_bound(dev, sizes):
+    """Instructions per step of the RK4 float32 kernels and the bound at every size."""
+    arch = f"sm_{dev['cc']}"
+    out = {"method": ("SASS of the step loop (reference/sass.py): innermost loop with the "
+                      "most FP32 instructions, NOPs excluded"),
+           "device": dev["name"], "sms": dev["sms"], "clock_khz": dev["clock_khz"],
+           "arch": arch, **step_loops(arch)}
     if "cuda" in out:
         steps = n_steps_rk4()
         out["steps"] = steps

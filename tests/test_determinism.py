@@ -168,3 +168,47 @@ def test_numba_time_slices_do_not_change_results():
     plain = solve("numba", problem, y0, args, t_eval=np.linspace(*t_span, 9))
     sliced = solve("numba", problem, y0, args, t_eval=np.linspace(*t_span, 9), progress=True)
     assert_same(plain, sliced, "time slices")
+
+
+def first_return(t, y, sigma, rho, beta):
+    return y[0] - 1.5
+
+
+first_return.terminal = True
+
+SLICE_CASES = {
+    "adaptive": dict(method="RK45", t_eval=np.linspace(0.0, 4.0, 9)),
+    "fixed": dict(method="RK4", dt=0.01, t_eval=np.linspace(0.0, 4.0, 9)),
+    # max_steps inside a slice of 3 and at a slice's end
+    "fixed_max_steps": dict(method="RK4", dt=0.01, max_steps=100),
+    "fixed_max_steps_at_slice_end": dict(method="RK4", dt=0.01, max_steps=99),
+    "fixed_dense": dict(method="RK4", dt=0.01, dense_output=True),
+    "fixed_terminal_event": dict(method="RK4", dt=0.01, events=first_return),
+}
+
+
+@pytest.mark.parametrize("case", list(SLICE_CASES))
+def test_numba_slices_of_three_steps_do_not_change_results(case, monkeypatch):
+    """The engine stopped and resumed every 3 step attempts gives the same result, with
+    t_eval, max_steps, dense output and a terminal event, fixed and adaptive."""
+    from gpuivp.backends import numba as nb
+
+    problem = _lorenz_problem()
+    _, y0, args, t_span = problem
+    kw = SLICE_CASES[case]
+    plain = solve("numba", problem, y0, args, **kw)
+    monkeypatch.setattr(nb, "slice_budget", lambda p: 3)
+    sliced = solve("numba", problem, y0, args, **kw)
+    assert_same(plain, sliced, "slices of 3")
+    if "events" in kw:
+        assert (plain.status == 1).sum() >= 4 and set(plain.status) <= {0, 1}
+    else:
+        np.testing.assert_array_equal(plain.status, -2 if "max_steps" in kw else 0)
+    if "max_steps" in kw:
+        np.testing.assert_array_equal(plain.naccept, kw["max_steps"])
+    if kw.get("dense_output"):
+        t = np.linspace(*t_span, 11)
+        np.testing.assert_array_equal(plain.sol(t), sliced.sol(t))
+    if "events" in kw:
+        for a, b in zip(plain.t_events, sliced.t_events):
+            np.testing.assert_array_equal(a, b)

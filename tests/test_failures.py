@@ -158,7 +158,7 @@ def test_fixed_step_failure_is_non_finite_and_isolated(backend, case):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("backend", ["numba", "numpy", "cupy"])
 def test_fixed_step_max_steps(backend):
     res = run(backend, oscillator, T_SPAN, np.c_[[1.0, 0.0]], method="RK4", dt=0.01,
               args=(np.array([1.0, 2.0]),), max_steps=50)

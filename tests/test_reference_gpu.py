@@ -184,6 +184,22 @@ def test_sass_step_loop_is_the_largest_innermost_loop(listing):
     assert sass.count(body) == (3, 2)
 
 
+@pytest.mark.skipif(NVCC is None or sass.find_tool("ptxas") is None
+                    or not (sass.find_tool("cuobjdump") or sass.find_tool("nvdisasm")),
+                    reason="needs nvcc, ptxas and cuobjdump or nvdisasm")
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_cuda_rk4_step_loop_is_as_short_as_the_hand_written_kernels(arch):
+    """The issue bound and the 1.2x goal rest on the step loop's length: gpuivp's RK4 float32
+    loop (SASS) has the CUDA C kernel's FP32 instructions and at most 2 more in all."""
+    import gpu
+
+    loops = gpu.step_loops(arch)
+    assert "cuda" in loops and "reference" in loops, loops
+    cuda, ref = loops["cuda"], loops["reference"]
+    assert cuda["fp32"] == ref["fp32"], (cuda, ref)
+    assert cuda["instructions"] <= ref["instructions"] + 2, (cuda, ref)
+
+
 def test_issue_bound_formula():
     # 46 instructions x 1000 steps x 2^23 on 132 SMs x 128 lanes at 1.98 GHz: ~11.5 ms.
     t = sass.issue_bound_s(46, 1000, 2 ** 23, 132, 1.98e9)

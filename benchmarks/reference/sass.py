@@ -4,10 +4,10 @@ Used by ``benchmarks/gpu.py`` (and importable as ``reference.sass``). Method: co
 device's ``sm_XX`` (gpuivp's kernel: its PTX from numba.cuda through ``ptxas``;
 the CUDA C reference: ``nvcc -cubin``), disassemble it (``cuobjdump -sass``, or
 ``nvdisasm``), find the loops from the backward branches (a ``BRA`` whose target
-address is not after it), and take the innermost loop with the most
-instructions: in a fixed-step kernel that is the step loop, every instruction of
-which runs once per step on the normal path (the exits for failures branch out
-of it). ``NOP`` padding is not counted.
+address is not after it), and take the innermost loop with the most FP32
+instructions (then the most instructions): in a fixed-step kernel that is the
+step loop, every instruction of which runs once per step on the normal path (the
+exits for failures branch out of it). ``NOP`` padding is not counted.
 
 The bound is then ``instructions per step x steps x trajectories /
 (SMs x 128 lanes x clock)``: an SM issues at most four warp instructions (128
@@ -97,12 +97,14 @@ def loops(lines):
 
 
 def step_loop(lines):
-    """The innermost loop with the most instructions, or None."""
+    """The innermost loop with the most FP32 instructions (then the most instructions), or
+    None: the integration's step loop, not a store loop that the compiler unrolled (as for
+    ``t_eval`` output at ``t0 == t1`` on sm_80)."""
     all_loops = loops(lines)
     inner = [lp for lp in all_loops
              if not any(o is not lp and lp[0] <= o[0] and o[1] <= lp[1] and
                         (o[0], o[1]) != (lp[0], lp[1]) for o in all_loops)]
-    return max(inner, key=lambda lp: len(lp[2]), default=None)
+    return max(inner, key=lambda lp: (count(lp[2])[1], len(lp[2])), default=None)
 
 
 def count(body):

@@ -21,7 +21,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..methods import Tableau
-from .._status import INIT, REJECTED, RUNNING
+
+STATUS_NAMES = ("SUCCESS", "TERMINATED", "FAIL_STEP", "FAIL_MAXSTEPS", "FAIL_NONFINITE",
+                "FAIL_DENSE", "INIT", "RUNNING", "REJECTED")
 
 # Integer positions inside the ``st_cnt`` (4, k) counter array.
 CNT_NFEV, CNT_NACC, CNT_NREJ, CNT_IE = range(4)
@@ -404,6 +406,7 @@ root_{e} = xcur""")
         src(ind, "t = t_end")
         src(ind, "if terminating:")
         src(ind + 1, "status = TERMINATED")
+        src(ind + 1, "break")
 
     def _initial_step(self, src, ind):
         """scipy's ``select_initial_step`` (one evaluation of ``fun``)."""
@@ -485,7 +488,7 @@ if err < ONE:
         self._advance(src, ind + 1)
         src(ind, """
     if status == RUNNING and direction * (t - t1) >= ZERO:
-        status = 0
+        status = SUCCESS
 else:
     factor = SAFETY * err ** EXPO
     if not factor > MINF:
@@ -495,11 +498,16 @@ else:
     status = REJECTED""")
 
     def _fixed_step(self, src, ind):
+        """One fixed step. The loop around it (``_fixed_loop``) bounds ``nacc``; every
+        status change inside breaks out of it."""
         s = self.tab.n_stages
-        src(ind, """
+        if self.dense:
+            # The dense-buffer check comes first, as in the lockstep engine.
+            src(ind, """
 if nacc >= max_steps:
     status = FAIL_MAXSTEPS
-    break
+    break""")
+        src(ind, """
 if nacc + 1 >= n_fixed:
     t_new = t1
 else:
@@ -513,9 +521,42 @@ h = t_new - t""")
         src(ind, "nacc += 1")
         self._on_accept(src, ind)
         self._advance(src, ind)
+
+    def _fixed_loop(self, src, ind):
+        """The fixed-step loop: one bound on ``nacc`` (the slice's ``budget``, ``n_fixed``
+        and, without dense output, ``max_steps``) instead of a step counter and a status
+        test per step; the status is settled after the loop."""
         src(ind, """
-if status == RUNNING and nacc >= n_fixed:
-    status = 0""")
+stop = nacc + budget
+if stop > n_fixed:
+    stop = n_fixed""")
+        if not self.dense:
+            src(ind, """
+if stop > max_steps:
+    stop = max_steps""")
+        src(ind, """
+if status != RUNNING:
+    stop = nacc
+while nacc < stop:""")
+        self._dense_check(src, ind + 1)
+        self._fixed_step(src, ind + 1)
+        src(ind, """
+if status == RUNNING:
+    if nacc >= n_fixed:
+        status = SUCCESS""")
+        if not self.dense:
+            src(ind + 1, """
+elif nacc >= max_steps:
+    status = FAIL_MAXSTEPS""")
+
+    def _dense_check(self, src, ind):
+        """Stop when the dense buffer is full: to grow it, or with FAIL_DENSE at its cap."""
+        if self.dense:
+            src(ind, """
+if nacc >= dn_h.shape[0]:
+    if nacc >= dense_max:
+        status = FAIL_DENSE
+    break""")
 
     # -- the function ------------------------------------------------------------
     def _generate(self):
@@ -594,7 +635,7 @@ if status == INIT:
         src(2, f"if not ({self._finite('f')}):")
         src(3, "status = FAIL_NONFINITE")
         src(2, "elif t0 == t1:")
-        src(3, "status = 0")
+        src(3, "status = SUCCESS")
         src(3, "while ie < n_eval:")
         for j in range(n):
             src(4, f"out_eval[ie, {j}, i] = y_{j}")
@@ -610,19 +651,14 @@ if status == INIT:
             src(4, "h_abs = first_step")
             src(3, "else:")
             self._initial_step(src, 4)
-        src(1, """
+        if self.fixed:
+            self._fixed_loop(src, 1)
+        else:
+            src(1, """
 it = 0
 while status >= RUNNING and it < budget:
     it += 1""")
-        if self.dense:
-            src(2, """
-if nacc >= dn_h.shape[0]:
-    if nacc >= dense_max:
-        status = FAIL_DENSE
-    break""")
-        if self.fixed:
-            self._fixed_step(src, 2)
-        else:
+            self._dense_check(src, 2)
             self._adaptive_attempt(src, 2)
         src(1, """
 st_status[i] = status
@@ -666,10 +702,9 @@ st_cnt[{CNT_IE}, i] = ie""")
         ns = dict(self.consts)
         ns.update({f"event{e}": ev for e, ev in enumerate(events)})
         ns.update(fun=fun, ALLOC_STATE=alloc_state, nextafter=nextafter, isfinite=isfinite,
-                  sqrt=sqrt, DT=self.dtype.type, INIT=INIT, RUNNING=RUNNING,
-                  REJECTED=REJECTED, TERMINATED=_status.TERMINATED, FAIL_STEP=_status.FAIL_STEP,
-                  FAIL_MAXSTEPS=_status.FAIL_MAXSTEPS, FAIL_NONFINITE=_status.FAIL_NONFINITE,
-                  FAIL_DENSE=_status.FAIL_DENSE)
+                  sqrt=sqrt, DT=self.dtype.type)
+        # int32, as ``st_status`` is: the status stays one 32-bit register in compiled code.
+        ns.update({name: np.int32(getattr(_status, name)) for name in STATUS_NAMES})
         return ns
 
     def build(self, **namespace_kw):
