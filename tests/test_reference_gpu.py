@@ -223,3 +223,18 @@ def test_gpu_benchmark_goals_judge_ratios_at_large_n():
     assert got["RK45-f64: cuda within 1.2x of the CUDA C reference"] == "not evaluated"
     bound_goal = [s for g, s in got.items() if "issue bound" in g]
     assert bound_goal == ["met"]  # 30 / 40 = 75 %
+
+
+def test_gpu_benchmark_merge_keeps_one_timed_record_per_row():
+    """Split runs repeat the cuda baseline and may stop early: one row each, a timed one."""
+    import gpu
+    from dataclasses import asdict
+
+    a = [gpu.Record("cuda", "RK4-f32", 8, kernel_ms=2.0), gpu.Record("reference", "RK4-f32", 8,
+                                                                     note="skipped")]
+    b = [gpu.Record("cuda", "RK4-f32", 8, kernel_ms=3.0),
+         gpu.Record("reference", "RK4-f32", 8, kernel_ms=1.5),
+         gpu.Record("diffrax", "RK4-f32", 8, kernel_ms=50.0)]
+    merged = gpu.merge_records([[asdict(r) for r in a], [asdict(r) for r in b]])
+    got = {(r["impl"], r["n"]): r["kernel_ms"] for r in merged}
+    assert got == {("cuda", 8): 2.0, ("reference", 8): 1.5, ("diffrax", 8): 50.0}
