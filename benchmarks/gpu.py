@@ -1044,9 +1044,8 @@ def main(argv=None):
 
     def save(records, partial=True):
         if args.json:
-            report["records"] = [asdict(r) for r in records]
-            Path(args.json).write_text(json.dumps(dict(report, partial=partial), indent=1,
-                                                  default=str))
+            out = dict(report, records=[asdict(r) for r in records], partial=partial)
+            Path(args.json).write_text(json.dumps(out, indent=1, default=str))
 
     records, ctx = run(args, save)
     report["records"] = [asdict(r) for r in records]

@@ -487,7 +487,7 @@ if err < ONE:
         self._on_accept(src, ind + 1)
         self._advance(src, ind + 1)
         src(ind, """
-    if status == RUNNING and direction * (t - t1) >= ZERO:
+    if direction * (t - t1) >= ZERO:  # (a terminal event has left the loop)
         status = SUCCESS
 else:
     factor = SAFETY * err ** EXPO
