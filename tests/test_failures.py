@@ -296,3 +296,28 @@ def test_max_steps_never_hangs_on_a_very_long_problem(backend):
     np.testing.assert_array_equal(res.status, -2)
     np.testing.assert_array_equal(res.naccept + res.nreject, 2000)
     assert time.perf_counter() - start < 30
+
+
+def blowup_one_component(t, y, c):
+    """Each component blows up as ``1 / (1 - c_j t)`` on its own (``c_j = 0``: constant)."""
+    return (c[0] * y[0] * y[0], c[1] * y[1] * y[1], c[2] * y[2] * y[2])
+
+
+@pytest.mark.timeout(60)
+def test_fixed_step_non_finite_check_sees_every_component_and_only_non_finite_values():
+    """A trajectory fails with -3 when any one of its components overflows, and runs to the
+    end with huge finite components (``±1e308``): the same statuses, counts and results on
+    the compiled engine (one fused finiteness test per step) as on the array engine."""
+    c = np.array([[0.0, 1.0, 0.0, 0.0, 0.0],
+                  [0.0, 0.0, 1.0, 0.0, 0.0],
+                  [0.0, 0.0, 0.0, 1.0, 0.0]])
+    y0 = np.ones((3, 5))
+    y0[:, 4] = [1e308, -1e308, 1e308]
+    got = {b: run(b, blowup_one_component, T_SPAN, y0, method="RK4", dt=0.01, args=(c,))
+           for b in ("numba", "numpy")}
+    for res in got.values():
+        np.testing.assert_array_equal(res.status, [0, -3, -3, -3, 0])
+        np.testing.assert_array_equal(res.y_final[:, 4], y0[:, 4])
+    for name in ("status", "nfev", "naccept", "t_final"):
+        np.testing.assert_array_equal(got["numba"][name], got["numpy"][name], err_msg=name)
+    np.testing.assert_array_equal(got["numba"].nfev[[0, 4]], 1 + 4 * 200)

@@ -14,7 +14,12 @@ arrays (trajectory index last, so GPU accesses coalesce); one call runs at most
 time slices (progress, Ctrl-C, GPU watchdog) at no cost in results.
 
 The step logic is scipy's ``RungeKutta._step_impl`` and ``select_initial_step``
-with the operations in scipy's order, so float64 runs take scipy's steps.
+with the operations in scipy's order, so float64 runs take scipy's steps. Fixed
+steps, which scipy does not have, are arranged for the GPU's instruction issue:
+the tableau's coefficients are multiplied by ``h`` once per step (a stage input is
+``y + (c h) K + ...``, one fused multiply-add per term), the state's finiteness is
+one test (``isfinite(0 y_0 + 0 y_1 + ...)``) and ``nfev`` is counted after the
+loop.
 """
 from __future__ import annotations
 
@@ -130,7 +135,9 @@ class EngineSource:
             src(ind, f"{out}_{j} = DT(r[{j}])")
 
     def _finite(self, var):
-        return " and ".join(f"isfinite({var}_{j})" for j in range(self.n))
+        """``var_0 ... var_{n-1}`` all finite, as one test: ``0 * x`` is ``0`` for a
+        finite ``x`` and NaN for an infinite or NaN one, and a sum with a NaN is NaN."""
+        return "isfinite(" + " + ".join(f"ZERO * {var}_{j}" for j in range(self.n)) + ")"
 
     def _stages(self, src, ind):
         """Stages 1..s-1, y_new and f_new (K_s) from K_0 = f."""
@@ -139,13 +146,42 @@ class EngineSource:
         names = [f"K{m}" for m in range(s + 1)]
         for j in range(n):
             src(ind, f"K0_{j} = f_{j}")
+        if self.fixed:
+            hc = self._h_coefficients(src, ind)
         for st in range(1, s):
-            comb = [self._lincomb(tab.a[st, :st], f"A{st}", names, j) for j in range(n)]
-            self._call(src, ind, f"t + {self.const(f'C{st}', tab.c[st])} * h",
-                       [f"y_{j} + ({comb[j]}) * h" for j in range(n)], f"K{st}")
+            if self.fixed:
+                ys = [self._h_lincomb(f"y_{j}", tab.a[st, :st], hc, names, j) for j in range(n)]
+            else:
+                comb = [self._lincomb(tab.a[st, :st], f"A{st}", names, j) for j in range(n)]
+                ys = [f"y_{j} + ({comb[j]}) * h" for j in range(n)]
+            self._call(src, ind, f"t + {self.const(f'C{st}', tab.c[st])} * h", ys, f"K{st}")
         for j in range(n):
-            src(ind, f"yn_{j} = y_{j} + h * ({self._lincomb(tab.b, 'B', names, j)})")
+            if self.fixed:
+                src(ind, f"yn_{j} = {self._h_lincomb(f'y_{j}', tab.b, hc, names, j)}")
+            else:
+                src(ind, f"yn_{j} = y_{j} + h * ({self._lincomb(tab.b, 'B', names, j)})")
         self._call(src, ind, "t + h", [f"yn_{j}" for j in range(n)], f"K{s}")
+
+    def _h_coefficients(self, src, ind):
+        """Fixed steps: each distinct nonzero coefficient of the tableau (``a`` and ``b``)
+        times ``h``, once per step, so a stage input is ``y + (c h) K + ...``, one
+        fused multiply-add per term (adaptive steps keep scipy's ``y + (a K) h``).
+        Returns ``{coefficient: name}``; a coefficient of 1 is ``h`` itself."""
+        tab = self.tab
+        rows = [tab.a[st, :st] for st in range(1, tab.n_stages)] + [tab.b]
+        names = {}
+        for c in dict.fromkeys(float(c) for row in rows for c in row if c != 0):
+            k = len(names)
+            names[c] = "h" if c == 1.0 else f"hc{k}"
+            if c != 1.0:
+                src(ind, f"hc{k} = {self.const(f'HC{k}', c)} * h")
+        return names
+
+    @staticmethod
+    def _h_lincomb(base, coefs, hc, names, j):
+        """``base + (c0 h) K0_j + (c1 h) K1_j + ...`` over the nonzero coefficients."""
+        return " + ".join([base] + [f"{hc[float(c)]} * {names[s]}_{j}"
+                                    for s, c in enumerate(coefs) if c != 0])
 
     def _error(self, src, ind):
         """scipy's error norm of the step into ``err``."""
@@ -511,11 +547,11 @@ if nacc >= max_steps:
 if nacc + 1 >= n_fixed:
     t_new = t1
 else:
-    t_new = t0 + DT(nacc + 1) * dt * direction
+    t_new = t0 + DT(nacc + 1) * dt_dir
 h = t_new - t""")
         self._stages(src, ind)
-        src(ind, f"nfev += {s}")
         src(ind, f"if not ({self._finite('yn')}):")
+        src(ind + 1, f"nfev += {s}")
         src(ind + 1, "status = FAIL_NONFINITE")
         src(ind + 1, "break")
         src(ind, "nacc += 1")
@@ -527,6 +563,8 @@ h = t_new - t""")
         and, without dense output, ``max_steps``) instead of a step counter and a status
         test per step; the status is settled after the loop."""
         src(ind, """
+dt_dir = dt * direction
+nacc0 = nacc
 stop = nacc + budget
 if stop > n_fixed:
     stop = n_fixed""")
@@ -540,7 +578,8 @@ if status != RUNNING:
 while nacc < stop:""")
         self._dense_check(src, ind + 1)
         self._fixed_step(src, ind + 1)
-        src(ind, """
+        src(ind, f"""
+nfev += {self.tab.n_stages} * (nacc - nacc0)
 if status == RUNNING:
     if nacc >= n_fixed:
         status = SUCCESS""")
