@@ -50,6 +50,21 @@ def test_fixed_step_methods_show_their_order(method, backend):
     assert observed == pytest.approx(METHODS[method].order, abs=0.25)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("method", FIXED)
+def test_fixed_step_engines_agree_bit_for_bit(method, dtype):
+    """The compiled engine's fixed steps, arranged for the GPU (``y + (c h) K`` for a
+    one-term stage), round exactly as the array engine's ``y + (a K) h``: the classical
+    tableaus' one-term coefficients are 1/2 and 1, so the two are the same numbers."""
+    omega = np.array([1.0, 1.5, 40.0], dtype=dtype)
+    kw = dict(method=method, dt=0.013, args=(omega,), t_eval=np.linspace(0.0, 2.0, 5))
+    y0 = np.c_[[1.0, 0.0]].astype(dtype)
+    got = solve_ivp(harmonic, (0, 2.0), y0, backend="numba", **kw)
+    want = solve_ivp(harmonic, (0, 2.0), y0, backend="numpy", vectorized=True, **kw)
+    for name in ("y", "y_final", "t_final", "nfev", "naccept", "status"):
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
 @pytest.mark.parametrize("backend", ENGINES)
 def test_fixed_steps_end_exactly_on_t1(backend):
     # 1/0.3 is not an integer: 4 steps, the last one shortened onto t1.

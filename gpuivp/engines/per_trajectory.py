@@ -16,10 +16,10 @@ time slices (progress, Ctrl-C, GPU watchdog) at no cost in results.
 The step logic is scipy's ``RungeKutta._step_impl`` and ``select_initial_step``
 with the operations in scipy's order, so float64 runs take scipy's steps. Fixed
 steps, which scipy does not have, are arranged for the GPU's instruction issue:
-the tableau's coefficients are multiplied by ``h`` once per step (a stage input is
-``y + (c h) K + ...``, one fused multiply-add per term), the state's finiteness is
-one test (``isfinite(0 y_0 + 0 y_1 + ...)``) and ``nfev`` is counted after the
-loop.
+a stage input with one term is ``y + (c h) K`` (one fused multiply-add; sums of
+several terms are added up before ``y``, which keeps float32 accurate), the
+state's finiteness is one test (``isfinite(0 y_0 + 0 y_1 + ...)``) and ``nfev`` is
+counted after the loop.
 """
 from __future__ import annotations
 
@@ -146,42 +146,23 @@ class EngineSource:
         names = [f"K{m}" for m in range(s + 1)]
         for j in range(n):
             src(ind, f"K0_{j} = f_{j}")
-        if self.fixed:
-            hc = self._h_coefficients(src, ind)
         for st in range(1, s):
-            if self.fixed:
-                ys = [self._h_lincomb(f"y_{j}", tab.a[st, :st], hc, names, j) for j in range(n)]
+            row = tab.a[st, :st]
+            terms = [(m, c) for m, c in enumerate(row) if c != 0]
+            if self.fixed and len(terms) == 1:
+                # One term at a fixed step: y + (c h) K, one fused multiply-add.
+                (m, c), = terms
+                hc = "h" if c == 1 else f"hc{st}"
+                if c != 1:
+                    src(ind, f"hc{st} = {self.const(f'A{st}_{m}', c)} * h")
+                ys = [f"y_{j} + {hc} * K{m}_{j}" for j in range(n)]
             else:
-                comb = [self._lincomb(tab.a[st, :st], f"A{st}", names, j) for j in range(n)]
-                ys = [f"y_{j} + ({comb[j]}) * h" for j in range(n)]
+                ys = [f"y_{j} + ({self._lincomb(row, f'A{st}', names, j)}) * h"
+                      for j in range(n)]
             self._call(src, ind, f"t + {self.const(f'C{st}', tab.c[st])} * h", ys, f"K{st}")
         for j in range(n):
-            if self.fixed:
-                src(ind, f"yn_{j} = {self._h_lincomb(f'y_{j}', tab.b, hc, names, j)}")
-            else:
-                src(ind, f"yn_{j} = y_{j} + h * ({self._lincomb(tab.b, 'B', names, j)})")
+            src(ind, f"yn_{j} = y_{j} + h * ({self._lincomb(tab.b, 'B', names, j)})")
         self._call(src, ind, "t + h", [f"yn_{j}" for j in range(n)], f"K{s}")
-
-    def _h_coefficients(self, src, ind):
-        """Fixed steps: each distinct nonzero coefficient of the tableau (``a`` and ``b``)
-        times ``h``, once per step, so a stage input is ``y + (c h) K + ...``, one
-        fused multiply-add per term (adaptive steps keep scipy's ``y + (a K) h``).
-        Returns ``{coefficient: name}``; a coefficient of 1 is ``h`` itself."""
-        tab = self.tab
-        rows = [tab.a[st, :st] for st in range(1, tab.n_stages)] + [tab.b]
-        names = {}
-        for c in dict.fromkeys(float(c) for row in rows for c in row if c != 0):
-            k = len(names)
-            names[c] = "h" if c == 1.0 else f"hc{k}"
-            if c != 1.0:
-                src(ind, f"hc{k} = {self.const(f'HC{k}', c)} * h")
-        return names
-
-    @staticmethod
-    def _h_lincomb(base, coefs, hc, names, j):
-        """``base + (c0 h) K0_j + (c1 h) K1_j + ...`` over the nonzero coefficients."""
-        return " + ".join([base] + [f"{hc[float(c)]} * {names[s]}_{j}"
-                                    for s, c in enumerate(coefs) if c != 0])
 
     def _error(self, src, ind):
         """scipy's error norm of the step into ``err``."""
