@@ -55,7 +55,8 @@ same algorithm also the fraction of trajectories with the same nfev).
 FP32 instruction-issue bound (RK4-f32): the SASS of the ``cuda`` backend's RK4 float32
 kernel for the device's ``sm_XX`` (its PTX from numba.cuda through ptxas, then
 ``cuobjdump -sass`` or ``nvdisasm``; method in ``reference/sass.py``) gives the
-instructions of the step loop; ``bound = instructions x 1000 steps x N / (SMs x 128 x
+instructions of the step loop per step (per iteration over the steps per iteration when
+the compiler unrolled it); ``bound = instructions x 1000 steps x N / (SMs x 128 x
 clock)``, with SMs and clock from ``cupy.cuda.runtime.getDeviceProperties(0)``.
 
 Goals checked (exit status 1 if one is not met, or if results disagree), each at the
@@ -640,6 +641,14 @@ def step_loops(arch):
     return out
 
 
+def describe_loop(loop):
+    """``59.5 SASS instructions per step (52 FP32; loop unrolled 2x)`` of a
+    :func:`reference.sass.loop_count` dict."""
+    unrolled = f"; loop unrolled {loop['unroll']}x" if loop.get("unroll", 1) > 1 else ""
+    return (f"{loop['instructions']:g} SASS instructions per step ({loop['fp32']:g} FP32"
+            f"{unrolled})")
+
+
 def issue_bound(dev, sizes):
     """Instructions per step of the RK4 float32 kernels and the bound at every size."""
     arch = f"sm_{dev['cc']}"
@@ -932,8 +941,8 @@ def markdown(report):
         c = b["cuda"]
         ref = b.get("reference")
         lines.append(f"FP32 issue bound ({b['arch']}): gpuivp cuda RK4 f32 step loop "
-                     f"{c['instructions']} SASS instructions ({c['fp32']} FP32)"
-                     + (f", CUDA C {ref['instructions']} ({ref['fp32']} FP32)" if ref else "")
+                     f"{describe_loop(c)}"
+                     + (f", CUDA C {describe_loop(ref)}" if ref else "")
                      + f"; bound at 2^23 = {b['bound_ms'][str(BOUND_N)]:.2f} ms "
                        f"({b['sms']} SMs x 128 x {b['clock_khz'] / 1e6:.2f} GHz).")
         lines.append("")
@@ -1032,14 +1041,13 @@ def main(argv=None):
     if not args.no_bound and "RK4-f32" in args.cases:
         bound = issue_bound(dev, args.sizes)
         if "cuda" in bound:
-            print(f"RK4-f32 step loop: cuda {bound['cuda']['instructions']} SASS instructions "
-                  f"({bound['cuda']['fp32']} FP32) via {bound['cuda']['via']}; "
+            print(f"RK4-f32 step loop: cuda {describe_loop(bound['cuda'])} via "
+                  f"{bound['cuda']['via']}; "
                   f"bound at 2^23 {bound['bound_ms'][str(BOUND_N)]:.2f} ms", flush=True)
         else:
             print(f"issue bound not computed: {bound.get('cuda_error')}", flush=True)
         if "reference" in bound:
-            print(f"RK4-f32 step loop: CUDA C {bound['reference']['instructions']} SASS "
-                  f"instructions ({bound['reference']['fp32']} FP32)", flush=True)
+            print(f"RK4-f32 step loop: CUDA C {describe_loop(bound['reference'])}", flush=True)
     report["bound"] = bound
 
     def save(records, partial=True):

@@ -116,6 +116,11 @@ def _cases():
     c["blowup_f64"] = dict(fun=blowup, t_span=(0.0, 1.5), y0=np.c_[[1.0]],
                            kw=dict(method="RK45", args=(np.array([0.5, 1.0, 2.0]),),
                                    rtol=1e-6, atol=1e-9))
+    # Fixed steps, final state only: no finiteness test per step; a slice (of 7 steps) that
+    # ends non-finite runs again from its start to find the failing step.
+    c["rk4_blowup_sliced_f64"] = dict(fun=blowup, t_span=(0.0, 1.5), y0=np.c_[[1.0]], slice=7,
+                                      kw=dict(method="RK4", dt=0.01,
+                                              args=(np.array([0.5, 1.0, 2.0]),)))
     c["max_steps_f64"] = dict(fun=lorenz, t_span=(0.0, 1.0), y0=x3,
                               kw=dict(method="RK45", args=_lorenz_args(3), rtol=1e-6,
                                       atol=1e-8, max_steps=5))

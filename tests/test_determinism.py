@@ -211,3 +211,24 @@ def test_numba_slices_of_three_steps_do_not_change_results(case, monkeypatch):
     if kw.get("dense_output"):
         t = np.linspace(*t_span, 11)
         np.testing.assert_array_equal(plain.sol(t), sliced.sol(t))
+
+
+def blowup(t, y, p):
+    """y' = p y^2 from y0 = 1: y = 1 / (1 - p t) overflows near t = 1/p."""
+    return (p * y[0] * y[0],)
+
+
+@pytest.mark.parametrize("budget", [3, 7, 1 << 62])
+def test_numba_fixed_step_failures_are_found_from_the_slice_start(budget, monkeypatch):
+    """Final state only, fixed steps run without a finiteness test per step; a slice that
+    ends non-finite runs again from its start with the test. Whatever the slice length,
+    each failing trajectory stops at the step the array engine stops at, bit for bit."""
+    from gpuivp.backends import numba as nb
+
+    p = np.array([0.0, 0.5, 1.0, 2.0, 3.7])  # overflow near t = 1/p: -, 2, 1, 0.5, 0.27
+    kw = dict(method="RK4", dt=0.01, args=(p,))
+    want = solve_ivp(blowup, (0.0, 1.5), np.c_[[1.0]], backend="numpy", vectorized=True, **kw)
+    monkeypatch.setattr(nb, "slice_budget", lambda problem: budget)
+    got = solve_ivp(blowup, (0.0, 1.5), np.c_[[1.0]], backend="numba", **kw)
+    np.testing.assert_array_equal(want.status, [0, 0, -3, -3, -3])
+    assert_same(got, want, f"slices of {budget}")

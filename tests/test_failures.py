@@ -318,6 +318,6 @@ def test_fixed_step_non_finite_check_sees_every_component_and_only_non_finite_va
     for res in got.values():
         np.testing.assert_array_equal(res.status, [0, -3, -3, -3, 0])
         np.testing.assert_array_equal(res.y_final[:, 4], y0[:, 4])
-    for name in ("status", "nfev", "naccept", "t_final"):
+    for name in ("status", "nfev", "naccept", "t_final", "y_final"):
         np.testing.assert_array_equal(got["numba"][name], got["numpy"][name], err_msg=name)
     np.testing.assert_array_equal(got["numba"].nfev[[0, 4]], 1 + 4 * 200)

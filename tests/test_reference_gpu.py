@@ -182,6 +182,15 @@ def test_sass_step_loop_is_the_largest_innermost_loop(listing):
     # Loops: 0x20-0x40 (inner, 3 instructions), 0x10-0x60 (outer), 0x80-0x80 (the trap).
     assert (start, end) == (0x20, 0x40)
     assert sass.count(body) == (3, 2)
+    assert sass.steps_per_iteration(body) == 1
+
+
+def test_sass_counts_an_unrolled_step_loop_per_step():
+    """Two steps per iteration (two step indices converted to float): counts halve."""
+    body = ["I2F.S64 R3, R2", "FFMA R4, R3, R5, R6", "@P0 I2F.S64 R7, R2", "FFMA R8, R7, R5, R6",
+            "IADD3 R2, P0, R2, 0x2, RZ", "@!P0 BRA 0x10"]
+    assert sass.steps_per_iteration(body) == 2
+    assert sass.count(body) == (6, 2)
 
 
 @pytest.mark.skipif(NVCC is None or sass.find_tool("ptxas") is None
@@ -190,7 +199,7 @@ def test_sass_step_loop_is_the_largest_innermost_loop(listing):
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_cuda_rk4_step_loop_is_as_short_as_the_hand_written_kernels(arch):
     """The issue bound and the 1.2x goal rest on the step loop's length: gpuivp's RK4 float32
-    loop (SASS) has the CUDA C kernel's FP32 instructions and at most 2 more in all."""
+    loop (SASS, per step) has the CUDA C kernel's FP32 instructions and at most 2 more in all."""
     import gpu
 
     loops = gpu.step_loops(arch)

@@ -11,7 +11,9 @@
  *   lorenz_rk4_{f32,f64}    classical RK4 at a fixed step dt: n_steps =
  *                           ceil(|t1 - t0| / dt - 1e-12) (computed by the caller),
  *                           t_i = t0 + i dt direction, the last step ending exactly
- *                           at t1; nfev = 1 + 4 n_steps; a non-finite state fails (-3).
+ *                           at t1; nfev = 1 + 4 n_steps; a non-finite state fails (-3)
+ *                           (tested once at the end, and if it fails step by step
+ *                           again from the start, as gpuivp does for the final state).
  *   lorenz_rk45_{f32,f64}   scipy's RK45 (Dormand-Prince 5(4), scipy's tableau).
  *   lorenz_tsit5_{f32,f64}  Tsitouras 5(4), coefficients as in gpuivp/methods/tsit5.py.
  *
@@ -227,11 +229,36 @@ struct Tsit5 {
 constexpr int N_STAGES_ADAPTIVE = 6; /* new evaluations per step attempt (FSAL) */
 
 /* ---- fixed-step RK4, one trajectory ---------------------------------------------- */
+/* 0 x is 0 for a finite x and NaN otherwise: one test for the three components. */
+template <typename T> LG_HD bool finite3(const T v[3])
+{
+    return lg_isfinite(T(0.0) * v[0] + T(0.0) * v[1] + T(0.0) * v[2]);
+}
+
+/* One step from (t, y, f = f(t, y)) to t_new: yn, and f(t_new, yn) into f. */
+template <typename T>
+LG_HD void rk4_step(const Lorenz<T>& fun, const T y[3], T f[3], T t, T t_new, T yn[3])
+{
+    using namespace rk4;
+    const T h = t_new - t;
+    /* A one-term stage as y + (c h) K: one fused multiply-add (A10 == A21, A32 == 1). */
+    const T ha = T(A10) * h;
+    T ys[3], K1[3], K2[3], K3[3];
+    LG_EACH(j) ys[j] = y[j] + ha * f[j];
+    fun(ys, K1);
+    LG_EACH(j) ys[j] = y[j] + ha * K1[j];
+    fun(ys, K2);
+    LG_EACH(j) ys[j] = y[j] + h * K2[j];
+    fun(ys, K3);
+    LG_EACH(j) yn[j] = y[j] + h * (T(B0) * f[j] + T(B1) * K1[j] + T(B2) * K2[j] +
+                                   T(B3) * K3[j]);
+    fun(yn, f); /* K4 = f(t_new, y_new): the next step's K0 */
+}
+
 template <typename T>
 LG_HD int rk4_one(const Lorenz<T>& fun, T y[3], T t0, T t1, T dt, long long n_fixed,
                   long long max_steps, long long* nfev_out)
 {
-    using namespace rk4;
     const T direction = t1 >= t0 ? T(1.0) : T(-1.0);
     T f[3];
     fun(y, f);
@@ -245,40 +272,41 @@ LG_HD int rk4_one(const Lorenz<T>& fun, T y[3], T t0, T t1, T dt, long long n_fi
         *nfev_out = nfev;
         return 0;
     }
-    T t = t0;
     const T dt_dir = dt * direction;
+    const long long stop = n_fixed < max_steps ? n_fixed : max_steps;
+    /* t_i = t0 + i dt direction, the last step ending exactly at t1. */
+#define LG_T_NEW(nacc) ((nacc) + 1 >= n_fixed ? t1 : t0 + T((nacc) + 1) * dt_dir)
+    /* No finiteness test per step: a non-finite component stays non-finite (y + h K
+     * is inf or NaN when y is), so the end state tells. If it is not finite, run
+     * again from the start with the test, to stop at the step that failed. */
+    const T y_start[3] = {y[0], y[1], y[2]}, f_start[3] = {f[0], f[1], f[2]};
+    T t = t0, yn[3];
     long long nacc = 0;
-    for (;;) {
-        if (nacc >= max_steps) {
-            status = -2;
-            break;
-        }
-        const T t_new = (nacc + 1 >= n_fixed) ? t1 : t0 + T(nacc + 1) * dt_dir;
-        const T h = t_new - t;
-        /* A one-term stage as y + (c h) K: one fused multiply-add (A10 == A21, A32 == 1). */
-        const T ha = T(A10) * h;
-        T ys[3], K1[3], K2[3], K3[3], yn[3];
-        LG_EACH(j) ys[j] = y[j] + ha * f[j];
-        fun(ys, K1);
-        LG_EACH(j) ys[j] = y[j] + ha * K1[j];
-        fun(ys, K2);
-        LG_EACH(j) ys[j] = y[j] + h * K2[j];
-        fun(ys, K3);
-        LG_EACH(j) yn[j] = y[j] + h * (T(B0) * f[j] + T(B1) * K1[j] + T(B2) * K2[j] +
-                                       T(B3) * K3[j]);
-        fun(yn, f); /* K4 = f(t_new, y_new): the next step's K0 */
-        /* 0 x is 0 for a finite x, NaN otherwise: one test for the three. */
-        if (!lg_isfinite(T(0.0) * yn[0] + T(0.0) * yn[1] + T(0.0) * yn[2])) {
-            nfev += 4;
-            status = -3;
-            break;
-        }
-        ++nacc;
+    for (; nacc < stop; ++nacc) {
+        const T t_new = LG_T_NEW(nacc);
+        rk4_step(fun, y, f, t, t_new, yn);
         LG_EACH(j) y[j] = yn[j];
         t = t_new;
-        if (nacc >= n_fixed)
-            break;
     }
+    if (!finite3(y)) {
+        LG_EACH(j) y[j] = y_start[j];
+        LG_EACH(j) f[j] = f_start[j];
+        t = t0;
+        for (nacc = 0; nacc < stop; ++nacc) {
+            const T t_new = LG_T_NEW(nacc);
+            rk4_step(fun, y, f, t, t_new, yn);
+            if (!finite3(yn)) {
+                nfev += 4;
+                status = -3;
+                break;
+            }
+            LG_EACH(j) y[j] = yn[j];
+            t = t_new;
+        }
+    }
+#undef LG_T_NEW
+    if (status == 0 && nacc < n_fixed)
+        status = -2;
     nfev += 4 * nacc;
     *nfev_out = nfev;
     return status;

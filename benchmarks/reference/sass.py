@@ -6,8 +6,11 @@ the CUDA C reference: ``nvcc -cubin``), disassemble it (``cuobjdump -sass``, or
 ``nvdisasm``), find the loops from the backward branches (a ``BRA`` whose target
 address is not after it), and take the innermost loop with the most FP32
 instructions (then the most instructions): in a fixed-step kernel that is the
-step loop, every instruction of which runs once per step on the normal path (the
-exits for failures branch out of it). ``NOP`` padding is not counted.
+step loop, every instruction of which runs once per iteration on the normal path
+(the exits for failures branch out of it). ``NOP`` padding is not counted. The
+compiler may unroll the loop; the steps per iteration are its ``I2F``
+instructions (every fixed step converts its index to float, for ``t0 + (i+1)
+dt``), and the counts are given per step.
 
 The bound is then ``instructions per step x steps x trajectories /
 (SMs x 128 lanes x clock)``: an SM issues at most four warp instructions (128
@@ -107,12 +110,21 @@ def step_loop(lines):
     return max(inner, key=lambda lp: (count(lp[2])[1], len(lp[2])), default=None)
 
 
+def opcode(text):
+    """An instruction's opcode without its predicate and modifiers: ``FFMA``, ``I2F``."""
+    return re.sub(r"^@!?U?P\w+\s+", "", text).split(" ", 1)[0].split(".", 1)[0]
+
+
 def count(body):
     """``(all instructions, FP32-pipe instructions)`` of a loop body."""
-    def opcode(t):
-        t = re.sub(r"^@!?U?P\w+\s+", "", t)
-        return t.split(" ", 1)[0].split(".", 1)[0]
     return len(body), sum(opcode(t) in FP32_OPS for t in body)
+
+
+def steps_per_iteration(body):
+    """Fixed steps in one iteration of a (possibly unrolled) step loop: its ``I2F``
+    instructions, one per step (the step index to float, for ``t0 + (i+1) dt``);
+    1 when there is none (an adaptive loop)."""
+    return max(1, sum(opcode(t) == "I2F" for t in body))
 
 
 def disassemble(cubin):
@@ -146,8 +158,8 @@ def loop_count(cubin, function=None):
     Returns
     -------
     dict
-        ``instructions``, ``fp32``, ``function``, ``tool``, ``loop`` (start and end
-        addresses in hex).
+        ``instructions`` and ``fp32`` per step, ``unroll`` (steps per iteration of the
+        loop), ``function``, ``tool``, ``loop`` (start and end addresses in hex).
     """
     text, tool = disassemble(cubin)
     funcs = functions(text)
@@ -159,8 +171,9 @@ def loop_count(cubin, function=None):
     if lp is None:
         raise RuntimeError(f"no loop found in the SASS of {name}")
     total, fp32 = count(lp[2])
-    return dict(instructions=total, fp32=fp32, function=name, tool=tool,
-                loop=f"{lp[0]:#x}-{lp[1]:#x}")
+    unroll = steps_per_iteration(lp[2])
+    return dict(instructions=total / unroll, fp32=fp32 / unroll, unroll=unroll, function=name,
+                tool=tool, loop=f"{lp[0]:#x}-{lp[1]:#x}")
 
 
 def issue_bound_s(instr_per_step, steps, trajectories, sms, clock_hz, lanes=128):

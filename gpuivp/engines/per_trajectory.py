@@ -18,8 +18,11 @@ with the operations in scipy's order, so float64 runs take scipy's steps. Fixed
 steps, which scipy does not have, are arranged for the GPU's instruction issue:
 a stage input with one term is ``y + (c h) K`` (one fused multiply-add; sums of
 several terms are added up before ``y``, which keeps float32 accurate), the
-state's finiteness is one test (``isfinite(0 y_0 + 0 y_1 + ...)``) and ``nfev`` is
-counted after the loop.
+state's finiteness is one test (``isfinite(0 y_0 + 0 y_1 + ...)``), and ``nfev`` is
+counted after the loop. For the final state only (no ``t_eval``, events or dense
+output) that test is made once per slice, not per step: a non-finite component
+stays non-finite, and a slice that ends non-finite runs again from its start
+with the test per step, so results are the same as with the test at every step.
 """
 from __future__ import annotations
 
@@ -514,9 +517,10 @@ else:
     nrej += 1
     status = REJECTED""")
 
-    def _fixed_step(self, src, ind):
+    def _fixed_step(self, src, ind, checked=True):
         """One fixed step. The loop around it (``_fixed_loop``) bounds ``nacc``; every
-        status change inside breaks out of it."""
+        status change inside breaks out of it. ``checked=False``: without the test that
+        the new state is finite."""
         s = self.tab.n_stages
         if self.dense:
             # The dense-buffer check comes first, as in the lockstep engine.
@@ -531,10 +535,11 @@ else:
     t_new = t0 + DT(nacc + 1) * dt_dir
 h = t_new - t""")
         self._stages(src, ind)
-        src(ind, f"if not ({self._finite('yn')}):")
-        src(ind + 1, f"nfev += {s}")
-        src(ind + 1, "status = FAIL_NONFINITE")
-        src(ind + 1, "break")
+        if checked:
+            src(ind, f"if not ({self._finite('yn')}):")
+            src(ind + 1, f"nfev += {s}")
+            src(ind + 1, "status = FAIL_NONFINITE")
+            src(ind + 1, "break")
         src(ind, "nacc += 1")
         self._on_accept(src, ind)
         self._advance(src, ind)
@@ -555,10 +560,30 @@ if stop > max_steps:
     stop = max_steps""")
         src(ind, """
 if status != RUNNING:
-    stop = nacc
-while nacc < stop:""")
-        self._dense_check(src, ind + 1)
-        self._fixed_step(src, ind + 1)
+    stop = nacc""")
+        if self.events or self.dense or self.with_t_eval:
+            src(ind, "while nacc < stop:")
+            self._dense_check(src, ind + 1)
+            self._fixed_step(src, ind + 1)
+        else:
+            # Final state only: the slice runs without a finiteness test per step, which
+            # is sound because a non-finite component stays non-finite (y + h K is inf
+            # or NaN when y is). If the slice ends non-finite, it runs again from its
+            # start (kept in st_*) with the test, to stop at the step that failed.
+            src(ind, "st_t[i] = t")
+            for j in range(self.n):
+                src(ind, f"st_y[{j}, i] = y_{j}")
+                src(ind, f"st_f[{j}, i] = f_{j}")
+            src(ind, "while nacc < stop:")
+            self._fixed_step(src, ind + 1, checked=False)
+            src(ind, f"if not ({self._finite('y')}):")
+            src(ind + 1, "nacc = nacc0")
+            src(ind + 1, "t = st_t[i]")
+            for j in range(self.n):
+                src(ind + 1, f"y_{j} = st_y[{j}, i]")
+                src(ind + 1, f"f_{j} = st_f[{j}, i]")
+            src(ind + 1, "while nacc < stop:")
+            self._fixed_step(src, ind + 2)
         src(ind, f"""
 nfev += {self.tab.n_stages} * (nacc - nacc0)
 if status == RUNNING:
