@@ -274,8 +274,10 @@ LG_HD int rk4_one(const Lorenz<T>& fun, T y[3], T t0, T t1, T dt, long long n_fi
     }
     const T dt_dir = dt * direction;
     const long long stop = n_fixed < max_steps ? n_fixed : max_steps;
-    /* t_i = t0 + i dt direction, the last step ending exactly at t1. */
-#define LG_T_NEW(nacc) ((nacc) + 1 >= n_fixed ? t1 : t0 + T((nacc) + 1) * dt_dir)
+    /* The end of step nacc: t_i = t0 + i dt direction, the last one exactly t1. */
+    auto t_end = [=](long long nacc) {
+        return nacc + 1 >= n_fixed ? t1 : t0 + T(nacc + 1) * dt_dir;
+    };
     /* No finiteness test per step: a non-finite component stays non-finite (y + h K
      * is inf or NaN when y is), so the end state tells. If it is not finite, run
      * again from the start with the test, to stop at the step that failed. */
@@ -283,7 +285,7 @@ LG_HD int rk4_one(const Lorenz<T>& fun, T y[3], T t0, T t1, T dt, long long n_fi
     T t = t0, yn[3];
     long long nacc = 0;
     for (; nacc < stop; ++nacc) {
-        const T t_new = LG_T_NEW(nacc);
+        const T t_new = t_end(nacc);
         rk4_step(fun, y, f, t, t_new, yn);
         LG_EACH(j) y[j] = yn[j];
         t = t_new;
@@ -293,7 +295,7 @@ LG_HD int rk4_one(const Lorenz<T>& fun, T y[3], T t0, T t1, T dt, long long n_fi
         LG_EACH(j) f[j] = f_start[j];
         t = t0;
         for (nacc = 0; nacc < stop; ++nacc) {
-            const T t_new = LG_T_NEW(nacc);
+            const T t_new = t_end(nacc);
             rk4_step(fun, y, f, t, t_new, yn);
             if (!finite3(yn)) {
                 nfev += 4;
@@ -304,7 +306,6 @@ LG_HD int rk4_one(const Lorenz<T>& fun, T y[3], T t0, T t1, T dt, long long n_fi
             t = t_new;
         }
     }
-#undef LG_T_NEW
     if (status == 0 && nacc < n_fixed)
         status = -2;
     nfev += 4 * nacc;
