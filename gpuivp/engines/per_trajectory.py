@@ -547,7 +547,8 @@ h = t_new - t""")
     def _fixed_loop(self, src, ind):
         """The fixed-step loop: one bound on ``nacc`` (the slice's ``budget``, ``n_fixed``
         and, without dense output, ``max_steps``) instead of a step counter and a status
-        test per step; the status is settled after the loop."""
+        test per step; the status is settled after the loop. For the final state only,
+        the finiteness test is made at the slice's end (see the module docstring)."""
         src(ind, """
 dt_dir = dt * direction
 nacc0 = nacc
