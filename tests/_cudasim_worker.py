@@ -23,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-from problems import forced_oscillator, harmonic, lorenz, vanderpol  # noqa: E402
+from problems import blowup, forced_oscillator, harmonic, lorenz, vanderpol  # noqa: E402
 
 FIELDS = ("t", "y", "t_final", "y_final", "status", "nfev", "naccept", "nreject",
           "t_events", "y_events", "n_events")
@@ -42,11 +42,6 @@ def decay_vec(t, y, w):
 def sqrt_decay(t, y, c):
     """NaN at t0 where c < 0 (status -3 for that trajectory only)."""
     return (-np.sqrt(c) * y[0], y[0] - y[1])
-
-
-def blowup(t, y, p):
-    """y' = p y^2: finite-time blow-up at t = 1 / (p y0)."""
-    return (p * y[0] * y[0],)
 
 
 def cross(t, y, w):

@@ -30,6 +30,11 @@ def harmonic(t, y, omega):
     return (y[1], -omega * omega * y[0])
 
 
+def blowup(t, y, p):
+    """y' = p y^2 from y0 = 1: y = 1 / (1 - p t) overflows near t = 1/p."""
+    return (p * y[0] * y[0],)
+
+
 # name -> (fun, y0 (n, 1) or (n, k), args, t_span): small ensembles in non-chaotic ranges.
 ENSEMBLES = {
     "lorenz": (lorenz, np.c_[[1.0, 0.0, 0.0]], (10.0, np.linspace(0.5, 20.0, 6), 8.0 / 3.0),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gpuivp import solve_ivp
-from problems import lorenz, vanderpol
+from problems import blowup, lorenz, vanderpol
 
 BACKENDS = ["numba", "numpy"]
 FIELDS = ("y", "y_final", "t_final", "status", "nfev", "naccept", "nreject")
@@ -211,11 +211,6 @@ def test_numba_slices_of_three_steps_do_not_change_results(case, monkeypatch):
     if kw.get("dense_output"):
         t = np.linspace(*t_span, 11)
         np.testing.assert_array_equal(plain.sol(t), sliced.sol(t))
-
-
-def blowup(t, y, p):
-    """y' = p y^2 from y0 = 1: y = 1 / (1 - p t) overflows near t = 1/p."""
-    return (p * y[0] * y[0],)
 
 
 @pytest.mark.parametrize("budget", [3, 7, 1 << 62])

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from gpuivp import solve_ivp
+from problems import blowup
 
 BACKENDS = ["numba", "numpy", "cupy", "scipy"]
 FIELDS = ("y", "y_final", "t_final", "status", "nfev", "naccept", "nreject")
@@ -19,11 +20,6 @@ def run(backend, fun, t_span, y0, **kw):
     if backend in ("numpy", "cupy"):
         kw.setdefault("vectorized", True)
     return solve_ivp(fun, t_span, y0, backend=backend, **kw)
-
-
-def blowup(t, y, c):
-    """y' = c y^2 from y0 = 1: y = 1 / (1 - c t) blows up at t = 1/c."""
-    return (c * y[0] * y[0],)
 
 
 def nan_at_t0(t, y, s):

@@ -571,18 +571,12 @@ if status != RUNNING:
             # is sound because a non-finite component stays non-finite (y + h K is inf
             # or NaN when y is). If the slice ends non-finite, it runs again from its
             # start (kept in st_*) with the test, to stop at the step that failed.
-            src(ind, "st_t[i] = t")
-            for j in range(self.n):
-                src(ind, f"st_y[{j}, i] = y_{j}")
-                src(ind, f"st_f[{j}, i] = f_{j}")
+            self._state_point(src, ind, load=False)
             src(ind, "while nacc < stop:")
             self._fixed_step(src, ind + 1, checked=False)
             src(ind, f"if not ({self._finite('y')}):")
             src(ind + 1, "nacc = nacc0")
-            src(ind + 1, "t = st_t[i]")
-            for j in range(self.n):
-                src(ind + 1, f"y_{j} = st_y[{j}, i]")
-                src(ind + 1, f"f_{j} = st_f[{j}, i]")
+            self._state_point(src, ind + 1, load=True)
             src(ind + 1, "while nacc < stop:")
             self._fixed_step(src, ind + 2)
         src(ind, f"""
@@ -594,6 +588,13 @@ if status == RUNNING:
             src(ind + 1, """
 elif nacc >= max_steps:
     status = FAIL_MAXSTEPS""")
+
+    def _state_point(self, src, ind, load):
+        """``t``, ``y`` and ``f`` from the ``st_*`` arrays (``load``) or into them."""
+        pairs = [("t", "st_t[i]")] + [(f"{v}_{j}", f"st_{v}[{j}, i]")
+                                      for j in range(self.n) for v in "yf"]
+        for var, slot in pairs:
+            src(ind, f"{var} = {slot}" if load else f"{slot} = {var}")
 
     def _dense_check(self, src, ind):
         """Stop when the dense buffer is full: to grow it, or with FAIL_DENSE at its cap."""
@@ -654,14 +655,12 @@ yv = ALLOC_STATE()""")
             src(1, f"{name} = iparams[{m}]")
         for j in range(n):
             src(1, f"atol_{j} = atol[{j}]")
-            src(1, f"y_{j} = st_y[{j}, i]")
-            src(1, f"f_{j} = st_f[{j}, i]")
+        self._state_point(src, 1, load=True)
         src(1, f"""
 nfev = st_cnt[{CNT_NFEV}, i]
 nacc = st_cnt[{CNT_NACC}, i]
 nrej = st_cnt[{CNT_NREJ}, i]
 ie = st_cnt[{CNT_IE}, i]
-t = st_t[i]
 h_abs = st_h[i]
 err = st_err[i]""")
         if self.events:
@@ -708,7 +707,6 @@ while status >= RUNNING and it < budget:
             self._adaptive_attempt(src, 2)
         src(1, """
 st_status[i] = status
-st_t[i] = t
 st_h[i] = h_abs
 st_err[i] = err""")
         src(1, f"""
@@ -716,9 +714,7 @@ st_cnt[{CNT_NFEV}, i] = nfev
 st_cnt[{CNT_NACC}, i] = nacc
 st_cnt[{CNT_NREJ}, i] = nrej
 st_cnt[{CNT_IE}, i] = ie""")
-        for j in range(n):
-            src(1, f"st_y[{j}, i] = y_{j}")
-            src(1, f"st_f[{j}, i] = f_{j}")
+        self._state_point(src, 1, load=False)
         for e in range(len(self.events)):
             src(1, f"ev_g[{e}, i] = g_{e}")
             src(1, f"ev_cnt[{e}, i] = nev_{e}")
