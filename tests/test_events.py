@@ -51,7 +51,7 @@ def assert_events_match_scipy(res, fun, t_span, y0s, argss, events, method, **kw
             assert res.n_events[e][i] == count, (i, e)
             np.testing.assert_allclose(res.t_events[e][i, :count], ref.t_events[e],
                                        rtol=1e-10, atol=1e-12, err_msg=f"traj {i} event {e}")
-            np.testing.assert_allclose(res.y_events[e][i, :count], ref.y_events[e].reshape(count, -1),
+            np.testing.assert_allclose(res.y_events[e][i, :count], ref.y_events[e].reshape(count, len(y0)),
                                        rtol=1e-8, atol=1e-10)
             assert np.all(np.isnan(res.t_events[e][i, count:]))
         if ref.status == 1:
@@ -85,6 +85,22 @@ def test_zero_crossings_are_counted(backend):
     np.testing.assert_array_equal(res.n_events[0], expected)
     assert_events_match_scipy(res, harmonic, (0, 10), [[1.0, 0.0]] * 3,
                               [(w,) for w in omega], crossing, "RK45", rtol=1e-9, atol=1e-12)
+
+
+def half(t, y, omega):
+    return y[0] - 0.5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_event_that_never_fires_leaves_its_trajectory_empty(backend):
+    """Amplitudes below 0.5 never reach the event; the others cross it twice a period."""
+    y0 = np.array([[0.2, 1.0, 0.4], [0.0, 0.0, 0.0]])
+    res = solve_ivp(harmonic, (0, 10), y0, args=(1.0,), events=[crossing, half],
+                    backend=backend, vectorized=True, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(res.n_events[1], [0, 3, 0])
+    assert np.all(np.isnan(res.t_events[1][[0, 2]])) and np.all(np.isnan(res.y_events[1][0]))
+    assert_events_match_scipy(res, harmonic, (0, 10), y0.T, [(1.0,)] * 3, [crossing, half],
+                              "RK45", rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

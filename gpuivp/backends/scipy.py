@@ -169,7 +169,8 @@ def solve(problem, tableau):
             if p.dense_output:
                 out.setdefault("sols", []).append(res.sol)
             for e in range(n_ev):
-                te, ye = res.t_events[e], res.y_events[e]
+                te = res.t_events[e]
+                ye = np.reshape(res.y_events[e], (len(te), n))  # scipy: (0,) when none
                 m = min(len(te), p.max_events)
                 out["ev_cnt"][e, i] = len(te)
                 out["ev_t"][e, :m, i] = te[:m]
