@@ -229,7 +229,7 @@ def check_t_eval(t_eval, t0, t1):
     if (t1 >= t0 and np.any(d <= 0)) or (t1 < t0 and np.any(d >= 0)):
         raise ValueError("Values in `t_eval` are not properly sorted: they must be strictly "
                          "increasing (decreasing for backward integration).")
-    return t_eval
+    return np.ascontiguousarray(t_eval)  # a reversed view is no use to a raw kernel
 
 
 #: Steps of dense output stored per trajectory unless ``dense_max_steps`` says otherwise.

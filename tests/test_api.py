@@ -7,7 +7,7 @@ import scipy.integrate
 
 import gpuivp
 from gpuivp import EnsembleResult, shared, solve_ivp
-from problems import decay, lorenz
+from problems import decay, harmonic, lorenz
 
 CPU = ["numba", "numpy", "scipy"]
 
@@ -38,6 +38,22 @@ def test_without_t_eval_y_holds_start_and_end(backend):
     np.testing.assert_array_equal(res.t, [0.0, 2.0])
     np.testing.assert_array_equal(res.y[:, :, 0], [[1.0, 2.0]])
     np.testing.assert_array_equal(res.y[:, :, 1], res.y_final)
+
+
+@pytest.mark.parametrize("backend", CPU + ["cupy"])
+def test_strided_views_as_inputs_give_the_results_of_copies(backend):
+    """Reversed and strided views of t_eval, y0, args and atol (backward in time)."""
+    t_eval = np.linspace(0, 1, 9)[::-1]
+    y0 = np.asfortranarray(np.linspace(0.5, 2, 8).reshape(2, 4))[:, ::-1]
+    omega = np.linspace(1, 3, 8)[::2]
+    atol = np.array([1e-8, 0, 1e-6])[::2]
+    kw = dict(method="RK45", backend=backend, vectorized=True, rtol=1e-6)
+    res = solve_ivp(harmonic, (1, 0), y0, t_eval=t_eval, args=(omega,), atol=atol, **kw)
+    ref = solve_ivp(harmonic, (1, 0), y0.copy(), t_eval=t_eval.copy(), args=(omega.copy(),),
+                    atol=atol.copy(), **kw)
+    assert np.all(res.status == 0)
+    np.testing.assert_array_equal(res.y, ref.y)
+    np.testing.assert_array_equal(res.t, t_eval)
 
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
