@@ -417,7 +417,8 @@ def solve_in_chunks(problem, backend, solve, solve_parts=None):
     # An index array (not a slice) gives C-contiguous copies of y0 and the args, the
     # layout the compiled engines were specialised for. Made lazily: a chunk's copies
     # exist only while it is in flight.
-    parts = (dataclasses.replace(problem.subset(np.arange(sl.start, sl.stop)), progress=False)
+    parts = (dataclasses.replace(problem.subset(np.arange(sl.start, sl.stop)), progress=False,
+                                 first=problem.first + sl.start)
              for sl in slices)
     results = map(solve, parts) if solve_parts is None else solve_parts(parts)
     asm = Assembler(k)

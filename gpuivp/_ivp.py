@@ -258,7 +258,8 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
                         vectorized=bool(vectorized), method=method, options=options,
                         progress=bool(progress), memory_budget=memory_budget,
                         events=event_funs, event_spec=event_spec, max_events=max_events,
-                        dense_output=bool(dense_output), dense_max_steps=dense_max_steps)
+                        dense_output=bool(dense_output), dense_max_steps=dense_max_steps,
+                        first=P.FIRST_TRAJECTORY.get())
     if backend != "auto":
         reason = unavailable_reason(backend)
         if reason is not None:
@@ -267,16 +268,18 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
             raise ValueError(f"Backend {backend!r} calls `fun` on all trajectories at once: "
                              f"pass vectorized=True (and make `fun` accept y of shape (n, m)).")
     if k > 0 and n > 0:
+        i0 = problem.first
         if vectorized:
             # Two columns when there are two: a 1-D array returned for n = 1 then has the
             # wrong length here rather than in the middle of the run.
             m = min(k, 2)
             _probe(fun, t0, y0_2d[:, :m], tuple(a[..., :m] if kd.startswith("traj") else a
                                                 for a, kd in zip(arg_values, arg_kinds)),
-                   n, True, "trajectory 0 (vectorized call on one column)" if m == 1 else
-                   "trajectories 0 and 1 (vectorized call on two columns)")
+                   n, True, f"trajectory {i0} (vectorized call on one column)" if m == 1 else
+                   f"trajectories {i0} and {i0 + 1} (vectorized call on two columns)")
         else:
-            _probe(fun, t0, y0_2d[:, 0].copy(), problem.traj_args(0), n, False, "trajectory 0")
+            _probe(fun, t0, y0_2d[:, 0].copy(), problem.traj_args(0), n, False,
+                   f"trajectory {i0}")
         for m, ev in enumerate(event_funs):
             _probe_event(ev, m, t0, y0_2d, problem, vectorized)
 

@@ -1,6 +1,7 @@
 """Validate once, normalise into a :class:`Problem` every backend reads."""
 from __future__ import annotations
 
+import contextvars
 import inspect
 import math
 import numbers
@@ -310,6 +311,12 @@ def check_steps(method, dt, first_step, max_step, max_steps, t0, t1):
     return dt, first_step, max_step, int(max_steps)
 
 
+#: Index in the caller's whole ensemble of the first trajectory of the ``solve_ivp`` calls
+#: made in this context: a Dask task sets it for its slice, so messages number trajectories
+#: as the user does.
+FIRST_TRAJECTORY = contextvars.ContextVar("gpuivp_first_trajectory", default=0)
+
+
 @dataclass
 class Problem:
     """A validated ensemble problem: what a backend needs and nothing else."""
@@ -338,6 +345,7 @@ class Problem:
     dense_output: bool = False
     dense_max_steps: int = 0  # per trajectory; past it the trajectory fails (-4)
     memory_budget: int | None = None  # bytes one chunk may use; None: the default (_chunking)
+    first: int = 0            # index of trajectory 0 in the caller's ensemble (a chunk's start)
 
     @property
     def n(self):
@@ -362,6 +370,13 @@ class Problem:
         """The arguments ``fun`` gets for trajectory ``i`` (as compiled backends pass them)."""
         return tuple(a[..., i] if kind.startswith("traj") else a
                      for a, kind in zip(self.args, self.arg_kinds))
+
+    def name_trajectory(self, exc, i):
+        """Note on ``exc``, raised by ``fun``, that trajectory ``i`` (of this problem) raised
+        it, numbered as in the caller's ensemble (a PEP 678 note: the exception itself
+        propagates unchanged)."""
+        if hasattr(exc, "add_note"):
+            exc.add_note(f"(raised by `fun` for trajectory {self.first + i})")
 
     def subset(self, idx):
         """The same problem restricted to trajectories ``idx`` (a slice or index array)."""

@@ -69,19 +69,24 @@ ARRAY_FIELDS = ("y", "t_final", "y_final", "status", "nfev", "naccept", "nreject
 _TASK_LOCK = threading.Lock()
 
 
-def _solve_slice(common, y0, traj_args):
+def _solve_slice(common, first, y0, traj_args):
     """One task: ``gpuivp.solve_ivp`` on a slice of the ensemble (runs on a worker).
 
     ``common`` holds what every task shares (sent once per worker): ``fun``, ``t_span``,
     the positional options, the keyword options, the shared args (None where an arg is
-    per trajectory) and the args' kinds; ``traj_args`` are this slice of the per-trajectory
-    args, in order.
+    per trajectory) and the args' kinds; ``first`` is the index of the slice's first
+    trajectory (messages number trajectories in the whole ensemble); ``traj_args`` are
+    this slice of the per-trajectory args, in order.
     """
     fun, t_span, positional, kwargs, fixed_args, kinds = common
     it = iter(traj_args)
     args = tuple(next(it) if kind == "traj" else a for a, kind in zip(fixed_args, kinds))
     with _TASK_LOCK:  # one gpuivp call at a time per process (numba's workqueue layer)
-        return _solve_ivp(fun, t_span, y0, *positional, args=args, **kwargs)
+        token = P.FIRST_TRAJECTORY.set(first)
+        try:
+            return _solve_ivp(fun, t_span, y0, *positional, args=args, **kwargs)
+        finally:
+            P.FIRST_TRAJECTORY.reset(token)
 
 
 def _default_client(client):
@@ -143,7 +148,7 @@ def _tasks(fun, t_span, y0, positional, kwargs, args, kinds, arrays, slices):
                           name=f"gpuivp-common-{token}", traverse=False)
     broadcast = y0.shape[1] == 1
     solve = dask.delayed(_solve_slice)
-    return [solve(common, y0 if broadcast else y0[:, sl],
+    return [solve(common, sl.start, y0 if broadcast else y0[:, sl],
                   [arrays[m][..., sl] for m in sorted(arrays)],
                   dask_key_name=f"gpuivp-solve-{token}-{i}")
             for i, sl in enumerate(slices)]

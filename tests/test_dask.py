@@ -108,6 +108,23 @@ def test_errors(client):
                      client=client)
 
 
+class Boom(RuntimeError):
+    pass
+
+
+def test_a_raising_fun_names_the_trajectory_as_numbered_in_the_whole_ensemble(client):
+    def raises_for_fast(t, y, omega):
+        if omega > 2.5 and t > 0.1:
+            raise Boom("omega too large")
+        return (y[1], -omega * omega * y[0])
+
+    omega = np.ones(12)
+    omega[9] = 3.0
+    with pytest.raises(Boom, match=r"omega too large[\s\S]*trajectory 9\)"):
+        gd.solve_ivp(raises_for_fast, (0, 1), np.c_[[1.0, 0.0]], args=(omega,), chunks=4,
+                     backend="scipy", client=client)
+
+
 def test_warns_on_threaded_workers():
     class Fake:
         def nthreads(self):

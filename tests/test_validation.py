@@ -263,15 +263,18 @@ def raises_for_fast(t, y, omega):
     return (y[1], -omega * omega * y[0])
 
 
-def test_fun_raising_later_for_one_trajectory_scipy_names_it():
-    """The scipy backend solves trajectory by trajectory: it can say which one raised."""
-    with pytest.raises(Boom, match=r"omega too large[\s\S]*trajectory 2"):
-        solve_ivp(raises_for_fast, (0.0, 1.0), Y0, args=(OMEGA,), backend="scipy")
-
-
-def test_fun_raising_later_for_one_trajectory_numba_propagates():
-    with pytest.raises(Boom, match="omega too large"):
-        solve_ivp(raises_for_fast, (0.0, 1.0), Y0, args=(OMEGA,), backend="numba")
+@pytest.mark.parametrize("backend", ["scipy", "numba"])
+@pytest.mark.parametrize("k, bad, memory_budget", [(3, 2, None), (80, 70, None), (80, 70, 1)],
+                         ids=["small", "threaded", "chunked"])
+def test_fun_raising_later_for_one_trajectory_is_named(backend, k, bad, memory_budget):
+    """Trajectory by trajectory (scipy), or rerun one by one after the compiled run raised
+    (numba): the note names the trajectory as numbered in the whole ensemble, also across
+    threads (k >= 64) and chunks (a memory budget of one trajectory per chunk)."""
+    omega = np.ones(k)
+    omega[bad] = 3.0
+    with pytest.raises(Boom, match=rf"omega too large[\s\S]*trajectory {bad}\)"):
+        solve_ivp(raises_for_fast, (0.0, 1.0), np.c_[[1.0, 0.0]], args=(omega,),
+                  backend=backend, memory_budget=memory_budget)
 
 
 def raises_vectorized(t, y, omega):

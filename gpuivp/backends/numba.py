@@ -18,6 +18,7 @@ import numpy as np
 from ..engines.compile_cache import cached, py_function
 from ..engines.per_trajectory import EngineSource
 from ..engines.runner import EngineState, slice_budget
+from .._status import INIT
 from ._base import BackendUnavailable, progress_bar
 
 NAME = "numba"
@@ -65,18 +66,43 @@ def _driver(param_names):
             f"        solve_one(i, {params})\n")
 
 
-def _run_parallel(run_range, k, arrays):
-    """Run every trajectory, split into chunks over the thread pool when worth it."""
+def _run_parallel(run_range, k, arrays, on_error):
+    """Run every trajectory, split into chunks over the thread pool when worth it.
+
+    An exception from the chunk of trajectories ``a <= i < b`` goes through
+    ``on_error(exc, a, b)`` before it propagates; chunks not yet started are cancelled.
+    """
+    run_range(0, 0, *arrays)  # compile here (a TypingError), not racing in the workers
     threads = n_threads()
-    if threads == 1 or k < 64:
-        run_range(0, k, *arrays)
-        return
-    run_range(0, 0, *arrays)  # compile here, not racing in the workers
-    bounds = np.linspace(0, k, 8 * threads + 1).astype(np.int64)
-    futures = [_pool().submit(run_range, a, b, *arrays)
-               for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-    for f in futures:
-        f.result()
+    parts = 1 if threads == 1 or k < 64 else 8 * threads
+    bounds = np.linspace(0, k, parts + 1).astype(np.int64)
+    chunks = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    futures = ([None] if len(chunks) == 1 else
+               [_pool().submit(run_range, a, b, *arrays) for a, b in chunks])
+    for (a, b), f in zip(chunks, futures):
+        try:
+            run_range(a, b, *arrays) if f is None else f.result()
+        except Exception as exc:
+            for other in futures:
+                if other is not None:
+                    other.cancel()
+            on_error(exc, a, b)
+            raise
+
+
+def _name_failing_trajectory(run_range, problem, tableau, exc, a, b):
+    """Rerun trajectories ``a <= i < b`` one at a time from ``t0`` until one raises, and note
+    on ``exc`` which (the error path only: a compiled run cannot say where it raised)."""
+    part = problem.subset(slice(a, b))
+    state = EngineState(part, slice_budget(part), tableau)
+    for i in range(b - a):
+        try:
+            while state.st_status[i] >= INIT:
+                state.running()  # grows the dense buffers when they are full
+                run_range(i, i + 1, *state.arrays())
+        except Exception:
+            problem.name_trajectory(exc, a + i)
+            return
 
 
 def compiled_engine(problem, tableau):
@@ -114,7 +140,9 @@ def solve(problem, tableau):
     with progress_bar(problem) as bar:
         while True:
             try:
-                _run_parallel(run, problem.k, state.arrays())
+                _run_parallel(run, problem.k, state.arrays(),
+                              lambda exc, a, b: _name_failing_trajectory(run, problem, tableau,
+                                                                         exc, a, b))
             except numba.core.errors.TypingError as exc:
                 raise CompileError(f"numba could not compile `fun`: {exc}") from exc
             bar.update_to(state)

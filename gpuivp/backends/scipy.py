@@ -158,8 +158,7 @@ def solve(problem, tableau):
                                          atol,
                                          p.first_step, p.max_step, p.options, p.max_steps)
             except Exception as exc:
-                if hasattr(exc, "add_note"):
-                    exc.add_note(f"(raised by `fun` for trajectory {i})")
+                p.name_trajectory(exc, i)
                 raise
             out["status"][i] = info["status"]
             for name in ("nfev", "njev", "nlu"):
