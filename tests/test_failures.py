@@ -294,6 +294,20 @@ def test_max_steps_never_hangs_on_a_very_long_problem(backend):
     assert time.perf_counter() - start < 30
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("progress", [False, True])
+def test_an_engine_that_stops_advancing_is_an_error_not_a_hang(progress, monkeypatch):
+    """The host loop around the compiled engine bounds its calls (a bug guard): an engine
+    that leaves every trajectory running raises instead of being called forever."""
+    from gpuivp.backends import numba as numba_backend
+
+    monkeypatch.setattr(numba_backend, "compiled_engine",
+                        lambda problem, tableau: lambda a, b, *arrays: None)
+    with pytest.raises(RuntimeError, match="still running after .* please report"):
+        solve_ivp(oscillator, (0.0, 1.0), np.c_[[1.0, 0.0]], args=(np.array([1.0, 2.0]),),
+                  backend="numba", max_steps=5000, progress=progress)
+
+
 def blowup_one_component(t, y, c):
     """Each component blows up as ``1 / (1 - c_j t)`` on its own (``c_j = 0``: constant)."""
     return (c[0] * y[0] * y[0], c[1] * y[1] * y[1], c[2] * y[2] * y[2])

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..engines.compile_cache import cached, py_function
 from ..engines.per_trajectory import EngineSource
-from ..engines.runner import EngineState, slice_budget
+from ..engines.runner import EngineState, check_slices, slice_budget
 from ._base import BackendUnavailable, progress_bar
 
 NAME = "cuda"
@@ -318,12 +318,6 @@ class _Run:
         k = problem.k
         grid, block = _launch_config(k)
         dense = getattr(state, "dense", None) is not None
-        # Every launch makes ``budget`` step attempts per running trajectory and the
-        # engine stops each one after ``max_steps`` attempts (dense output adds one
-        # paused launch per doubling of its buffers): bound the launches so that a
-        # bug can never turn into a hang.
-        max_launches = (2 + -(-int(problem.max_steps) // max(1, int(budget)))
-                        + (64 if dense else 0))
 
         if not simulated():
             # Compile before the first launch, so that a ``fun`` numba.cuda cannot
@@ -347,11 +341,7 @@ class _Run:
                     bar.update_to(state)
                     if not _running(state, fields, self.host, dev, mem):
                         break
-                    if launches >= max_launches:
-                        raise RuntimeError(
-                            f"gpuivp cuda engine: trajectories still running after {launches} "
-                            f"launches of {budget} step attempts (max_steps="
-                            f"{problem.max_steps}); this is a bug, please report it.")
+                    check_slices(launches, problem, budget, "cuda")
             except KeyboardInterrupt:
                 # Ctrl-C lands between launches (the host waits in the status copy):
                 # let the device finish what it runs, then stop.

@@ -9,6 +9,7 @@ how the ensemble is split.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,7 @@ import numpy as np
 
 from ..engines.compile_cache import cached, py_function
 from ..engines.per_trajectory import EngineSource
-from ..engines.runner import EngineState, slice_budget
+from ..engines.runner import EngineState, check_slices, slice_budget
 from .._status import INIT
 from ._base import BackendUnavailable, progress_bar
 
@@ -136,9 +137,10 @@ def solve(problem, tableau):
     import numba
 
     run = compiled_engine(problem, tableau)
-    state = EngineState(problem, slice_budget(problem), tableau)
+    budget = slice_budget(problem)
+    state = EngineState(problem, budget, tableau)
     with progress_bar(problem) as bar:
-        while True:
+        for calls in itertools.count(1):
             try:
                 _run_parallel(run, problem.k, state.arrays(),
                               lambda exc, a, b: _name_failing_trajectory(run, problem, tableau,
@@ -148,4 +150,5 @@ def solve(problem, tableau):
             bar.update_to(state)
             if not state.running():
                 break
+            check_slices(calls, problem, budget, "numba")
     return state.raw()

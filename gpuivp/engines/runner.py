@@ -85,6 +85,18 @@ class EngineState:
         return raw
 
 
+def check_slices(calls, problem, budget, engine):
+    """Raise once ``calls`` engine calls of ``budget`` step attempts each are more than any
+    run needs: ``max_steps`` attempts per trajectory, plus one paused call per doubling of
+    the dense-output buffers. A bug in the engine is then an error, never a hang."""
+    limit = 2 + -(-int(problem.max_steps) // max(1, int(budget))) + (
+        64 if problem.dense_output else 0)
+    if calls >= limit:
+        raise RuntimeError(f"gpuivp {engine} engine: trajectories still running after {calls} "
+                           f"calls of {budget} step attempts (max_steps={problem.max_steps}); "
+                           f"this is a bug, please report it.")
+
+
 def slice_budget(problem, default=1 << 62):
     """Step attempts per engine call: everything at once, unless progress is shown."""
     return 2000 if problem.progress else default
