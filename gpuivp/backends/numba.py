@@ -9,6 +9,7 @@ how the ensemble is split.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -94,7 +95,7 @@ def _run_parallel(run_range, k, arrays, on_error):
 def _name_failing_trajectory(run_range, problem, tableau, exc, a, b):
     """Rerun trajectories ``a <= i < b`` one at a time from ``t0`` until one raises, and note
     on ``exc`` which (the error path only: a compiled run cannot say where it raised)."""
-    part = problem.subset(slice(a, b))
+    part = problem.subset(np.arange(a, b))  # contiguous copies: the compiled layout
     state = EngineState(part, slice_budget(part), tableau)
     for i in range(b - a):
         try:
@@ -143,8 +144,7 @@ def solve(problem, tableau):
         for calls in itertools.count(1):
             try:
                 _run_parallel(run, problem.k, state.arrays(),
-                              lambda exc, a, b: _name_failing_trajectory(run, problem, tableau,
-                                                                         exc, a, b))
+                              functools.partial(_name_failing_trajectory, run, problem, tableau))
             except numba.core.errors.TypingError as exc:
                 raise CompileError(f"numba could not compile `fun`: {exc}") from exc
             bar.update_to(state)
