@@ -102,7 +102,9 @@ def squeeze_single(res, t_eval_given):
     if res.t_events is not None:
         counts = [min(int(c[0]), te.shape[1]) for c, te in zip(res.n_events, res.t_events)]
         t_events = [te[0, :c].copy() for te, c in zip(res.t_events, counts)]
-        y_events = [ye[0, :c].copy() for ye, c in zip(res.y_events, counts)]
+        # scipy's y_events: (count, n), but (0,) for an event that never fired
+        y_events = [ye[0, :c].copy() if c else np.empty(0, ye.dtype)
+                    for ye, c in zip(res.y_events, counts)]
     out = EnsembleResult(
         t=t, y=y, t_final=res.t_final[0].item(), y_final=res.y_final[:, 0], status=status,
         nfev=int(res.nfev[0]), naccept=int(res.naccept[0]), nreject=int(res.nreject[0]),

@@ -151,11 +151,16 @@ def test_events_beyond_max_events_are_counted_and_warned(backend):
 
 @pytest.mark.parametrize("backend", ["numba", "numpy", "cupy"])
 def test_single_ivp_events_have_scipys_form(backend):
-    ref = scipy.integrate.solve_ivp(harmonic, (0, 10), [1.0, 0.0], args=(1.0,), events=crossing)
+    """Also for an event that never fires: scipy gives its y_events the shape (0,)."""
+    events = [crossing, half]
+    ref = scipy.integrate.solve_ivp(harmonic, (0, 10), [0.2, 0.0], args=(1.0,), events=events)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        res = solve_ivp(harmonic, (0, 10), [1.0, 0.0], args=(1.0,), events=crossing,
+        res = solve_ivp(harmonic, (0, 10), [0.2, 0.0], args=(1.0,), events=events,
                         backend=backend, vectorized=True)
-    assert isinstance(res.t_events, list) and res.t_events[0].shape == ref.t_events[0].shape
-    assert res.y_events[0].shape == ref.y_events[0].shape
-    np.testing.assert_allclose(res.t_events[0], ref.t_events[0], rtol=1e-10)
+    assert isinstance(res.t_events, list) and isinstance(res.y_events, list)
+    for e in range(2):
+        assert res.t_events[e].shape == ref.t_events[e].shape, e
+        assert res.y_events[e].shape == ref.y_events[e].shape, e
+        np.testing.assert_allclose(res.t_events[e], ref.t_events[e], rtol=1e-10)
+    assert ref.y_events[1].shape == (0,)
