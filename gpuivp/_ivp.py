@@ -299,7 +299,7 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     _warn_dropped_events(res, problem.max_events)
     if returns_cupy:
         res = _to_cupy(res)
-    return squeeze_single(res, t_eval is not None) if single else res
+    return squeeze_single(res, t_eval is not None, problem.direction) if single else res
 
 
 def _warn_dropped_events(res, max_events):

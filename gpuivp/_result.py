@@ -87,10 +87,11 @@ def _single_sol(sol):
     return SingleSolution(sol)
 
 
-def squeeze_single(res, t_eval_given):
+def squeeze_single(res, t_eval_given, direction):
     """An ensemble of one as scipy's shapes: ``y`` (n, n_t), scalars for the rest.
 
-    Without ``t_eval`` it gives ``t = [t0, t_final]`` and the states there.
+    Without ``t_eval`` it gives ``t = [t0, t_final]`` and the states there; with it, as
+    scipy, only the ``t_eval`` points reached (up to a terminal event or a failure).
     """
     status = int(res.status[0])
     y = res.y[:, 0, :]
@@ -98,6 +99,9 @@ def squeeze_single(res, t_eval_given):
     if not t_eval_given:
         t = np.array([t[0], res.t_final[0]], dtype=t.dtype)
         y = np.stack([y[:, 0], res.y_final[:, 0]], axis=1)
+    else:
+        reached = direction * (t - res.t_final[0]) <= 0
+        t, y = t[reached], y[:, reached]
     t_events = y_events = None
     if res.t_events is not None:
         counts = [min(int(c[0]), te.shape[1]) for c, te in zip(res.n_events, res.t_events)]

@@ -164,3 +164,14 @@ def test_single_ivp_events_have_scipys_form(backend):
         assert res.y_events[e].shape == ref.y_events[e].shape, e
         np.testing.assert_allclose(res.t_events[e], ref.t_events[e], rtol=1e-10)
     assert ref.y_events[1].shape == (0,)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy", "cupy"])
+def test_single_ivp_stopped_by_an_event_returns_the_t_eval_points_reached_as_scipy(backend):
+    t_eval = np.linspace(0, 10, 21)
+    kw = dict(args=(9.81,), events=ground, t_eval=t_eval, rtol=1e-8, atol=1e-10)
+    ref = scipy.integrate.solve_ivp(fall, (0, 10), [5.0, 0.0], **kw)
+    res = solve_ivp(fall, (0, 10), [5.0, 0.0], backend=backend, vectorized=True, **kw)
+    assert res.status == ref.status == 1 and res.t.shape == ref.t.shape == (3,)
+    assert res.y.shape == ref.y.shape == (2, 3) and not np.any(np.isnan(res.y))
+    np.testing.assert_allclose(res.y, ref.y, rtol=1e-8, atol=1e-10)
