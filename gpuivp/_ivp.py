@@ -16,13 +16,6 @@ ENSEMBLE_HINT = ("To solve an ensemble, pass `y0` of shape (n, k) (or (n, 1) bro
                  "against per-trajectory args whose last axis has length k).")
 
 
-def _note_trajectory(exc, where):
-    """Say in ``exc`` where ``fun`` raised it: a PEP 678 note, so the exception itself (of
-    whatever type and constructor) propagates unchanged."""
-    if hasattr(exc, "add_note"):
-        exc.add_note(f"(raised by `fun` {where})")
-
-
 _FP_TROUBLE = (ZeroDivisionError, OverflowError, FloatingPointError)
 _SKIPPED = object()
 
@@ -49,7 +42,7 @@ def _probe(fun, t0, y, args, n, vectorized, where):
     try:
         out = _call_quietly(fun, t, y, *args)
     except Exception as exc:
-        _note_trajectory(exc, f"at t0 for {where}")
+        P.note_raised(exc, f"at t0 for {where}")
         raise
     if out is _SKIPPED:
         return

@@ -311,6 +311,13 @@ def check_steps(method, dt, first_step, max_step, max_steps, t0, t1):
     return dt, first_step, max_step, int(max_steps)
 
 
+def note_raised(exc, where):
+    """Say in ``exc`` where ``fun`` raised it: a PEP 678 note, so the exception itself (of
+    whatever type and constructor) propagates unchanged."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(f"(raised by `fun` {where})")
+
+
 #: Index in the caller's whole ensemble of the first trajectory of the ``solve_ivp`` calls
 #: made in this context: a Dask task sets it for its slice, so messages number trajectories
 #: as the user does.
@@ -373,10 +380,8 @@ class Problem:
 
     def name_trajectory(self, exc, i):
         """Note on ``exc``, raised by ``fun``, that trajectory ``i`` (of this problem) raised
-        it, numbered as in the caller's ensemble (a PEP 678 note: the exception itself
-        propagates unchanged)."""
-        if hasattr(exc, "add_note"):
-            exc.add_note(f"(raised by `fun` for trajectory {self.first + i})")
+        it, numbered as in the caller's ensemble."""
+        note_raised(exc, f"for trajectory {self.first + i}")
 
     def subset(self, idx):
         """The same problem restricted to trajectories ``idx`` (a slice or index array)."""

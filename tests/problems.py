@@ -30,6 +30,17 @@ def harmonic(t, y, omega):
     return (y[1], -omega * omega * y[0])
 
 
+class Boom(RuntimeError):
+    """An exception of the user's own, raised inside ``fun``."""
+
+
+def raises_for_fast(t, y, omega):
+    """A harmonic oscillator whose ``fun`` raises after t = 0.1 where omega > 2.5."""
+    if omega > 2.5 and t > 0.1:
+        raise Boom("omega too large")
+    return (y[1], -omega * omega * y[0])
+
+
 def blowup(t, y, p):
     """y' = p y^2 from y0 = 1: y = 1 / (1 - p t) overflows near t = 1/p."""
     return (p * y[0] * y[0],)

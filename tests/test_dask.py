@@ -9,7 +9,7 @@ import dask  # noqa: E402
 
 import gpuivp  # noqa: E402
 import gpuivp.dask as gd  # noqa: E402
-from problems import harmonic, lorenz  # noqa: E402
+from problems import Boom, harmonic, lorenz, raises_for_fast  # noqa: E402
 from test_chunking import K, RHO, T_EVAL, Y0, assert_same  # noqa: E402
 
 OPTS = dict(args=(10.0, RHO, 8.0 / 3.0), t_eval=T_EVAL, rtol=1e-6, atol=1e-8)
@@ -108,16 +108,7 @@ def test_errors(client):
                      client=client)
 
 
-class Boom(RuntimeError):
-    pass
-
-
 def test_a_raising_fun_names_the_trajectory_as_numbered_in_the_whole_ensemble(client):
-    def raises_for_fast(t, y, omega):
-        if omega > 2.5 and t > 0.1:
-            raise Boom("omega too large")
-        return (y[1], -omega * omega * y[0])
-
     omega = np.ones(12)
     omega[9] = 3.0
     with pytest.raises(Boom, match=r"omega too large[\s\S]*trajectory 9\)"):

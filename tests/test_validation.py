@@ -11,6 +11,7 @@ import pytest
 
 import gpuivp
 from gpuivp import solve_ivp
+from problems import Boom, raises_for_fast
 
 BACKENDS = ["numba", "numpy", "scipy"]
 
@@ -224,10 +225,6 @@ def test_vectorized_fun_returning_wrong_width():
     assert fun.calls == 1
 
 
-class Boom(RuntimeError):
-    pass
-
-
 class FussyError(Exception):
     """An exception whose constructor takes two arguments."""
 
@@ -255,12 +252,6 @@ def test_fun_raising_an_exception_with_a_custom_constructor(backend):
     with pytest.raises(FussyError, match="fussy failure") as info:
         run(backend, raising_fussy, (0.0, 1.0), Y0, args=(OMEGA,))
     assert info.value.code == 42
-
-
-def raises_for_fast(t, y, omega):
-    if omega > 2.5 and t > 0.1:
-        raise Boom("omega too large")
-    return (y[1], -omega * omega * y[0])
 
 
 @pytest.mark.parametrize("backend", ["scipy", "numba"])
