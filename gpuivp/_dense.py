@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .engines.lockstep import evaluate_rows
-
 
 class EnsembleSolution:
     """Continuous solution of each trajectory, as returned in ``EnsembleResult.sol``.
@@ -16,8 +14,8 @@ class EnsembleSolution:
     for an array; NaN where ``t`` lies outside a trajectory's ``[t0, t_final]``.
     """
 
-    def __init__(self, kind, t_bounds, h, coef, count, direction):
-        self.kind = kind
+    def __init__(self, interpolant, t_bounds, h, coef, count, direction):
+        self.interpolant = interpolant   # the method's Interpolant (its form and rows)
         self.t_bounds = t_bounds   # (cap + 1, k)
         self.h = h                 # (cap, k)
         self.coef = coef           # (cap, 1 + rows, n, k)
@@ -46,8 +44,8 @@ class EnsembleSolution:
         t_old = self.t_bounds[seg, cols]
         with np.errstate(all="ignore"):
             x = ((t - t_old) / h)[:, None]
-            y = evaluate_rows(self.kind, list(np.moveaxis(c[:, 1:], 1, 0)), x, h[:, None],
-                              c[:, 0])
+            y = self.interpolant.evaluate(list(np.moveaxis(c[:, 1:], 1, 0)), x, h[:, None],
+                                          c[:, 0])
         y[~inside] = np.nan
         return y.T                               # (n, k)
 

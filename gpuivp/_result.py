@@ -67,8 +67,9 @@ def ensemble_result(problem, raw, backend):
         sol = ListSolution(raw["sols"], p.t0, raw["t_final"], p.n)
     elif p.dense_output:
         from ._dense import EnsembleSolution
-        kind = "dop853" if p.method == "DOP853" else "poly"
-        sol = EnsembleSolution(kind, raw["dn_t"], raw["dn_h"], raw["dn_c"],
+        from .methods import METHODS
+        sol = EnsembleSolution(METHODS[p.method].interpolant, raw["dn_t"], raw["dn_h"],
+                               raw["dn_c"],
                                np.asarray(raw["naccept"], dtype=np.int64), p.direction)
     return EnsembleResult(
         t=t, y=y, t_final=np.asarray(raw["t_final"], dtype=dt),

@@ -19,7 +19,13 @@
 // Templated on the float type T and NK, the number of stage rows K holds
 // (stages + 1 + the interpolant's extra stages). Integer state (status, counters,
 // t_eval index) is int64, the numpy engine's; masks are int32. The host prepends
-// the status codes (GPUIVP_RUNNING, ...) from gpuivp/_status.py.
+// the status codes (GPUIVP_RUNNING, ...) from gpuivp/_status.py and the step-size
+// controller's constants (GPUIVP_SAFETY, ...) from gpuivp/methods/_controller.py.
+//
+// The method is data, never a name: the host passes the tableau's coefficient rows
+// (stage inputs, error weights, interpolant matrix P and its y_new - y_old weights dy)
+// as arrays, and two flags that are fields of the tableau: `combined` (Hairer's
+// two-estimate error norm) and `alternating` (the interpolant's nested form).
 //
 // The file also builds as host C++ (GPUIVP_HOST, a loop over "threads"):
 // tests/host_kernels.py runs these very kernels on the CPU against the numpy engine.
@@ -98,7 +104,7 @@ __global__ void gpuivp_prepare(i64 k, int fixed, T d, T t0, T t1, T dt, T max_st
         tn = (na + 1 >= n_fixed) ? t1 : t0 + T(na + 1) * dt * d;
     } else {
         T ha = h_abs[i];
-        T min_step = T(10) * gx_fabs(gx_nextafter(ti, d * gx_inf<T>()) - ti);
+        T min_step = T(GPUIVP_MIN_STEP_SPACINGS) * gx_fabs(gx_nextafter(ti, d * gx_inf<T>()) - ti);
         if (st == GPUIVP_RUNNING) {
             if (ha > max_step) ha = max_step;
             else if (ha < min_step) ha = min_step;
@@ -134,10 +140,11 @@ __global__ void gpuivp_stage(i64 n, i64 k, int m, const T* coef, const T* K, con
 
 // Error norm, controller, accept/reject of the live columns; accept[i] = 1 for an
 // accepted step. Fixed steps accept every finite y_new.
-// dop853 = 0: err = ||(sum_s e[s] K[s]) h / scale||_rms (e has NK entries);
-// dop853 = 1: scipy's DOP853 norm from e5 = e[0:NK] and e3 = e[NK:2NK].
+// combined = 0: err = ||(sum_s e[s] K[s]) h / scale||_rms (e has NK entries);
+// combined = 1: Hairer's combined norm (scipy's DOP853) of the estimate e[0:NK] and
+// the lower-order one e[NK:2NK] (the tableau's e_low).
 template <typename T, int NK>
-__global__ void gpuivp_control(i64 n, i64 k, int fixed, int dop853, int n_stages,
+__global__ void gpuivp_control(i64 n, i64 k, int fixed, int combined, int n_stages,
                                const T* e, const T* atol, T rtol, T expo, T rn, T nf,
                                const T* K, const T* y, const T* y_new, const T* h,
                                const int* live, i64* status, T* err, T* h_abs, i64* nrej,
@@ -157,7 +164,7 @@ __global__ void gpuivp_control(i64 n, i64 k, int fixed, int dop853, int n_stages
     }
     T hi = h[i];
     T en;
-    if (dop853) {
+    if (combined) {
         T s5 = T(0), s3 = T(0);
         for (i64 j = 0; j < n; ++j) {
             i64 at = j * k + i;
@@ -183,14 +190,15 @@ __global__ void gpuivp_control(i64 n, i64 k, int fixed, int dop853, int n_stages
     T ha = gx_fabs(hi);
     T factor;
     if (en < T(1)) {
-        T grow = en == T(0) ? T(10) : gx_min(T(10), T(0.9) * gx_pow(en, expo));
+        T grow = en == T(0) ? T(GPUIVP_MAX_FACTOR)
+                 : gx_min(T(GPUIVP_MAX_FACTOR), T(GPUIVP_SAFETY) * gx_pow(en, expo));
         if (status[i] == GPUIVP_REJECTED) grow = gx_min(T(1), grow);
         factor = grow;
         status[i] = GPUIVP_RUNNING;
         accept[i] = 1;
     } else {
-        T shrink = T(0.9) * gx_pow(en, expo);
-        factor = shrink > T(0.2) ? shrink : T(0.2);  // NaN -> 0.2, as scipy
+        T shrink = T(GPUIVP_SAFETY) * gx_pow(en, expo);
+        factor = shrink > T(GPUIVP_MIN_FACTOR) ? shrink : T(GPUIVP_MIN_FACTOR);  // NaN: min, as scipy
         status[i] = GPUIVP_REJECTED;
         nrej[i] += 1;
     }
@@ -198,35 +206,44 @@ __global__ void gpuivp_control(i64 n, i64 k, int fixed, int dop853, int n_stages
     h_abs[i] = ha * factor;
 }
 
-// The step's interpolant at x = (te - t) / h for component j (the numpy engine's
-// `evaluate_rows`): scipy's form y + h sum_q Q_q x^(q+1) with Q = K^T P (P is
-// (NK, n_rows)), or DOP853's nested form of F0..F6 (D is its 4 x NK `d`).
+// Stage sum of interpolant row q of component `at`: sum_s P[s, q] K[s] over the
+// nonzero P[s, q] in order of s (P is (NK, n_rows)); `any` says whether there was one.
 template <typename T, int NK>
-__device__ __forceinline__ T interpolate(int dop853, int n_rows, int n_stages, const T* P,
-                                         const T* K, i64 nk, i64 at, T yo, T yn, T hi,
-                                         T x) {
-    if (dop853) {
+__device__ __forceinline__ T interp_row(const T* P, int n_rows, int q, const T* K, i64 nk,
+                                        i64 at, bool& any) {
+    T row = T(0);
+    any = false;
+#pragma unroll
+    for (int s = 0; s < NK; ++s) {
+        T cf = P[s * n_rows + q];
+        if (cf != T(0)) { row += cf * K[s * nk + at]; any = true; }
+    }
+    return row;
+}
+
+// The step's interpolant at x = (te - t) / h for component `at` (the tableau's
+// Interpolant.rows and .evaluate): the power form y + h sum_q R_q x^(q+1) with
+// R_q = sum_s P[s, q] K[s], or the alternating form (scipy's DOP853) with rows
+// R_q = dy[q] (y_new - y) + h sum_s P[s, q] K[s], nested with factors x, 1 - x, ...
+template <typename T, int NK>
+__device__ __forceinline__ T interpolate(int alternating, int n_rows, const T* P,
+                                         const T* dy, const T* K, i64 nk, i64 at, T yo,
+                                         T yn, T hi, T x) {
+    bool any;
+    if (alternating) {
         T f0 = yn - yo;
         T acc = T(0);
         for (int r = n_rows - 1, q = 0; r >= 0; --r, ++q) {
-            T row;
-            if (r == 0) row = f0;
-            else if (r == 1) row = hi * K[at] - f0;
-            else if (r == 2) row = T(2) * f0 - hi * (K[n_stages * nk + at] + K[at]);
-            else row = hi * lincomb<T, NK>(P + (r - 3) * NK, NK, K, nk, at);
+            T sum = interp_row<T, NK>(P, n_rows, r, K, nk, at, any);
+            T w = dy[r];
+            T row = !any ? w * f0 : (w == T(0) ? hi * sum : hi * sum + w * f0);
             acc = (acc + row) * ((q % 2 == 0) ? x : T(1) - x);
         }
         return acc + yo;
     }
     T acc = T(0), xq = x;
     for (int q = 0; q < n_rows; ++q) {
-        T row = T(0);
-#pragma unroll
-        for (int s = 0; s < NK; ++s) {
-            T cf = P[s * n_rows + q];
-            if (cf != T(0)) row += cf * K[s * nk + at];
-        }
-        acc += row * xq;
+        acc += interp_row<T, NK>(P, n_rows, q, K, nk, at, any) * xq;
         xq = xq * x;
     }
     return hi * acc + yo;
@@ -235,8 +252,8 @@ __device__ __forceinline__ T interpolate(int dop853, int n_rows, int n_stages, c
 // Accepted columns: every t_eval point up to t_new from the interpolant (DOP853
 // counts its extra stages there), then y = y_new, f = K[n_stages], t = t_new.
 template <typename T, int NK>
-__global__ void gpuivp_commit(i64 n, i64 k, int fixed, int dop853, int n_stages, int n_extra,
-                              int n_rows, const T* P, i64 n_eval, const T* t_eval, T d, T t1,
+__global__ void gpuivp_commit(i64 n, i64 k, int fixed, int alternating, int n_stages,
+                              int n_extra, int n_rows, const T* P, const T* dy, i64 n_eval, const T* t_eval, T d, T t1,
                               i64 n_fixed, const T* K, T* y, const T* y_new, T* f, T* t,
                               const T* t_new, const T* h, const int* accept, i64* ie,
                               T* out_eval, i64* nacc, i64* status, i64* nfev) {
@@ -250,7 +267,7 @@ __global__ void gpuivp_commit(i64 n, i64 k, int fixed, int dop853, int n_stages,
         T x = (t_eval[p] - ti) / hi;
         for (i64 j = 0; j < n; ++j) {
             i64 at = j * k + i;
-            out_eval[p * nk + at] = interpolate<T, NK>(dop853, n_rows, n_stages, P, K, nk, at,
+            out_eval[p * nk + at] = interpolate<T, NK>(alternating, n_rows, P, dy, K, nk, at,
                                                        y[at], y_new[at], hi, x);
         }
     }

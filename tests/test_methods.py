@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from gpuivp import solve_ivp
-from gpuivp.methods import METHODS, Tableau
+from gpuivp.methods import METHODS, Interpolant, Tableau
 from problems import decay, harmonic
 
 FIXED = ["Euler", "Midpoint", "Heun", "RK4"]
@@ -18,18 +18,19 @@ def test_tableau_is_consistent(name):
     assert np.all(np.triu(tab.a) == 0)
     if tab.adaptive:
         assert np.sum(tab.e) == pytest.approx(0.0, abs=1e-14)
-    if tab.p is not None:
-        # The interpolant ends at the step's end: sum_q P[:, q] == b (and 0 for f_new).
-        np.testing.assert_allclose(tab.p.sum(axis=1), np.append(tab.b, 0.0), atol=1e-12)
+    if tab.interpolant.form == "power":
+        # The interpolant ends at the step's end: sum_q P[:, q] == b (0 for f_new and extras).
+        np.testing.assert_allclose(tab.interpolant.p.sum(axis=1),
+                                   np.pad(tab.b, (0, tab.n_k - tab.n_stages)), atol=1e-12)
 
 
 def test_inconsistent_tableau_is_rejected():
     with pytest.raises(ValueError, match="row sums"):
         Tableau(name="bad", c=[0, 0.5], a=[[0, 0], [0.4, 0]], b=[0.5, 0.5], order=2,
-                error_order=None, e=None, p=None)
+                error_order=None, e=None, interpolant=Interpolant(np.zeros((3, 1))))
     with pytest.raises(ValueError, match="sum to 1"):
         Tableau(name="bad", c=[0, 0.5], a=[[0, 0], [0.5, 0]], b=[0.5, 0.6], order=2,
-                error_order=None, e=None, p=None)
+                error_order=None, e=None, interpolant=Interpolant(np.zeros((3, 1))))
 
 
 @pytest.mark.parametrize("backend", ENGINES)

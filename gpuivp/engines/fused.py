@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import _status
+from ..methods import CONTROLLER
 from .lockstep import Lockstep
 
 #: The kernel source file, in ``kernels/`` (``gpuivp.kernels`` when installed).
@@ -41,7 +42,8 @@ C_TYPES = {"float32": "float", "float64": "double"}
 
 
 def kernel_source():
-    """The kernel source as one string: status macros, then ``kernels/lockstep.cu``.
+    """The kernel source as one string: status and controller macros, then
+    ``kernels/lockstep.cu``.
 
     Found in the installed package (``gpuivp.kernels``), else in the checkout's
     ``kernels/`` folder. Nothing is ``#include``-d from disk, so CuPy's cache, which
@@ -52,7 +54,7 @@ def kernel_source():
     except (ModuleNotFoundError, FileNotFoundError):
         text = (Path(__file__).resolve().parents[2] / "kernels" / SOURCE).read_text()
     macros = "".join(f"#define GPUIVP_{name} {getattr(_status, name)}\n" for name in STATUS_MACROS)
-    return macros + text
+    return macros + CONTROLLER.macros() + text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,30 +153,26 @@ class FusedLockstep(Lockstep):
         p, tab, dt = problem, tableau, self.dtype
         n, k, S = p.n, p.k, tab.n_stages
         self.launch = launch
-        self.nk = nk = S + 1 + tab.n_extra
-        self.dop853 = int(tab.kind == "dop853")
+        self.nk = nk = tab.n_k
+        self.combined = int(tab.combined_error)
+        self.alternating = int(tab.interpolant.alternating)
         self.K = xp.zeros((nk, n, k), dtype=dt)
         self.ys, self.y_new = xp.zeros((n, k), dtype=dt), xp.zeros((n, k), dtype=dt)
         self.ts, self.h, self.t_new = (xp.zeros(k, dtype=dt) for _ in range(3))
         self.live = xp.zeros(k, dtype=np.int32)
         self.accept = xp.zeros(k, dtype=np.int32)
         dev = lambda a: xp.asarray(np.ascontiguousarray(a))  # noqa: E731
-        # One coefficient row per stage input: a's rows, b, DOP853's extra stages.
+        # One coefficient row per stage input: a's rows, b, the interpolant's extra stages.
         rows = [(s, tab.a[s, :s], tab.c[s]) for s in range(1, S)] + [(S, tab.b, 1.0)]
-        if self.dop853 and self.n_eval:
+        if tab.n_extra and self.n_eval:
             rows += [(S + 1 + r, arow, cx) for r, (arow, cx) in
-                     enumerate(zip(tab.extra["a_extra"], tab.extra["c_extra"]))]
+                     enumerate(zip(tab.a_extra, tab.c_extra))]
         self.rows = [(s, dev(_padded(a, nk, dt)), c) for s, a, c in rows]
-        if self.dop853:
-            self.e = dev(np.concatenate([_padded(tab.extra["e5"], nk, dt),
-                                         _padded(tab.extra["e3"], nk, dt)]))
-            d = tab.extra["d"]
-            self.P = dev(np.stack([_padded(r, nk, dt) for r in d]))
-        else:
-            self.e = dev(_padded(tab.e if tab.e is not None else [], nk, dt))
-            P = np.zeros((nk, tab.p.shape[1]))
-            P[:tab.p.shape[0]] = tab.p
-            self.P = dev(P.astype(dt))
+        estimates = [tab.e, tab.e_low] if tab.combined_error else [tab.e]
+        self.e = dev(np.concatenate([_padded(v if v is not None else [], nk, dt)
+                                     for v in estimates]))
+        self.P = dev(tab.interpolant.p.astype(dt))       # (nk, n_rows)
+        self.dy = dev(tab.interpolant.dy.astype(dt))     # (n_rows,)
         self.n_rows = tab.n_interp_rows
         self.atol_vec = dev(np.asarray(p.atol, dtype=dt))
         self.t_eval_dev = self.t_eval if self.n_eval else xp.zeros(1, dtype=dt)
@@ -200,12 +198,12 @@ class FusedLockstep(Lockstep):
             out = self.y_new if s == S else self.ys
             L("gpuivp_stage", nk, k, n, k, s, coef, K, self.y, self.h, self.t, cs, out, self.ts)
             self.fun_into(self.ts, out, K[s])
-        L("gpuivp_control", nk, k, n, k, int(self.fixed), self.dop853, S, self.e, self.atol_vec,
+        L("gpuivp_control", nk, k, n, k, int(self.fixed), self.combined, S, self.e, self.atol_vec,
           p.rtol, tab.error_exponent if tab.adaptive else 0.0, p.n ** 0.5, p.n, K, self.y,
           self.y_new, self.h, self.live, self.status, self.err, self.h_abs, self.nrej, self.nfev,
           self.accept)
-        L("gpuivp_commit", nk, k, n, k, int(self.fixed), self.dop853, S, tab.n_extra,
-          self.n_rows, self.P, self.n_eval, self.t_eval_dev, d, p.t1, p.n_fixed, K, self.y,
+        L("gpuivp_commit", nk, k, n, k, int(self.fixed), self.alternating, S, tab.n_extra,
+          self.n_rows, self.P, self.dy, self.n_eval, self.t_eval_dev, d, p.t1, p.n_fixed, K, self.y,
           self.y_new, K[0], self.t, self.t_new, self.h, self.accept, self.ie, self.out_dev,
           self.nacc, self.status, self.nfev)
 

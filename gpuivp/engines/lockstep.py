@@ -12,27 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from .buffers import DenseBuffers, event_buffers
+from ..methods import CONTROLLER
 from .._status import (FAIL_DENSE, FAIL_MAXSTEPS, FAIL_NONFINITE, FAIL_STEP, INIT, REJECTED,
                        RUNNING, TERMINATED)
-
-
-def evaluate_rows(kind, rows, x, h, y_old, xp=np):
-    """Evaluate an interpolant from its coefficient rows at ``x = (t - t_old) / h``.
-
-    The one definition of scipy's two dense-output forms, used while stepping and by
-    :class:`gpuivp.EnsembleSolution`.
-    """
-    if kind == "dop853":
-        acc = xp.zeros_like(y_old)
-        for i, row in enumerate(reversed(rows)):
-            acc = (acc + row) * (x if i % 2 == 0 else 1 - x)
-        return acc + y_old
-    acc, xq = None, x
-    for row in rows:
-        term = row * xq
-        acc = term if acc is None else acc + term
-        xq = xq * x
-    return h * acc + y_old
 
 
 def sum_rows(x):
@@ -140,9 +122,9 @@ class Lockstep:
         xp, tab = self.xp, self.tab
         scale = self.atol + xp.maximum(xp.abs(y), xp.abs(y_new)) * self.c(self.p.rtol)
         n = self.p.n
-        if tab.kind == "dop853":
-            e5 = self.lincomb(tab.extra["e5"], K) / scale
-            e3 = self.lincomb(tab.extra["e3"], K) / scale
+        if tab.combined_error:
+            e5 = self.lincomb(tab.e, K) / scale
+            e3 = self.lincomb(tab.e_low, K) / scale
             s5 = sum_rows(e5 * e5)
             s3 = sum_rows(e3 * e3)
             both0 = (s5 == 0) & (s3 == 0)
@@ -152,26 +134,20 @@ class Lockstep:
         return xp.sqrt(sum_rows(e * e)) / self.c(n ** 0.5)
 
     def coef_rows(self, t, y, y_new, K, h):
-        """The step interpolant's coefficient rows (scipy's ``Q`` rows, or DOP853's ``F``)."""
-        tab = self.tab
-        if tab.kind == "dop853":
-            d = tab.extra["d"]
-            F0 = y_new - y
-            rows = [F0, h * K[0] - F0, self.c(2) * F0 - h * (K[tab.n_stages] + K[0])]
-            return rows + [h * self.lincomb(d[r], K) for r in range(d.shape[0])]
-        return [self.lincomb(tab.p[:, q], K) for q in range(tab.p.shape[1])]
+        """The step interpolant's coefficient rows (:meth:`Interpolant.rows`)."""
+        return self.tab.interpolant.rows(y, y_new, K, h, self.lincomb)
 
     def interpolate(self, te, t, y, y_new, K, h):
         """The step's dense output at ``te`` (one time per column)."""
         rows = self.coef_rows(t, y, y_new, K, h)
-        return evaluate_rows(self.tab.kind, rows, (te - t) / h, h, y, self.xp)
+        return self.tab.interpolant.evaluate(rows, (te - t) / h, h, y, self.xp)
 
     def extra_stages(self, t, y, K, h, idx):
-        """DOP853's three extra stages for its interpolant."""
+        """The interpolant's extra stages (``tab.a_extra``, ``tab.c_extra``)."""
         tab = self.tab
         K = list(K)
         s0 = tab.n_stages + 1
-        for r, (arow, cx) in enumerate(zip(tab.extra["a_extra"], tab.extra["c_extra"])):
+        for r, (arow, cx) in enumerate(zip(tab.a_extra, tab.c_extra)):
             dy = self.lincomb(arow[:s0 + r], K) * h
             K.append(self.fun(t + self.c(cx) * h, y + dy, idx))
         return K
@@ -180,7 +156,6 @@ class Lockstep:
     def initialise(self):
         xp, p = self.xp, self.p
         idx = xp.arange(p.k)
-        t0 = self.c(p.t0)
         self.f = self.fun(self.t, self.y, idx)
         self.nfev[:] = 1
         finite = xp.all(xp.isfinite(self.f), axis=0)
@@ -198,28 +173,14 @@ class Lockstep:
         if p.first_step is not None:
             self.h_abs[:] = self.c(p.first_step)
             return
-        # scipy's select_initial_step, per column.
-        d = self.c(self.direction)
-        y, f = self.y, self.f
-        scale = self.atol + xp.abs(y) * self.c(p.rtol)
-        rn = self.c(p.n ** 0.5)
-        with np.errstate(all="ignore"):
-            d0 = xp.sqrt(sum_rows((y / scale) ** 2)) / rn
-            d1 = xp.sqrt(sum_rows((f / scale) ** 2)) / rn
-            h0 = xp.where((d0 < 1e-5) | (d1 < 1e-5), self.c(1e-6), self.c(0.01) * d0 / d1)
-            interval = self.c(abs(p.t1 - p.t0))
-            h0 = xp.where(interval < h0, interval, h0)
-            f1 = self.fun(t0 + h0 * d, y + h0 * d * f, idx)
+        # scipy's select_initial_step, per column (one more evaluation each).
+        def fun1(t, y):
             self.nfev += finite.astype(np.int64)   # failed columns stop at their first call
-            d2 = xp.sqrt(sum_rows(((f1 - f) / scale) ** 2)) / rn / h0
-            small = (d1 <= 1e-15) & (d2 <= 1e-15)
-            dm = xp.where(d2 > d1, d2, d1)
-            h1 = xp.where(small, xp.where(h0 * self.c(1e-3) < 1e-6, self.c(1e-6),
-                                          h0 * self.c(1e-3)),
-                          (self.c(0.01) / dm) ** self.c(1.0 / (self.tab.error_order + 1)))
-            h = self.c(100) * h0
-            for bound in (h1, interval, self.c(p.max_step)):
-                h = xp.where(bound < h, bound, h)
+            return self.fun(t, y, idx)
+
+        h = CONTROLLER.initial_step(self.y, self.f, fun1, p.t0, p.t1, self.direction,
+                                    self.atol, p.rtol, p.max_step, self.tab.error_order, p.n,
+                                    xp)
         self.h_abs = xp.where(finite, h, self.c(0)).astype(self.dtype)
 
     def step(self):
@@ -251,7 +212,7 @@ class Lockstep:
             h = t_new - t
         else:
             h_abs = self.h_abs[idx]
-            min_step = c(10) * xp.abs(xp.nextafter(t, d * c(np.inf)) - t)
+            min_step = CONTROLLER.min_step(t, self.direction, xp)
             new = st == RUNNING
             h_abs = xp.where(new & (h_abs > c(p.max_step)), c(p.max_step),
                              xp.where(new & (h_abs < min_step), min_step, h_abs))
@@ -281,14 +242,9 @@ class Lockstep:
         else:
             with np.errstate(all="ignore"):
                 err = self.error_norm(y, y_new, K, h)
-                expo = c(tab.error_exponent)
-                grow = xp.where(err == 0, c(10), xp.minimum(c(10), c(0.9) * err ** expo))
-                grow = xp.where(st == REJECTED, xp.minimum(c(1), grow), grow)
-                shrink = c(0.9) * err ** expo
-                shrink = xp.where(shrink > c(0.2), shrink, c(0.2))  # NaN -> 0.2, as scipy
-            accept = err < 1
+            accept, factor = CONTROLLER.factor(err, CONTROLLER.exponent(tab), st == REJECTED, xp)
             self.err[idx] = err
-            self.h_abs[idx] = h_abs * xp.where(accept, grow, shrink)
+            self.h_abs[idx] = h_abs * factor
             self.status[idx] = xp.where(accept, RUNNING, REJECTED)
             self.nrej[idx] += ~accept
         if not bool(xp.any(accept)):
@@ -304,7 +260,7 @@ class Lockstep:
             Ka = [k_[:, a] for k_ in K] if need_all else [None] * tab.n_stages + [K[-1][:, a]]
         step = _Step(ia, ta, ya, yna, Ka, ha, tn)
         active = self.detect_events(step)
-        if tab.kind == "dop853":
+        if tab.n_extra:
             need = active | (self.t_eval_pending(step, tn)[1] > 0) | p.dense_output
             self.add_extra_stages(step, need)
         t_end, terminating = self.handle_events(step, active)
@@ -340,7 +296,7 @@ class Lockstep:
         return ie, xp.maximum(stop - ie, 0)
 
     def add_extra_stages(self, st, need):
-        """DOP853: the interpolant's three extra stages, once per step, where needed."""
+        """The interpolant's extra stages, once per step, for the columns that ``need`` them."""
         xp = self.xp
         Kx = [xp.zeros_like(st.y) for _ in range(self.tab.n_extra)]
         if bool(xp.any(need)):

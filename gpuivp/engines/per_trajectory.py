@@ -176,8 +176,8 @@ class EngineSource:
 a = abs(y_{j})
 b = abs(yn_{j})
 sc_{j} = atol_{j} + (a if a > b else b) * rtol""")
-        if tab.kind == "dop853":
-            e3, e5 = tab.extra["e3"], tab.extra["e5"]
+        if tab.combined_error:
+            e3, e5 = tab.e_low, tab.e
             for j in range(n):
                 src(ind, f"e5_{j} = ({self._lincomb(e5, 'E5', names, j)}) / sc_{j}")
                 src(ind, f"e3_{j} = ({self._lincomb(e3, 'E3', names, j)}) / sc_{j}")
@@ -195,14 +195,14 @@ else:
                 + ") / SQRTN")
 
     def _extra_stages(self, src, ind):
-        """DOP853's three extra stages for its interpolant, once per step."""
+        """The interpolant's extra stages (``tab.a_extra``), once per step."""
         tab, n = self.tab, self.n
-        if tab.kind != "dop853":
+        if not tab.n_extra:
             return
-        s, ex = tab.n_stages, tab.extra
+        s = tab.n_stages
         names = [f"K{m}" for m in range(s + 1 + tab.n_extra)]
         src(ind, "if not have_extra:")
-        for r, (arow, c) in enumerate(zip(ex["a_extra"], ex["c_extra"])):
+        for r, (arow, c) in enumerate(zip(tab.a_extra, tab.c_extra)):
             st = s + 1 + r
             comb = [self._lincomb(arow[:st], f"AX{st}", names, j) for j in range(n)]
             self._call(src, ind + 1, f"t + {self.const(f'CX{st}', c)} * h",
@@ -214,35 +214,38 @@ else:
     def _coefs(self, src, ind, j):
         """The interpolant's coefficient rows ``F0, F1, ...`` of component ``j``.
 
-        scipy's forms: ``Q = K^T P`` (``y = y_old + h sum_q Q_q x^(q+1)``), or DOP853's ``F``.
+        The tableau's :class:`~gpuivp.methods.Interpolant` rows, arithmetic as its ``rows``.
         """
         tab = self.tab
-        s = tab.n_stages
-        names = [f"K{m}" for m in range(s + 1 + tab.n_extra)]
-        if tab.kind == "dop853":
-            d = tab.extra["d"]
-            src(ind, f"""
-F0 = yn_{j} - y_{j}
-F1 = h * K0_{j} - F0
-F2 = TWO * F0 - h * (K{s}_{j} + K0_{j})""")
-            for r in range(d.shape[0]):
-                src(ind, f"F{3 + r} = h * ({self._lincomb(d[r], f'D{r}', names, j)})")
-        else:
-            for q in range(tab.p.shape[1]):
-                src(ind, f"F{q} = {self._lincomb(tab.p[:, q], f'P{q}', names, j)}")
+        ip = tab.interpolant
+        names = [f"K{m}" for m in range(tab.n_k)]
+        if not ip.alternating:
+            for q in range(ip.n_rows):
+                src(ind, f"F{q} = {self._lincomb(ip.p[:, q], f'P{q}', names, j)}")
+            return
+        src(ind, f"Fd = yn_{j} - y_{j}")
+        for q in range(ip.n_rows):
+            col, w = ip.p[:, q], ip.dy[q]
+            dyw = "Fd" if w == 1 else f"{self.const(f'DY{q}', w)} * Fd"
+            if not col.any():
+                src(ind, f"F{q} = {dyw}")
+            elif w == 0:
+                src(ind, f"F{q} = h * ({self._lincomb(col, f'P{q}', names, j)})")
+            else:
+                src(ind, f"F{q} = h * ({self._lincomb(col, f'P{q}', names, j)}) + {dyw}")
 
     def _interpolate(self, src, ind):
         """State at ``te`` inside the accepted step [t, t + h] into ``yv``."""
         self._extra_stages(src, ind)
         src(ind, "x = (te - t) / h")
         m = self.tab.n_interp_rows
-        if self.tab.kind != "dop853":
+        if not self.tab.interpolant.alternating:
             src(ind, "xp0 = x")
             for q in range(1, m):
                 src(ind, f"xp{q} = xp{q - 1} * x")
         for j in range(self.n):
             self._coefs(src, ind, j)
-            if self.tab.kind == "dop853":
+            if self.tab.interpolant.alternating:
                 src(ind, "acc = ZERO")
                 for idx, fr in enumerate(reversed(range(m))):
                     src(ind, f"acc = (acc + F{fr}) * {'x' if idx % 2 == 0 else '(ONE - x)'}")
@@ -269,7 +272,7 @@ dn_h[slot, i] = h""")
 
         Sets ``t_end`` (the step's end, or the terminal event's time) and ``terminating``.
         """
-        if self.tab.kind == "dop853":
+        if self.tab.n_extra:
             src(ind, "have_extra = False")
             for st in range(self.tab.n_stages + 1, self.tab.n_stages + 1 + self.tab.n_extra):
                 for j in range(self.n):

@@ -1,5 +1,6 @@
 """The one tableau registry every backend reads."""
-from ._tableau import Tableau, hermite_p
+from ._controller import CONTROLLER, StepController
+from ._tableau import Interpolant, Tableau, hermite_p
 from .fixed import EULER, HEUN, MIDPOINT, RK4
 from .scipy_rk import DOP853, RK23, RK45
 from .tsit5 import TSIT5
@@ -9,4 +10,5 @@ METHODS = {t.name: t for t in (EULER, MIDPOINT, HEUN, RK4, RK23, RK45, DOP853, T
 #: Methods only scipy runs (``backend="scipy"``).
 SCIPY_ONLY = ("Radau", "BDF", "LSODA")
 
-__all__ = ["Tableau", "hermite_p", "METHODS", "SCIPY_ONLY"]
+__all__ = ["Tableau", "Interpolant", "hermite_p", "StepController", "CONTROLLER", "METHODS",
+           "SCIPY_ONLY"]

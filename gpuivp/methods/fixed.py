@@ -1,12 +1,13 @@
 """Classical fixed-step methods; dense output is the cubic Hermite interpolant."""
 import numpy as np
 
-from ._tableau import Tableau, hermite_p
+from ._tableau import Interpolant, Tableau, hermite_p
 
 
 def _fixed(name, c, a, b, order):
     return Tableau(name=name, c=np.array(c, float), a=np.array(a, float), b=np.array(b, float),
-                   order=order, error_order=None, e=None, p=hermite_p(b))
+                   order=order, error_order=None, e=None,
+                   interpolant=Interpolant(hermite_p(b)))
 
 
 EULER = _fixed("Euler", [0], [[0]], [1], 1)

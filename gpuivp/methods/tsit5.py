@@ -2,7 +2,7 @@
 import numpy as np
 from numpy.polynomial import polynomial as P
 
-from ._tableau import Tableau
+from ._tableau import Interpolant, Tableau
 
 _A = np.zeros((7, 7))
 _A[1, 0] = 0.161
@@ -59,4 +59,5 @@ def _interpolant_p():
 
 
 TSIT5 = Tableau(name="Tsit5", c=_C[:6], a=_A[:6, :6], b=_A[6, :6], order=5, error_order=4,
-                e=np.append(_A[6, :6], 0.0) - _BHAT, p=_interpolant_p())
+                e=np.append(_A[6, :6], 0.0) - _BHAT, interpolant=Interpolant(_interpolant_p()),
+                fsal=True)
