@@ -110,7 +110,7 @@ def test_host_looks_at_the_device_only_every_few_steps(host):
     assert len(launches) == steps * (3 + METHODS["RK45"].n_stages)
 
 
-@pytest.mark.parametrize("method", ["RK23", "RK45", "DOP853", "Tsit5", "RK4"])
+@pytest.mark.parametrize("method", ["RK23", "RK45", "DOP853", "Tsit5", "Vern7", "RK4"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_fused_engine_takes_the_numpy_engines_steps(host, method, dtype):
     dt = 0.01 if method == "RK4" else None
