@@ -7,8 +7,9 @@ import numpy as np
 class EnsembleSolution:
     """Continuous solution of each trajectory, as returned in ``EnsembleResult.sol``.
 
-    Built from scipy's interpolants of every accepted step (for DOP853 its 7th-order one,
-    which costs 3 evaluations per step as in scipy).
+    Built from the method's interpolant (its tableau's :class:`~gpuivp.methods.Interpolant`)
+    of every accepted step: scipy's for RK23/RK45/DOP853 (DOP853's 7th-order one costs 3
+    evaluations per step as in scipy), Vern7's of order 7 (5 evaluations per step).
 
     ``sol(t)`` gives an array of shape ``(n, k)`` for a scalar ``t`` and ``(n, k, len(t))``
     for an array; NaN where ``t`` lies outside a trajectory's ``[t0, t_final]``.

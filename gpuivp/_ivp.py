@@ -135,7 +135,7 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         One IVP, or an ensemble of ``k`` (column ``i`` is trajectory ``i``).
     method : str or OdeSolver subclass
         ``"Euler"``, ``"Midpoint"``, ``"Heun"``, ``"RK4"`` (fixed step, need ``dt``),
-        ``"RK23"``, ``"RK45"``, ``"DOP853"`` (scipy's, step for step), ``"Tsit5"``;
+        ``"RK23"``, ``"RK45"``, ``"DOP853"`` (scipy's, step for step), ``"Tsit5"``, ``"Vern7"``;
         ``"Radau"``, ``"BDF"``, ``"LSODA"`` or a subclass run on the ``scipy`` backend.
     t_eval : array_like, optional
         Times at which to store the solution, sorted in the direction of integration.
