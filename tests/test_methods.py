@@ -33,6 +33,28 @@ def test_inconsistent_tableau_is_rejected():
                 error_order=None, e=None, interpolant=Interpolant(np.zeros((3, 1))))
 
 
+def test_method_data_is_checked_on_construction():
+    """Extra stages, error estimates, FSAL and the interpolant are checked as the stages are."""
+    import dataclasses
+
+    rk45 = METHODS["RK45"]
+    with pytest.raises(ValueError, match="fsal"):
+        dataclasses.replace(rk45, fsal=False)
+    with pytest.raises(ValueError, match="do not sum to 0"):
+        dataclasses.replace(rk45, e=rk45.e + 1e-3)
+    with pytest.raises(ValueError, match="does not reach y_new"):
+        dataclasses.replace(rk45, interpolant=Interpolant(2 * rk45.interpolant.p))
+    dop = METHODS["DOP853"]
+    with pytest.raises(ValueError, match="a_extra"):
+        dataclasses.replace(dop, c_extra=dop.c_extra + 0.01)
+    with pytest.raises(ValueError, match="earlier stages"):
+        bad = dop.a_extra.copy()
+        bad[0, -1] = 1.0
+        dataclasses.replace(dop, a_extra=bad)
+    with pytest.raises(ValueError, match="form"):
+        Interpolant(np.zeros((3, 2)), form="spline")
+
+
 @pytest.mark.parametrize("backend", ENGINES)
 @pytest.mark.parametrize("method", FIXED)
 def test_fixed_step_methods_show_their_order(method, backend):
