@@ -124,8 +124,9 @@ def test_fused_engine_takes_the_numpy_engines_steps(host, method, dtype):
     for key in ("status", "naccept", "nreject", "nfev"):
         if dtype == "float64" or method == "RK4":
             np.testing.assert_array_equal(got[key], want[key], err_msg=key)
-        else:  # float32: an ulp in the controller's power may move a step
-            assert np.max(np.abs(got[key] - want[key])) <= 2 * tab.n_stages, key
+        else:  # float32: an ulp in the controller's power may move a step (and its
+            # interpolant stages, with t_eval)
+            assert np.max(np.abs(got[key] - want[key])) <= 2 * (tab.n_stages + tab.n_extra), key
     tol = 1e-12 if dtype == "float64" else 5e-3
     for key in ("y_final", "t_final", "y_eval"):
         np.testing.assert_allclose(got[key], want[key], rtol=tol, atol=tol, err_msg=key)
