@@ -217,13 +217,13 @@ def test_vern7_meets_its_tolerance_against_a_tight_reference(rtol, backend):
             assert np.all(_scaled_error(res.sol(tq)[:, i, :], ref.sol(tq), rtol, atol) < 10)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "cupy"])
+@pytest.mark.parametrize("backend", ENGINES)
 def test_vern7_counts_ten_evaluations_per_attempt_and_five_to_interpolate(backend):
     """scipy's counting: 1 + 1 (initial step) + 10 per attempt; the interpolant's five extra
     stages are paid only by the steps that interpolate (here: t_eval inside every step)."""
     mu = np.array([0.5, 2.0])
     kw = dict(method="Vern7", args=(mu,), rtol=1e-6, atol=1e-8, backend=backend,
-              vectorized=True)
+              vectorized=backend != "numba")
     res = solve_ivp(vanderpol, (0, 6), np.c_[[2.0, 0.0]], **kw)
     np.testing.assert_array_equal(res.nfev, 2 + 10 * (res.naccept + res.nreject))
     dense = solve_ivp(vanderpol, (0, 6), np.c_[[2.0, 0.0]], t_eval=np.linspace(0, 6, 2001),
