@@ -146,19 +146,20 @@ def manufactured(t, y, w):
 
 
 #: Per method: the problem, t1 and the step counts of the sweep, in the range where the
-#: leading error term dominates and the error (1e-3 .. 1e-12) stays far above rounding.
-#: RK45 and Tsit5 have tiny principal error coefficients: on the nonlinear problem their
-#: error falls like dt^5.5 and dt^7 down to rounding, so they show their order on a long
-#: run of the harmonic oscillator (its error grows with t1, the ratio of the terms does not).
-ORDER_CASES = {"Euler": ("manufactured", 2.0, (200, 400, 800)),
+#: leading error term dominates and the error (1e-1 .. 1e-12) stays far above rounding.
+#: Tuned methods have tiny principal error coefficients: their order shows only at small
+#: steps, so those runs are longer (the error grows with t1, the ratio of its terms does
+#: not): Vern7 to t1 = 6; RK45 and Tsit5, whose error on the nonlinear problem falls like
+#: dt^5.5 and dt^7 down to rounding, on a long run of the harmonic oscillator.
+ORDER_CASES = {"Euler": ("manufactured", 2.0, (800, 1600, 3200)),
                "Midpoint": ("manufactured", 2.0, (50, 100, 200)),
                "Heun": ("manufactured", 2.0, (50, 100, 200)),
                "RK4": ("manufactured", 2.0, (40, 80, 160)),
                "RK23": ("manufactured", 2.0, (100, 200, 400)),
                "RK45": ("oscillator", 20.0, (200, 280, 400, 560)),
-               "DOP853": ("manufactured", 2.0, (16, 22, 30, 42)),
+               "DOP853": ("manufactured", 2.0, (12, 16, 22, 30)),
                "Tsit5": ("oscillator", 50.0, (1000, 1400, 2000)),
-               "Vern7": ("manufactured", 2.0, (42, 50, 58, 68))}
+               "Vern7": ("manufactured", 6.0, (90, 110, 130, 150))}
 
 
 def _oscillator_exact(t, w):
@@ -233,17 +234,18 @@ def test_vern7_counts_ten_evaluations_per_attempt_and_five_to_interpolate(backen
 
 
 def test_vern7_dense_output_has_order_seven():
-    """Between the steps, the interpolant's error falls as dt^7 (fixed steps; a cubic
-    Hermite would show 4)."""
-    w = np.array([1.0, 1.7, 2.3])
-    tq = np.linspace(0.013, 1.987, 37)
+    """Between the steps, the dense output's error falls as dt^7 (fixed steps, the sweep of
+    the order test; a cubic Hermite interpolant would show 4)."""
+    kind, t1, sweep = ORDER_CASES["Vern7"]
+    w = np.array([1.0, 1.3, 1.7])
+    tq = np.linspace(0.013, t1 - 0.013, 37)
+    exact = np.stack([_manufactured_exact(t, w) for t in tq], axis=-1)
     dts, errors = [], []
-    for steps in (24, 30, 36, 42):
-        res = solve_ivp(manufactured, (0, 2.0), _manufactured_exact(0.0, w), method="Vern7",
-                        dt=2.0 / steps, args=(w,), backend="numpy", vectorized=True,
+    for steps in sweep:
+        res = solve_ivp(manufactured, (0, t1), _manufactured_exact(0.0, w), method="Vern7",
+                        dt=t1 / steps, args=(w,), backend="numpy", vectorized=True,
                         dense_output=True)
-        exact = np.stack([_manufactured_exact(t, w) for t in tq], axis=-1)
-        dts.append(2.0 / steps)
+        dts.append(t1 / steps)
         errors.append(np.max(np.abs(res.sol(tq) - exact)))
     slope = np.polyfit(np.log(dts), np.log(errors), 1)[0]
-    assert 6.7 <= slope <= 8.3, (slope, errors)
+    assert slope == pytest.approx(7, abs=0.3), (slope, errors)
