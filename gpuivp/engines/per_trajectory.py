@@ -49,7 +49,7 @@ DENSE_PARAMS = ["dn_t", "dn_h", "dn_c"]
 BRENT_MAXIT = 100
 #: State size from which the engine loops over state arrays instead of scalarising every
 #: component (chosen by measurement: benchmarks/RESULTS.md, "Large systems").
-LOOP_MIN_N = 16
+LOOP_MIN_N = 12
 
 
 def loops_for(n):
