@@ -145,7 +145,7 @@ class EngineSource:
     def _per(self, src, ind, body):
         """``body(j)`` (source text) for every component: unrolled, or in one loop."""
         if self.looped:
-            src(ind, "for j in range(NSTATE):")
+            src(ind, "for j in range(nst):")
             src(ind + 1, body("j"))
         else:
             for j in range(self.n):
@@ -156,7 +156,7 @@ class EngineSource:
         (``ZERO + a`` is ``a``: the sums are the same), with ``setup(j)`` before each term."""
         if self.looped:
             src(ind, f"{target} = ZERO")
-            src(ind, "for j in range(NSTATE):")
+            src(ind, "for j in range(nst):")
             if setup is not None:
                 src(ind + 1, setup("j"))
             src(ind + 1, f"{target} += {term('j')}")
@@ -246,7 +246,7 @@ b = abs({v('yn', j)})
         if tab.kind == "dop853":
             e3, e5 = tab.extra["e3"], tab.extra["e5"]
             if self.looped:
-                src(ind, "s5 = ZERO\ns3 = ZERO\nfor j in range(NSTATE):")
+                src(ind, "s5 = ZERO\ns3 = ZERO\nfor j in range(nst):")
                 src(ind + 1, scale_l("j"))
                 src(ind + 1, f"e5 = ({self._lincomb(e5, 'E5', names, 'j')}) / {sc}")
                 src(ind + 1, f"e3 = ({self._lincomb(e3, 'E3', names, 'j')}) / {sc}")
@@ -263,7 +263,7 @@ if s5 == ZERO and s3 == ZERO:
 else:
     err = abs(h) * s5 / sqrt((s5 + HUNDREDTH * s3) * NDIM)""")
         elif self.looped:
-            src(ind, "err = ZERO\nfor j in range(NSTATE):")
+            src(ind, "err = ZERO\nfor j in range(nst):")
             src(ind + 1, scale_l("j"))
             src(ind + 1, f"ee = ({self._lincomb(tab.e, 'E', names, 'j')}) * h / sc")
             src(ind + 1, "err += ee * ee")
@@ -326,7 +326,7 @@ F2 = TWO * F0 - h * ({v(names[s], j)} + {v(names[0], j)})""")
 
     def _interp_args(self):
         names = self._knames(self.tab.n_stages + 1 + self.tab.n_extra)
-        return "x, h, y, yn, " + ", ".join(names) + ", yv"
+        return "nst, x, h, y, yn, " + ", ".join(names) + ", yv"
 
     def _interp_function(self, src):
         """Looped: the interpolant as one function ``interp(x, h, y, yn, f, K1, ..., yv)``
@@ -337,7 +337,7 @@ F2 = TWO * F0 - h * ({v(names[s], j)} + {v(names[0], j)})""")
             src(1, "xp0 = x")
             for q in range(1, m):
                 src(1, f"xp{q} = xp{q - 1} * x")
-        src(1, "for j in range(NSTATE):")
+        src(1, "for j in range(nst):")
         self._interp_body(src, 2, "j")
         self.helpers.append("interp")
 
@@ -369,7 +369,7 @@ dn_h[slot, i] = h""")
             for r in range(self.tab.n_interp_rows):
                 src(ind1, f"dn_c[slot, {1 + r}, {j}, i] = F{r}")
         if self.looped:
-            src(ind, "for j in range(NSTATE):")
+            src(ind, "for j in range(nst):")
             ind1 = ind + 1
             body("j")
         else:
@@ -543,7 +543,7 @@ root_{e} = xcur""")
         n, v = self.n, self.v
         if self.looped:
             # d0, d1 and d2 as sums in loops; the scale sc[j] kept in an array for d2.
-            src(ind, "d0 = ZERO\nd1 = ZERO\nfor j in range(NSTATE):")
+            src(ind, "d0 = ZERO\nd1 = ZERO\nfor j in range(nst):")
             src(ind + 1, """
 sc[j] = atol[j] + abs(y[j]) * rtol
 d0 += (y[j] / sc[j]) * (y[j] / sc[j])
@@ -782,6 +782,10 @@ yv = ALLOC_STATE()""")
         for m, name in enumerate(IPARAM_FIELDS):
             src(1, f"{name} = iparams[{m}]")
         if self.looped:
+            # The loops' trip count: a constant on the CPU; on the GPU the state's size read
+            # at run time, so that NVVM does not unroll the loops and promote the arrays to
+            # (spilled) registers: they stay in local memory, the code stays small.
+            src(1, "nst = NSTATE" if self.target == "cpu" else "nst = y0.shape[0]")
             # The state vectors as arrays (K0 is f; f1 and sc: the initial step; dv: in place).
             vecs = ["y", "f", "yn", "f1", "sc"]
             vecs += [f"K{m}" for m in range(1, tab.n_stages + 1 + tab.n_extra)]
