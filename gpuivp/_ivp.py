@@ -31,21 +31,49 @@ def _call_quietly(f, *args):
             return _SKIPPED
 
 
-def _probe(fun, t0, y, args, n, vectorized, where):
-    """Call ``fun`` once in Python to check it returns ``n`` values.
+def returning(fun):
+    """``fun(t, y, *args)`` returning the derivative, from an in-place
+    ``fun(t, y, dydt, *args)`` (``inplace=True``): what the backends that do not call it in
+    place (``numpy``, ``cupy``, ``scipy``) run. ``dydt`` is a new array like ``y``
+    (NumPy's ``empty_like`` dispatches to CuPy for a CuPy ``y``)."""
+    def fun_returning(t, y, *args):
+        dydt = np.empty_like(y)
+        fun(t, y, dydt, *args)
+        return dydt
+
+    fun_returning.__wrapped__ = fun
+    return fun_returning
+
+
+def _probe(fun, t0, y, args, n, vectorized, where, inplace=False):
+    """Call ``fun`` once in Python to check it returns ``n`` values (or, ``inplace``, that it
+    fills ``dydt`` and returns nothing).
 
     Floating-point trouble is ignored here (the compiled run turns it into NaN/inf
     for that trajectory); any other exception propagates, naming the trajectory.
     """
     # Vectorized, each column has its own t: t is an (m,) array, as the engines pass it.
     t = np.full(y.shape[1], t0, dtype=y.dtype) if vectorized else t0
+    dydt = np.full_like(y, np.nan)
     try:
-        out = _call_quietly(fun, t, y, *args)
+        out = _call_quietly(fun, t, y, dydt, *args) if inplace else \
+            _call_quietly(fun, t, y, *args)
     except Exception as exc:
         P.note_raised(exc, f"at t0 for {where}")
+        if inplace and isinstance(exc, TypeError):
+            P.note_raised(exc, "with inplace=True, as fun(t, y, dydt, *args)")
         raise
     if out is _SKIPPED:
         return
+    if inplace:
+        if out is not None and out is not dydt:
+            raise ValueError(f"`fun` returned a {type(out).__name__} for {where} with "
+                             f"inplace=True: it must fill `dydt` (fun(t, y, dydt, *args)) "
+                             f"and return None.")
+        return
+    if out is None:
+        raise ValueError(f"`fun` returned None for {where}: expected a sequence of n={n} "
+                         f"values. If it fills its third argument, pass inplace=True.")
     try:
         count = len(out)
     except TypeError:
@@ -119,16 +147,17 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
               vectorized=False, args=None, *, backend="auto", rtol=1e-3, atol=1e-6,
               first_step=None, max_step=np.inf, dt=None, max_steps=100_000, max_events=None,
               dense_max_steps=None,
-              dtype=None, progress=False, memory_budget=None, **options):
+              dtype=None, progress=False, memory_budget=None, inplace=False, **options):
     """Solve an initial value problem, or an ensemble of them, like ``scipy.integrate.solve_ivp``.
 
     Parameters
     ----------
     fun : callable
-        ``fun(t, y, *args)`` returning the derivative as a sequence of ``n`` values.
-        Compiled backends (``"numba"``, ``"cuda"``) call it per trajectory with a scalar
-        ``t``, a 1-D ``y`` and that trajectory's args and need a tuple back; use NumPy
-        functions (``np.sin``), not ``math``, so one function serves every backend.
+        ``fun(t, y, *args)`` returning the derivative as a sequence of ``n`` values (a
+        tuple, a list or an array), or with ``inplace=True`` ``fun(t, y, dydt, *args)``
+        filling ``dydt`` and returning nothing. Compiled backends (``"numba"``, ``"cuda"``)
+        call it per trajectory with a scalar ``t``, a 1-D ``y`` and that trajectory's args;
+        use NumPy functions (``np.sin``), not ``math``, so one function serves every backend.
     t_span : 2-tuple of float
         ``(t0, t1)``; ``t1 < t0`` integrates backwards.
     y0 : array_like, shape (n,) or (n, k)
@@ -172,6 +201,11 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         Working precision; ``None`` uses ``y0``'s float dtype, else float64.
     progress : bool
         Show a tqdm progress bar (over chunks when the ensemble is solved in chunks).
+    inplace : bool
+        ``fun(t, y, dydt, *args)`` fills ``dydt`` (shape ``(n,)``, or ``(n, m)`` vectorized)
+        in place and returns None: on ``"numba"`` and ``"cuda"`` no array is allocated per
+        call (the way to write large systems there; ``cuda`` cannot allocate in ``fun``).
+        The other backends call it with a new ``dydt`` each time.
     memory_budget : int, optional
         Bytes the ensemble may take in flight. When the estimated working set and outputs of
         all ``k`` trajectories exceed it, the ensemble is solved in chunks along ``k`` and
@@ -230,8 +264,13 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
             raise ValueError(f"Method {getattr(method, '__name__', method)!r} runs only on the "
                              f"'scipy' backend (got backend={backend!r}).")
     dense_max_steps = P.check_dense(dense_output, dense_max_steps)
+    if not isinstance(inplace, (bool, np.bool_)):
+        raise TypeError(f"`inplace` must be True or False, got {inplace!r}.")
+    inplace = bool(inplace)
 
     if single and backend in ("auto", "scipy"):
+        if inplace:
+            fun = returning(fun)
         _check_single_shape(fun, t0, y0_in.astype(dtype), args)
         return _solve_single_scipy(fun, t0, t1, y0_in, method, t_eval_in, dense_output, events,
                                    vectorized, args, rtol, atol, first_step, max_step, options)
@@ -252,7 +291,7 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
                         progress=bool(progress), memory_budget=memory_budget,
                         events=event_funs, event_spec=event_spec, max_events=max_events,
                         dense_output=bool(dense_output), dense_max_steps=dense_max_steps,
-                        first=P.FIRST_TRAJECTORY.get())
+                        first=P.FIRST_TRAJECTORY.get(), inplace=inplace)
     if backend != "auto":
         reason = unavailable_reason(backend)
         if reason is not None:
@@ -269,10 +308,10 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
             _probe(fun, t0, y0_2d[:, :m], tuple(a[..., :m] if kd.startswith("traj") else a
                                                 for a, kd in zip(arg_values, arg_kinds)),
                    n, True, f"trajectory {i0} (vectorized call on one column)" if m == 1 else
-                   f"trajectories {i0} and {i0 + 1} (vectorized call on two columns)")
+                   f"trajectories {i0} and {i0 + 1} (vectorized call on two columns)", inplace)
         else:
             _probe(fun, t0, y0_2d[:, 0].copy(), problem.traj_args(0), n, False,
-                   f"trajectory {i0}")
+                   f"trajectory {i0}", inplace)
         for m, ev in enumerate(event_funs):
             _probe_event(ev, m, t0, y0_2d, problem, vectorized)
 
@@ -316,6 +355,10 @@ def _run(problem, name):
     """
     module = backend_module(name)
     tableau = METHODS.get(problem.method) if isinstance(problem.method, str) else None
+    if problem.inplace and name not in ("numba", "cuda"):
+        # The array backends and scipy call a returning fun (a new dydt per call).
+        import dataclasses
+        problem = dataclasses.replace(problem, fun=returning(problem.fun), inplace=False)
     if problem.k == 0 or problem.n == 0:
         return ensemble_result(problem, _empty_raw(problem), name)
     solve_parts = None

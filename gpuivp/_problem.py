@@ -353,6 +353,7 @@ class Problem:
     dense_max_steps: int = 0  # per trajectory; past it the trajectory fails (-4)
     memory_budget: int | None = None  # bytes one chunk may use; None: the default (_chunking)
     first: int = 0            # index of trajectory 0 in the caller's ensemble (a chunk's start)
+    inplace: bool = False     # fun(t, y, dydt, *args) fills dydt and returns nothing
 
     @property
     def n(self):

@@ -57,6 +57,19 @@ def stop_late(t, y, w):
 stop_late.terminal = True
 
 
+RING_N = 12  # the per-trajectory engine's looped form (gpuivp.engines.per_trajectory.LOOP_MIN_N)
+
+
+def ring_inplace(t, y, dydt, F):
+    """Lorenz-96 on a ring of RING_N, written in place (``inplace=True``)."""
+    for i in range(RING_N):
+        dydt[i] = (y[(i + 1) % RING_N] - y[(i - 2) % RING_N]) * y[(i - 1) % RING_N] - y[i] + F
+
+
+def ring_high(t, y, F):
+    return y[0] - 8.5
+
+
 def _lorenz_args(k, dtype=float):
     return (dtype(10.0), np.linspace(0.5, 20.0, k), dtype(8.0 / 3.0))
 
@@ -139,6 +152,13 @@ def _cases():
     c["teval_fail_f64"] = dict(fun=lorenz, t_span=(0.0, 1.0), y0=x3,
                                kw=dict(method="RK45", args=TEVAL_FAIL_ARGS, rtol=1e-6,
                                        atol=1e-8, t_eval=np.linspace(0.0, 1.0, 5)))
+    # A system large enough for the looped engine: in-place fun, events, t_eval.
+    ring0 = np.full((RING_N, 1), 8.0)
+    ring0[5] += 0.01
+    c["looped_inplace_f64"] = dict(fun=ring_inplace, t_span=(0.0, 1.0), y0=ring0,
+                                   kw=dict(method="RK45", args=(np.array([6.0, 9.0]),),
+                                           inplace=True, events=ring_high, rtol=1e-6,
+                                           atol=1e-8, t_eval=np.linspace(0.0, 1.0, 3)))
     # Chunked twins (key ``chunk``: trajectories per chunk on the cuda backend, through a
     # memory budget): solved in 3+ chunks pipelined over two streams, they must equal their
     # one-piece case bit for bit (``tests/test_cuda_sim.py``).

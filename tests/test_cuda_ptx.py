@@ -188,3 +188,40 @@ def test_ptxas_small_state_in_registers(cb, ptx_of, ptxas, method, dtype):
         assert res["stack"] == 0 and res["max_stack"] == 0, res["log"]
         assert res["spill_stores"] == 0 and res["spill_loads"] == 0, res["log"]
         assert res["registers"] <= 255
+
+
+N_LARGE = 50
+
+
+def lorenz96_inplace(t, y, dydt, F):
+    """Lorenz-96 written in place (a device function cannot allocate its result)."""
+    dydt[0] = (y[1] - y[N_LARGE - 2]) * y[N_LARGE - 1] - y[0] + F
+    dydt[1] = (y[2] - y[N_LARGE - 1]) * y[0] - y[1] + F
+    for i in range(2, N_LARGE - 1):
+        dydt[i] = (y[i + 1] - y[i - 2]) * y[i - 1] - y[i] + F
+    dydt[N_LARGE - 1] = (y[0] - y[N_LARGE - 3]) * y[N_LARGE - 2] - y[N_LARGE - 1] + F
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_looped_engine_compiles_for_a_large_system(cb, dtype):
+    """n = 50 (the looped engine, in-place fun, t_eval): one kernel, the state arrays in
+    local memory (12 vectors of n: the stack frame), no register spills, and in float32
+    no float64 arithmetic."""
+    import dataclasses
+
+    from gpuivp.engines.per_trajectory import loops_for
+    from gpuivp.methods import METHODS as TABLEAUS
+
+    assert loops_for(N_LARGE)
+    problem = dataclasses.replace(
+        make_problem(lorenz96_inplace, "RK45", dtype, n=N_LARGE, args=(np.linspace(2, 10, 4),)),
+        inplace=True, t_eval=np.linspace(0.0, 1.0, 3))
+    ptx = cb.kernel_ptx(problem, TABLEAUS["RK45"], cc=(9, 0))
+    assert len(re.findall(r"^\.visible \.entry ", ptx, re.M)) == 1
+    if dtype == "float32":
+        assert not cb.f64_instructions(ptx), cb.f64_instructions(ptx)
+    if PTXAS:
+        res = cb.ptxas_resources(ptx, arch="sm_90", ptxas=PTXAS)
+        assert res["registers"] is not None and res["registers"] < 128, res["log"]
+        assert res["spill_stores"] == 0 and res["spill_loads"] == 0, res["log"]
+        assert res["stack"] == 12 * N_LARGE * np.dtype(dtype).itemsize, res["log"]

@@ -144,7 +144,8 @@ def kernel_function(problem, tableau):
         math_fns = dict(nextafter=np.nextafter, isfinite=math.isfinite, sqrt=np.sqrt)
     else:
         math_fns = dict(nextafter=math.nextafter, isfinite=math.isfinite, sqrt=math.sqrt)
-    solve_py = src.build(fun=fun, alloc_state=alloc_state, events=events, **math_fns)
+    solve_py = src.build(jit_helper=cuda.jit(device=True), fun=fun, alloc_state=alloc_state,
+                         events=events, **math_fns)
     ns["solve_one"] = cuda.jit(**solve_opts)(solve_py)
     exec(compile(_kernel_source(src.param_names),
                  f"<gpuivp cuda kernel {tableau.name} n={n}>", "exec"), ns)

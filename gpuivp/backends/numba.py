@@ -123,7 +123,7 @@ def compiled_engine(problem, tableau):
             return np.empty(n, dtype)
 
         src = EngineSource.for_problem(problem, tableau, "cpu")
-        solve_one = jit(src.build(fun=jit(problem.fun), alloc_state=alloc_state,
+        solve_one = jit(src.build(jit_helper=jit, fun=jit(problem.fun), alloc_state=alloc_state,
                                   nextafter=np.nextafter, isfinite=math.isfinite,
                                   sqrt=math.sqrt, events=[jit(e) for e in problem.events]))
         ns = {"solve_one": solve_one}

@@ -47,6 +47,14 @@ EVENT_PARAMS = ["ev_g", "ev_cnt", "ev_t", "ev_y"]
 # interpolant's rows (cap, 1 + n_coef, n, k): y_old, then the coefficient rows.
 DENSE_PARAMS = ["dn_t", "dn_h", "dn_c"]
 BRENT_MAXIT = 100
+#: State size from which the engine loops over state arrays instead of scalarising every
+#: component (chosen by measurement: benchmarks/RESULTS.md, "Large systems").
+LOOP_MIN_N = 12
+
+
+def loops_for(n):
+    """Whether the engine for state size ``n`` is generated with loops over state arrays."""
+    return n >= LOOP_MIN_N
 
 
 class _Src:
@@ -89,11 +97,19 @@ class EngineSource:
         pauses (the host grows the buffer and resumes) until ``dense_max`` steps, then fails.
     t_eval : bool
         Generate the output at ``t_eval`` (without it the code is smaller and compiles faster).
+    inplace : bool
+        ``fun(t, y, dydt, *args)`` fills ``dydt`` instead of returning the derivative.
+    looped : bool or None
+        Loops over state arrays instead of scalarised code; ``None``: from ``n >= LOOP_MIN_N``.
     """
 
     def __init__(self, tableau: Tableau, n: int, arg_kinds: tuple, dtype, fixed: bool,
-                 target: str, events: tuple = (), dense: bool = False, t_eval: bool = True):
+                 target: str, events: tuple = (), dense: bool = False, t_eval: bool = True,
+                 inplace: bool = False, looped: bool | None = None):
         self.tab = tableau
+        self.inplace = bool(inplace)
+        self.looped = loops_for(n) if looped is None else bool(looped)
+        self.helpers = []
         self.events = tuple(events)
         self.dense = dense
         self.with_t_eval = t_eval
@@ -121,34 +137,79 @@ class EngineSource:
         self.consts[name] = self.dtype.type(value)
         return name
 
+    def v(self, name, j):
+        """Component ``j`` of state vector ``name``: the scalar ``name_j`` or, looped,
+        the array element ``name[j]`` (``j`` is then usually the loop variable ``"j"``)."""
+        return f"{name}[{j}]" if self.looped else f"{name}_{j}"
+
+    def _per(self, src, ind, body):
+        """``body(j)`` (source text) for every component: unrolled, or in one loop."""
+        if self.looped:
+            src(ind, "for j in range(nst):")
+            src(ind + 1, body("j"))
+        else:
+            for j in range(self.n):
+                src(ind, body(j))
+
+    def _sum(self, src, ind, target, term, setup=None):
+        """``target = term(0) + term(1) + ...``; looped, summed from ``ZERO`` in one loop
+        (``ZERO + a`` is ``a``: the sums are the same), with ``setup(j)`` before each term."""
+        if self.looped:
+            src(ind, f"{target} = ZERO")
+            src(ind, "for j in range(nst):")
+            if setup is not None:
+                src(ind + 1, setup("j"))
+            src(ind + 1, f"{target} += {term('j')}")
+        else:
+            if setup is not None:
+                for j in range(self.n):
+                    src(ind, setup(j))
+            src(ind, f"{target} = " + " + ".join(term(j) for j in range(self.n)))
+
     def _lincomb(self, coefs, prefix, names, j):
         """``c0*K0_j + c1*K1_j + ...`` over the nonzero coefficients."""
-        terms = [f"{self.const(f'{prefix}_{s}', c)} * {names[s]}_{j}"
+        terms = [f"{self.const(f'{prefix}_{s}', c)} * {self.v(names[s], j)}"
                  for s, c in enumerate(coefs) if c != 0]
         return " + ".join(terms) if terms else "ZERO"
 
-    # -- pieces --------------------------------------------------------------
-    def _call(self, src, ind, t_expr, y_exprs, out):
-        """Evaluate ``fun`` at (t, y) into scalars ``out_j``."""
-        n = self.n
-        for j in range(n):
-            src(ind, f"yv[{j}] = {y_exprs[j]}")
-        src(ind, f"r = fun({t_expr}, yv{self.call_args})")
-        for j in range(n):
-            src(ind, f"{out}_{j} = DT(r[{j}])")
+    def _knames(self, count):
+        """Names of the stage vectors ``K0, K1, ...``; looped, ``K0`` is ``f`` itself."""
+        names = [f"K{m}" for m in range(count)]
+        if self.looped:
+            names[0] = "f"
+        return names
 
-    def _finite(self, var):
-        """``var_0 ... var_{n-1}`` all finite, as one test: ``0 * x`` is ``0`` for a
-        finite ``x`` and NaN for an infinite or NaN one, and a sum with a NaN is NaN."""
+    # -- pieces --------------------------------------------------------------
+    def _call(self, src, ind, t_expr, y_expr, out):
+        """Evaluate ``fun`` at (t, y) into the vector ``out``; ``y_expr(j)`` is component
+        ``j`` of y. In place, ``fun`` fills ``out`` (looped) or the scratch vector ``dv``."""
+        self._per(src, ind, lambda j: f"yv[{j}] = {y_expr(j)}")
+        if self.inplace:
+            dest = out if self.looped else "dv"
+            src(ind, f"fun({t_expr}, yv, {dest}{self.call_args})")
+            if not self.looped:
+                self._per(src, ind, lambda j: f"{out}_{j} = dv[{j}]")
+        else:
+            src(ind, f"r = fun({t_expr}, yv{self.call_args})")
+            self._per(src, ind, lambda j: f"{self.v(out, j)} = DT(r[{j}])")
+
+    def _finite(self, src, ind, var):
+        """An expression: ``var_0 ... var_{n-1}`` all finite, as one test: ``0 * x`` is ``0``
+        for a finite ``x`` and NaN for an infinite or NaN one, and a sum with a NaN is NaN.
+        Looped, the sum is made first (into ``fin``)."""
+        if self.looped:
+            self._sum(src, ind, "fin", lambda j: f"ZERO * {var}[{j}]")
+            return "isfinite(fin)"
         return "isfinite(" + " + ".join(f"ZERO * {var}_{j}" for j in range(self.n)) + ")"
 
     def _stages(self, src, ind):
         """Stages 1..s-1, y_new and f_new (K_s) from K_0 = f."""
-        tab, n = self.tab, self.n
+        tab, v = self.tab, self.v
         s = tab.n_stages
-        names = [f"K{m}" for m in range(s + 1)]
-        for j in range(n):
-            src(ind, f"K0_{j} = f_{j}")
+        names = self._knames(s + 1)
+        if not self.looped:
+            for j in range(self.n):
+                src(ind, f"K0_{j} = f_{j}")
         for st in range(1, s):
             row = tab.a[st, :st]
             terms = [(m, c) for m, c in enumerate(row) if c != 0]
@@ -158,36 +219,55 @@ class EngineSource:
                 hc = "h" if c == 1 else f"hc{st}"
                 if c != 1:
                     src(ind, f"hc{st} = {self.const(f'A{st}_{m}', c)} * h")
-                ys = [f"y_{j} + {hc} * K{m}_{j}" for j in range(n)]
+                ys = lambda j: f"{v('y', j)} + {hc} * {v(names[m], j)}"  # noqa: E731
             else:
-                ys = [f"y_{j} + ({self._lincomb(row, f'A{st}', names, j)}) * h"
-                      for j in range(n)]
+                ys = lambda j: f"{v('y', j)} + ({self._lincomb(row, f'A{st}', names, j)}) * h"  # noqa: E731
             self._call(src, ind, f"t + {self.const(f'C{st}', tab.c[st])} * h", ys, f"K{st}")
-        for j in range(n):
-            src(ind, f"yn_{j} = y_{j} + h * ({self._lincomb(tab.b, 'B', names, j)})")
-        self._call(src, ind, "t + h", [f"yn_{j}" for j in range(n)], f"K{s}")
+        self._per(src, ind, lambda j: f"{v('yn', j)} = {v('y', j)} + h * "
+                                      f"({self._lincomb(tab.b, 'B', names, j)})")
+        self._call(src, ind, "t + h", lambda j: v("yn", j), f"K{s}")
 
     def _error(self, src, ind):
         """scipy's error norm of the step into ``err``."""
-        tab, n = self.tab, self.n
-        names = [f"K{m}" for m in range(tab.n_stages + 1)]
-        for j in range(n):
-            src(ind, f"""
-a = abs(y_{j})
-b = abs(yn_{j})
-sc_{j} = atol_{j} + (a if a > b else b) * rtol""")
+        tab, n, v = self.tab, self.n, self.v
+        names = self._knames(tab.n_stages + 1)
+        atol = "atol[{}]" if self.looped else "atol_{}"
+        scale = lambda j: f"""
+a = abs({v('y', j)})
+b = abs({v('yn', j)})
+{v('sc', j)} = {atol.format(j)} + (a if a > b else b) * rtol"""  # noqa: E731
+        if self.looped:
+            # The scale is a scalar inside the loop (no array): same values.
+            scale_l = lambda j: scale(j).replace("sc[j]", "sc")  # noqa: E731
+            sc = "sc"
+        else:
+            self._per(src, ind, scale)
+            sc = None
         if tab.combined_error:
             e3, e5 = tab.e_low, tab.e
-            for j in range(n):
-                src(ind, f"e5_{j} = ({self._lincomb(e5, 'E5', names, j)}) / sc_{j}")
-                src(ind, f"e3_{j} = ({self._lincomb(e3, 'E3', names, j)}) / sc_{j}")
-            src(ind, "s5 = " + " + ".join(f"e5_{j} * e5_{j}" for j in range(n)))
-            src(ind, "s3 = " + " + ".join(f"e3_{j} * e3_{j}" for j in range(n)))
+            if self.looped:
+                src(ind, "s5 = ZERO\ns3 = ZERO\nfor j in range(nst):")
+                src(ind + 1, scale_l("j"))
+                src(ind + 1, f"e5 = ({self._lincomb(e5, 'E5', names, 'j')}) / {sc}")
+                src(ind + 1, f"e3 = ({self._lincomb(e3, 'E3', names, 'j')}) / {sc}")
+                src(ind + 1, "s5 += e5 * e5\ns3 += e3 * e3")
+            else:
+                for j in range(n):
+                    src(ind, f"e5_{j} = ({self._lincomb(e5, 'E5', names, j)}) / sc_{j}")
+                    src(ind, f"e3_{j} = ({self._lincomb(e3, 'E3', names, j)}) / sc_{j}")
+                src(ind, "s5 = " + " + ".join(f"e5_{j} * e5_{j}" for j in range(n)))
+                src(ind, "s3 = " + " + ".join(f"e3_{j} * e3_{j}" for j in range(n)))
             src(ind, """
 if s5 == ZERO and s3 == ZERO:
     err = ZERO
 else:
     err = abs(h) * s5 / sqrt((s5 + HUNDREDTH * s3) * NDIM)""")
+        elif self.looped:
+            src(ind, "err = ZERO\nfor j in range(nst):")
+            src(ind + 1, scale_l("j"))
+            src(ind + 1, f"ee = ({self._lincomb(tab.e, 'E', names, 'j')}) * h / sc")
+            src(ind + 1, "err += ee * ee")
+            src(ind, "err = sqrt(err) / SQRTN")
         else:
             for j in range(n):
                 src(ind, f"ee_{j} = ({self._lincomb(tab.e, 'E', names, j)}) * h / sc_{j}")
@@ -196,17 +276,17 @@ else:
 
     def _extra_stages(self, src, ind):
         """The interpolant's extra stages (``tab.a_extra``), once per step."""
-        tab, n = self.tab, self.n
+        tab, v = self.tab, self.v
         if not tab.n_extra:
             return
         s = tab.n_stages
-        names = [f"K{m}" for m in range(s + 1 + tab.n_extra)]
+        names = self._knames(s + 1 + tab.n_extra)
         src(ind, "if not have_extra:")
         for r, (arow, c) in enumerate(zip(tab.a_extra, tab.c_extra)):
             st = s + 1 + r
-            comb = [self._lincomb(arow[:st], f"AX{st}", names, j) for j in range(n)]
             self._call(src, ind + 1, f"t + {self.const(f'CX{st}', c)} * h",
-                       [f"y_{j} + ({comb[j]}) * h" for j in range(n)], f"K{st}")
+                       lambda j: f"{v('y', j)} + ({self._lincomb(arow[:st], f'AX{st}', names, j)}) * h",
+                       f"K{st}")
         src(ind + 1, f"nfev += {tab.n_extra}")
         src(ind + 1, "have_extra = True")
 
@@ -216,14 +296,14 @@ else:
 
         The tableau's :class:`~gpuivp.methods.Interpolant` rows, arithmetic as its ``rows``.
         """
-        tab = self.tab
+        tab, v = self.tab, self.v
         ip = tab.interpolant
-        names = [f"K{m}" for m in range(tab.n_k)]
+        names = self._knames(tab.n_k)
         if not ip.alternating:
             for q in range(ip.n_rows):
                 src(ind, f"F{q} = {self._lincomb(ip.p[:, q], f'P{q}', names, j)}")
             return
-        src(ind, f"Fd = yn_{j} - y_{j}")
+        src(ind, f"Fd = {v('yn', j)} - {v('y', j)}")
         for q in range(ip.n_rows):
             col, w = ip.p[:, q], ip.dy[q]
             dyw = "Fd" if w == 1 else f"{self.const(f'DY{q}', w)} * Fd"
@@ -234,25 +314,50 @@ else:
             else:
                 src(ind, f"F{q} = h * ({self._lincomb(col, f'P{q}', names, j)}) + {dyw}")
 
+    def _interp_body(self, src, ind, j):
+        """``yv[j]`` from ``x`` (and the powers ``xp*``) for component ``j``."""
+        m = self.tab.n_interp_rows
+        self._coefs(src, ind, j)
+        if self.tab.interpolant.alternating:
+            src(ind, "acc = ZERO")
+            for idx, fr in enumerate(reversed(range(m))):
+                src(ind, f"acc = (acc + F{fr}) * {'x' if idx % 2 == 0 else '(ONE - x)'}")
+            src(ind, f"yv[{j}] = acc + {self.v('y', j)}")
+        else:
+            poly = " + ".join(f"F{q} * xp{q}" for q in range(m))
+            src(ind, f"yv[{j}] = h * ({poly}) + {self.v('y', j)}")
+
+    def _interp_args(self):
+        names = self._knames(self.tab.n_stages + 1 + self.tab.n_extra)
+        return "nst, x, h, y, yn, " + ", ".join(names) + ", yv"
+
+    def _interp_function(self, src):
+        """Looped: the interpolant as one function ``interp(x, h, y, yn, f, K1, ..., yv)``
+        (writes ``yv``), called wherever the state inside a step is needed."""
+        src(0, f"def interp({self._interp_args()}):")
+        m = self.tab.n_interp_rows
+        if not self.tab.interpolant.alternating:
+            src(1, "xp0 = x")
+            for q in range(1, m):
+                src(1, f"xp{q} = xp{q - 1} * x")
+        src(1, "for j in range(nst):")
+        self._interp_body(src, 2, "j")
+        self.helpers.append("interp")
+
     def _interpolate(self, src, ind):
         """State at ``te`` inside the accepted step [t, t + h] into ``yv``."""
         self._extra_stages(src, ind)
         src(ind, "x = (te - t) / h")
+        if self.looped:
+            src(ind, f"interp({self._interp_args()})")
+            return
         m = self.tab.n_interp_rows
         if not self.tab.interpolant.alternating:
             src(ind, "xp0 = x")
             for q in range(1, m):
                 src(ind, f"xp{q} = xp{q - 1} * x")
         for j in range(self.n):
-            self._coefs(src, ind, j)
-            if self.tab.interpolant.alternating:
-                src(ind, "acc = ZERO")
-                for idx, fr in enumerate(reversed(range(m))):
-                    src(ind, f"acc = (acc + F{fr}) * {'x' if idx % 2 == 0 else '(ONE - x)'}")
-                src(ind, f"yv[{j}] = acc + y_{j}")
-            else:
-                poly = " + ".join(f"F{q} * xp{q}" for q in range(m))
-                src(ind, f"yv[{j}] = h * ({poly}) + y_{j}")
+            self._interp_body(src, ind, j)
 
     def _store_dense(self, src, ind):
         """Dense output of this step: t_old, h, y_old and the coefficient rows."""
@@ -261,11 +366,19 @@ else:
 slot = nacc - 1
 dn_t[slot + 1, i] = t_end
 dn_h[slot, i] = h""")
-        for j in range(self.n):
-            src(ind, f"dn_c[slot, 0, {j}, i] = y_{j}")
-            self._coefs(src, ind, j)
+        def body(j):
+            src(ind1, f"dn_c[slot, 0, {j}, i] = {self.v('y', j)}")
+            self._coefs(src, ind1, j)
             for r in range(self.tab.n_interp_rows):
-                src(ind, f"dn_c[slot, {1 + r}, {j}, i] = F{r}")
+                src(ind1, f"dn_c[slot, {1 + r}, {j}, i] = F{r}")
+        if self.looped:
+            src(ind, "for j in range(nst):")
+            ind1 = ind + 1
+            body("j")
+        else:
+            ind1 = ind
+            for j in range(self.n):
+                body(j)
 
     def _on_accept(self, src, ind):
         """Work on an accepted step before the state advances: events, then t_eval output.
@@ -274,9 +387,10 @@ dn_h[slot, i] = h""")
         """
         if self.tab.n_extra:
             src(ind, "have_extra = False")
-            for st in range(self.tab.n_stages + 1, self.tab.n_stages + 1 + self.tab.n_extra):
-                for j in range(self.n):
-                    src(ind, f"K{st}_{j} = ZERO")
+            if not self.looped:  # (scalars must be defined on every path)
+                for st in range(self.tab.n_stages + 1, self.tab.n_stages + 1 + self.tab.n_extra):
+                    for j in range(self.n):
+                        src(ind, f"K{st}_{j} = ZERO")
         src(ind, "t_end = t_new")
         src(ind, "terminating = False")
         if self.events:
@@ -291,8 +405,7 @@ while ie < n_eval:
     if direction * (te - t_end) > ZERO:
         break""")
         self._interpolate(src, ind + 1)
-        for j in range(self.n):
-            src(ind + 1, f"out_eval[ie, {j}, i] = yv[{j}]")
+        self._per(src, ind + 1, lambda j: f"out_eval[ie, {j}, i] = yv[{j}]")
         src(ind + 1, "ie += 1")
 
     def _event_call(self, src, ind, e, t_expr, out):
@@ -300,10 +413,9 @@ while ie < n_eval:
 
     def _events(self, src, ind):
         """scipy's find_active_events / handle_events on this step, per event function."""
-        n, evs = self.n, self.events
-        for j in range(n):
-            src(ind, f"yv[{j}] = yn_{j}")
-            src(ind, f"ys_{j} = yn_{j}")  # the state the step ends on (moved by a terminal event)
+        n, evs, v = self.n, self.events, self.v
+        # ys: the state the step ends on (moved by a terminal event)
+        self._per(src, ind, lambda j: f"yv[{j}] = {v('yn', j)}\n{v('ys', j)} = {v('yn', j)}")
         for e, (_, direction) in enumerate(evs):
             self._event_call(src, ind, e, "t_new", f"gn_{e}")
             up = f"(g_{e} <= ZERO and gn_{e} >= ZERO)"
@@ -330,13 +442,11 @@ if act_{e} and ((not terminating) or direction * (root_{e} - t_end) <= ZERO):
         te = root_{e}""")
             self._interpolate(src, ind + 3)
             src(ind + 3, f"ev_t[{e}, nev_{e} - 1, i] = root_{e}")
-            for j in range(n):
-                src(ind + 3, f"ev_y[{e}, nev_{e} - 1, {j}, i] = yv[{j}]")
+            self._per(src, ind + 3, lambda j: f"ev_y[{e}, nev_{e} - 1, {j}, i] = yv[{j}]")
         src(ind + 1, "if terminating:")
         src(ind + 2, "te = t_end")
         self._interpolate(src, ind + 2)
-        for j in range(n):
-            src(ind + 2, f"ys_{j} = yv[{j}]")
+        self._per(src, ind + 2, lambda j: f"{v('ys', j)} = yv[{j}]")
         for e in range(len(evs)):
             src(ind, f"g_{e} = gn_{e}")
 
@@ -423,9 +533,9 @@ xq = xcur
 root_{e} = xcur""")
 
     def _advance(self, src, ind):
-        for j in range(self.n):
-            src(ind, f"y_{j} = {'ys' if self.events else 'yn'}_{j}")
-            src(ind, f"f_{j} = K{self.tab.n_stages}_{j}")
+        v, new = self.v, "ys" if self.events else "yn"
+        self._per(src, ind, lambda j: f"{v('y', j)} = {v(new, j)}\n"
+                                      f"{v('f', j)} = {v(f'K{self.tab.n_stages}', j)}")
         src(ind, "t = t_end")
         src(ind, "if terminating:")
         src(ind + 1, "status = TERMINATED")
@@ -433,13 +543,22 @@ root_{e} = xcur""")
 
     def _initial_step(self, src, ind):
         """scipy's ``select_initial_step`` (one evaluation of ``fun``)."""
-        n = self.n
-        for j in range(n):
-            src(ind, f"sc_{j} = atol_{j} + abs(y_{j}) * rtol")
-        src(ind, "d0 = sqrt(" + " + ".join(f"(y_{j} / sc_{j}) * (y_{j} / sc_{j})"
-                                          for j in range(n)) + ") / SQRTN")
-        src(ind, "d1 = sqrt(" + " + ".join(f"(f_{j} / sc_{j}) * (f_{j} / sc_{j})"
-                                          for j in range(n)) + ") / SQRTN")
+        n, v = self.n, self.v
+        if self.looped:
+            # d0, d1 and d2 as sums in loops; the scale sc[j] kept in an array for d2.
+            src(ind, "d0 = ZERO\nd1 = ZERO\nfor j in range(nst):")
+            src(ind + 1, """
+sc[j] = atol[j] + abs(y[j]) * rtol
+d0 += (y[j] / sc[j]) * (y[j] / sc[j])
+d1 += (f[j] / sc[j]) * (f[j] / sc[j])""")
+            src(ind, "d0 = sqrt(d0) / SQRTN\nd1 = sqrt(d1) / SQRTN")
+        else:
+            for j in range(n):
+                src(ind, f"sc_{j} = atol_{j} + abs(y_{j}) * rtol")
+            src(ind, "d0 = sqrt(" + " + ".join(f"(y_{j} / sc_{j}) * (y_{j} / sc_{j})"
+                                              for j in range(n)) + ") / SQRTN")
+            src(ind, "d1 = sqrt(" + " + ".join(f"(f_{j} / sc_{j}) * (f_{j} / sc_{j})"
+                                              for j in range(n)) + ") / SQRTN")
         src(ind, """
 if d0 < SMALL5 or d1 < SMALL5:
     h0 = SMALL6
@@ -449,10 +568,16 @@ interval = abs(t1 - t0)
 if interval < h0:
     h0 = interval""")
         self._call(src, ind, "t0 + h0 * direction",
-                   [f"y_{j} + h0 * direction * f_{j}" for j in range(n)], "f1")
+                   lambda j: f"{v('y', j)} + h0 * direction * {v('f', j)}", "f1")
         src(ind, "nfev += 1")
-        src(ind, "d2 = sqrt(" + " + ".join(f"((f1_{j} - f_{j}) / sc_{j}) * ((f1_{j} - f_{j}) / sc_{j})"
-                                          for j in range(n)) + ") / SQRTN / h0")
+        if self.looped:
+            self._sum(src, ind, "d2", lambda j: f"((f1[{j}] - f[{j}]) / sc[{j}]) * "
+                                                f"((f1[{j}] - f[{j}]) / sc[{j}])")
+            src(ind, "d2 = sqrt(d2) / SQRTN / h0")
+        else:
+            src(ind, "d2 = sqrt(" + " + ".join(
+                f"((f1_{j} - f_{j}) / sc_{j}) * ((f1_{j} - f_{j}) / sc_{j})"
+                for j in range(n)) + ") / SQRTN / h0")
         src(ind, """
 if d1 <= SMALL15 and d2 <= SMALL15:
     h1 = h0 * MILLI
@@ -539,7 +664,7 @@ else:
 h = t_new - t""")
         self._stages(src, ind)
         if checked:
-            src(ind, f"if not ({self._finite('yn')}):")
+            src(ind, f"if not ({self._finite(src, ind, 'yn')}):")
             src(ind + 1, f"nfev += {s}")
             src(ind + 1, "status = FAIL_NONFINITE")
             src(ind + 1, "break")
@@ -577,7 +702,7 @@ if status != RUNNING:
             self._state_point(src, ind, load=False)
             src(ind, "while nacc < stop:")
             self._fixed_step(src, ind + 1, checked=False)
-            src(ind, f"if not ({self._finite('y')}):")
+            src(ind, f"if not ({self._finite(src, ind, 'y')}):")
             src(ind + 1, "nacc = nacc0")
             self._state_point(src, ind + 1, load=True)
             src(ind + 1, "while nacc < stop:")
@@ -594,10 +719,10 @@ elif nacc >= max_steps:
 
     def _state_point(self, src, ind, load):
         """``t``, ``y`` and ``f`` from the ``st_*`` arrays (``load``) or into them."""
-        pairs = [("t", "st_t[i]")] + [(f"{v}_{j}", f"st_{v}[{j}, i]")
-                                      for j in range(self.n) for v in "yf"]
-        for var, slot in pairs:
-            src(ind, f"{var} = {slot}" if load else f"{slot} = {var}")
+        src(ind, "t = st_t[i]" if load else "st_t[i] = t")
+        pairs = lambda j: [(self.v(v, j), f"st_{v}[{j}, i]") for v in "yf"]  # noqa: E731
+        self._per(src, ind, lambda j: "\n".join(f"{var} = {slot}" if load else f"{slot} = {var}"
+                                                for var, slot in pairs(j)))
 
     def _dense_check(self, src, ind):
         """Stop when the dense buffer is full: to grow it, or with FAIL_DENSE at its cap."""
@@ -644,6 +769,9 @@ if nacc >= dn_h.shape[0]:
         self.call_args = "".join(f", p{m}" for m in range(len(self.arg_kinds)))
 
         src = _Src()
+        if self.looped and (self.events or self.with_t_eval):
+            self._interp_function(src)
+            src(0, "\n")
         src(0, f"def solve_one(i, {', '.join(self.param_names)}):")
         src(1, """
 status = st_status[i]
@@ -656,8 +784,22 @@ yv = ALLOC_STATE()""")
             src(1, f"{name} = ctrl[{m}]")
         for m, name in enumerate(IPARAM_FIELDS):
             src(1, f"{name} = iparams[{m}]")
-        for j in range(n):
-            src(1, f"atol_{j} = atol[{j}]")
+        if self.looped:
+            # The loops' trip count: a constant on the CPU; on the GPU the state's size read
+            # at run time, so that NVVM does not unroll the loops and promote the arrays to
+            # (spilled) registers: they stay in local memory, the code stays small.
+            src(1, "nst = NSTATE" if self.target == "cpu" else "nst = y0.shape[0]")
+            # The state vectors as arrays (K0 is f; f1 and sc: the initial step; dv: in place).
+            vecs = ["y", "f", "yn", "f1", "sc"]
+            vecs += [f"K{m}" for m in range(1, tab.n_stages + 1 + tab.n_extra)]
+            vecs += ["ys"] if self.events else []
+            for name in vecs:
+                src(1, f"{name} = ALLOC_STATE()")
+        else:
+            for j in range(n):
+                src(1, f"atol_{j} = atol[{j}]")
+            if self.inplace:
+                src(1, "dv = ALLOC_STATE()")
         self._state_point(src, 1, load=True)
         src(1, f"""
 nfev = st_cnt[{CNT_NFEV}, i]
@@ -674,25 +816,22 @@ err = st_err[i]""")
         src(1, """
 if status == INIT:
     t = t0""")
-        for j in range(n):
-            src(2, f"y_{j} = y0[{j}, i]")
-        self._call(src, 2, "t", [f"y_{j}" for j in range(n)], "f")
+        self._per(src, 2, lambda j: f"{self.v('y', j)} = y0[{j}, i]")
+        self._call(src, 2, "t", lambda j: self.v("y", j), "f")
         src(2, "nfev = 1")
         if self.dense:
             src(2, "dn_t[0, i] = t0")
-        src(2, f"if not ({self._finite('f')}):")
+        src(2, f"if not ({self._finite(src, 2, 'f')}):")
         src(3, "status = FAIL_NONFINITE")
         src(2, "elif t0 == t1:")
         src(3, "status = SUCCESS")
         src(3, "while ie < n_eval:")
-        for j in range(n):
-            src(4, f"out_eval[ie, {j}, i] = y_{j}")
+        self._per(src, 4, lambda j: f"out_eval[ie, {j}, i] = {self.v('y', j)}")
         src(4, "ie += 1")
         src(2, "else:")
         src(3, "status = RUNNING")
         for e in range(len(self.events)):
-            for j in range(n):
-                src(3, f"yv[{j}] = y_{j}")
+            self._per(src, 3, lambda j: f"yv[{j}] = {self.v('y', j)}")
             self._event_call(src, 3, e, "t", f"g_{e}")
         if not self.fixed:
             src(3, "if first_step > ZERO:")
@@ -727,7 +866,8 @@ st_cnt[{CNT_IE}, i] = ie""")
     def for_problem(cls, problem, tableau, target):
         """The source specialised for ``problem`` (its n, args, dtype, fixed steps, events)."""
         return cls(tableau, problem.n, problem.arg_kinds, problem.dtype, problem.dt is not None,
-                   target, problem.event_spec, problem.dense_output, problem.t_eval is not None)
+                   target, problem.event_spec, problem.dense_output, problem.t_eval is not None,
+                   inplace=getattr(problem, "inplace", False))
 
     @staticmethod
     def cache_key(problem, tableau, target):
@@ -736,7 +876,8 @@ st_cnt[{CNT_IE}, i] = ie""")
         return (target, fun_key(problem.fun), tuple(fun_key(e) for e in problem.events),
                 problem.event_spec, tableau.name, problem.n, problem.arg_kinds,
                 problem.dtype.str, problem.dt is not None, problem.dense_output,
-                problem.t_eval is not None)
+                problem.t_eval is not None, getattr(problem, "inplace", False),
+                loops_for(problem.n))
 
     def namespace(self, fun, alloc_state, nextafter, isfinite, sqrt, events=()):
         """The globals the generated source runs in, for a given target.
@@ -747,14 +888,24 @@ st_cnt[{CNT_IE}, i] = ie""")
         ns = dict(self.consts)
         ns.update({f"event{e}": ev for e, ev in enumerate(events)})
         ns.update(fun=fun, ALLOC_STATE=alloc_state, nextafter=nextafter, isfinite=isfinite,
-                  sqrt=sqrt, DT=self.dtype.type)
+                  sqrt=sqrt, DT=self.dtype.type, NSTATE=self.n)
         # int32, as ``st_status`` is: the status stays one 32-bit register in compiled code.
         ns.update({name: np.int32(getattr(_status, name)) for name in STATUS_NAMES})
         return ns
 
-    def build(self, **namespace_kw):
-        """Exec the source; returns the plain Python ``solve_one``."""
+    def build(self, jit_helper=None, **namespace_kw):
+        """Exec the source; returns the plain Python ``solve_one``.
+
+        The looped engine calls helper functions (``self.helpers``, e.g. ``interp``) defined
+        in the same source: ``jit_helper`` compiles each for the target (``numba.njit``,
+        ``cuda.jit(device=True)``) before ``solve_one`` is compiled against them.
+        """
+        if self.helpers and jit_helper is None:
+            raise TypeError(f"EngineSource.build: the looped engine (n={self.n}) calls the "
+                            f"helpers {self.helpers}; pass jit_helper to compile them")
         ns = self.namespace(**namespace_kw)
         code = compile(self.src, f"<gpuivp engine {self.tab.name} n={self.n}>", "exec")
         exec(code, ns)
+        for name in self.helpers:
+            ns[name] = jit_helper(ns[name])
         return ns["solve_one"]
