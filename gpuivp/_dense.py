@@ -61,12 +61,13 @@ class EnsembleSolution:
 class ListSolution:
     """The ``scipy`` backend's dense output: one scipy ``OdeSolution`` per trajectory."""
 
-    def __init__(self, sols, t0, t_final, n):
+    def __init__(self, sols, t0, t_final, n, dtype=np.float64):
         self.sols, self.t0, self.t_final, self.n = sols, t0, np.asarray(t_final), n
+        self.dtype = np.dtype(dtype)  # the call's working dtype (scipy computes in float64)
 
     def __call__(self, t):
         t = np.asarray(t, dtype=float)
-        out = np.full((self.n, len(self.sols)) + t.shape, np.nan)
+        out = np.full((self.n, len(self.sols)) + t.shape, np.nan, dtype=self.dtype)
         lo, hi = np.minimum(self.t0, self.t_final), np.maximum(self.t0, self.t_final)
         for i, sol in enumerate(self.sols):
             if sol is None:

@@ -64,7 +64,7 @@ def ensemble_result(problem, raw, backend):
     sol = None
     if p.dense_output and "sols" in raw:
         from ._dense import ListSolution
-        sol = ListSolution(raw["sols"], p.t0, raw["t_final"], p.n)
+        sol = ListSolution(raw["sols"], p.t0, raw["t_final"], p.n, dtype=dt)
     elif p.dense_output:
         from ._dense import EnsembleSolution
         kind = "dop853" if p.method == "DOP853" else "poly"

@@ -114,3 +114,134 @@ def test_ctrl_c_stops_all_work_of_the_call(backend, k, t1):
     # about a minute more, well beyond it.
     assert out["stopped_after"] < 2.0 + 10.0
     assert out["after"] < 5 * out["before"] + 3.0
+
+
+# -- one named error, or the same behaviour on every backend ------------------------------
+
+Y0 = np.c_[[1.0, 0.0, 0.0]]
+RHO = np.linspace(0.5, 20.0, 4)
+
+
+def lorenz_call(backend="numpy", **kw):
+    opts = dict(args=(10.0, RHO, 8 / 3), backend=backend, vectorized=True)
+    opts.update(kw)
+    return gpuivp.solve_ivp(lorenz, (0.0, 1.0), Y0, **opts)
+
+
+def returns_none(t, y, *args):
+    y[0] - 1.0  # no return: None
+
+
+def crossing(t, y, *args):
+    return y[0] - 5.0
+
+
+def with_direction(direction):
+    def event(t, y, *args):
+        return y[0] - 5.0
+    event.direction = direction
+    return event
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_event_returning_none_is_a_type_error_naming_it(backend):
+    with pytest.raises(TypeError, match=r"`events\[1\]` returned None"):
+        lorenz_call(backend, events=[crossing, returns_none])
+
+
+@pytest.mark.parametrize("direction", [np.nan, None, "up", np.inf, [1]])
+def test_bad_event_direction_is_a_value_error_naming_it(direction):
+    with pytest.raises(ValueError, match=r"`direction` attribute of `events\[0\]`"):
+        lorenz_call(events=with_direction(direction))
+
+
+def test_direction_is_its_sign_on_every_backend():
+    # 2.5 means rising, as 1 does, on every backend.
+    ref = lorenz_call("scipy", events=with_direction(1))
+    for backend in CPU_BACKENDS:
+        res = lorenz_call(backend, events=with_direction(2.5))
+        np.testing.assert_array_equal(res.n_events[0], ref.n_events[0])
+
+
+@pytest.mark.parametrize("events", [5, 2.0])
+def test_events_not_callables_is_a_type_error_naming_it(events):
+    with pytest.raises(TypeError, match="`events` must be a callable"):
+        lorenz_call(events=events)
+
+
+def test_ragged_args_is_a_value_error_naming_it():
+    with pytest.raises(ValueError, match=r"args\[1\] is not a rectangular array"):
+        gpuivp.solve_ivp(lorenz, (0.0, 1.0), Y0, args=(10.0, [[1.0, 2.0], [3.0]], 8 / 3),
+                         backend="numpy", vectorized=True)
+
+
+def ragged(t, y, lam):
+    return (-lam * y[0], [1.0, [2.0, 3.0]])
+
+
+@pytest.mark.parametrize("vectorized", [False, True])
+def test_ragged_tuple_from_fun_is_a_value_error_naming_it(vectorized):
+    # It crashed inside gpuivp's own message (np.shape of a ragged sequence).
+    with pytest.raises(ValueError, match=r"`fun` returned a ragged sequence as entry 1"):
+        gpuivp.solve_ivp(ragged, (0.0, 1.0), np.ones((2, 3)), args=(1.0,),
+                         backend="numpy" if vectorized else "numba", vectorized=vectorized)
+
+
+@pytest.mark.parametrize("method", ["RK4", "Tsit5", "Euler"])
+def test_engine_method_on_scipy_backend_says_which_backends_run_it(method):
+    with pytest.raises(ValueError, match=f"{method!r} is gpuivp's own: it runs on the "
+                                         f"'numba', 'numpy', 'cuda' and 'cupy' backends"):
+        lorenz_call("scipy", method=method, dt=0.01)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_scipy_only_method_on_engine_backend_says_which_backends_run_it(backend):
+    with pytest.raises(ValueError, match="runs only on the 'scipy' backend"):
+        lorenz_call(backend, method="Radau")
+
+
+def test_dt_with_adaptive_method_is_refused_by_scipy_backend():
+    with pytest.raises(ValueError, match="`dt` given with the adaptive method 'RK45'"):
+        lorenz_call("scipy", dt=0.01)
+    with pytest.raises(ValueError, match="`dt` given with the adaptive method 'RK45'"):
+        gpuivp.solve_ivp(decay, (0.0, 1.0), [1.0], args=(1.0,), dt=0.01, backend="scipy")
+
+
+def test_dt_with_adaptive_method_means_fixed_steps_everywhere():
+    # numba and numpy take 1 / 0.01 = 100 fixed steps; auto never picks scipy (which would
+    # ignore dt), for an ensemble or a single IVP.
+    runs = {b: lorenz_call(b, dt=0.01) for b in ("numba", "numpy", "auto")}
+    for res in runs.values():
+        np.testing.assert_array_equal(res.naccept, 100)
+        assert res.backend != "scipy"
+    np.testing.assert_allclose(runs["numba"].y_final, runs["numpy"].y_final, rtol=1e-13)
+    single = gpuivp.solve_ivp(decay, (0.0, 1.0), [1.0], args=(1.0,), dt=0.01)
+    assert single.backend != "scipy" and single.naccept == 100
+    rk4 = gpuivp.solve_ivp(decay, (0.0, 1.0), [1.0], args=(1.0,), method="RK4", dt=0.1)
+    assert rk4.backend != "scipy" and rk4.naccept == 10
+    np.testing.assert_allclose(rk4.y[0, -1], np.exp(-1.0), rtol=1e-5)
+
+
+def test_scipy_backend_warns_once_per_call_and_leaks_no_runtime_warnings():
+    import warnings
+
+    rho = np.r_[RHO, 1e300]  # overflows inside scipy's arithmetic
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gpuivp.solve_ivp(lorenz, (0.0, 1.0), Y0, args=(10.0, rho, 8 / 3), backend="scipy",
+                         unknown_option=3)
+    messages = [str(w.message) for w in caught]
+    assert sum("unknown_option" in m for m in messages) == 1, messages
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], messages
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_float32_stays_float32(backend):
+    t_eval = np.linspace(0.0, 1.0, 5)
+    res = lorenz_call(backend, dtype=np.float32, t_eval=t_eval, dense_output=True,
+                      events=crossing)
+    for name in ("t", "y", "t_final", "y_final"):
+        assert res[name].dtype == np.float32, name
+    assert res.t_events[0].dtype == np.float32 and res.y_events[0].dtype == np.float32
+    assert res.sol(0.5).dtype == np.float32
+    assert res.sol(t_eval).dtype == np.float32

@@ -1,6 +1,7 @@
 """``scipy`` backend: the reference, ``scipy.integrate.solve_ivp`` trajectory by trajectory."""
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -148,7 +149,7 @@ def solve(problem, tableau):
     n_ev = len(p.events)
     if n_ev:
         out.update(event_buffers(np, p, np.float64))
-    with progress_bar(p) as bar:
+    with progress_bar(p) as bar, _warnings_once():
         for i in range(k):
             y0 = p.y0[:, i].astype(np.float64)
             try:
@@ -182,6 +183,25 @@ def solve(problem, tableau):
                 out["y_eval"][:ys.shape[1], :, i] = ys.T
             bar.update_to(_Progress(out, i, p))
     return out
+
+
+@contextlib.contextmanager
+def _warnings_once():
+    """Warnings of the whole loop, each said once per call (scipy repeats its own, e.g.
+    about unknown options, for every trajectory); the floating-point ``RuntimeWarning``s
+    from inside scipy are dropped, as the other backends turn such trouble into a status."""
+    with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            said = set()
+            seen = [w for w in caught if not issubclass(w.category, RuntimeWarning)]
+    for w in seen:
+        key = (w.category, str(w.message))
+        if key not in said:
+            said.add(key)
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 class _Progress:
