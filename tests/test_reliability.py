@@ -245,3 +245,114 @@ def test_float32_stays_float32(backend):
     assert res.t_events[0].dtype == np.float32 and res.y_events[0].dtype == np.float32
     assert res.sol(0.5).dtype == np.float32
     assert res.sol(t_eval).dtype == np.float32
+
+
+# -- memory within budget -------------------------------------------------------------------
+
+class Counting:
+    """``lorenz`` counting its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, t, y, sigma, rho, beta):
+        self.calls += 1
+        return lorenz(t, y, sigma, rho, beta)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_result_that_cannot_fit_is_refused_before_any_work(backend, monkeypatch):
+    from gpuivp import _chunking as C
+
+    monkeypatch.setattr(C, "available_host_memory", lambda: 64 << 20)
+    fun = Counting()
+    k = 100_000  # y alone: 3 x 100,000 x 1,000 float64 = 2.2 GiB
+    with pytest.raises(gpuivp.MemoryBudgetError) as info:
+        gpuivp.solve_ivp(fun, (0.0, 1.0), Y0, args=(10.0, np.linspace(0, 28, k), 8 / 3),
+                         t_eval=np.linspace(0.0, 1.0, 1000), backend=backend, vectorized=True)
+    assert isinstance(info.value, MemoryError)
+    message = str(info.value)
+    for part in ("2.24 GiB", "only 64 MiB is available", "`t_eval`", "gpuivp.dask", "memory_budget"):
+        assert part in message, (part, message)
+    assert fun.calls <= 2  # the shape probe only: no integration started
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_dense_output_that_cannot_fit_names_dense_max_steps(backend, monkeypatch):
+    from gpuivp import _chunking as C
+
+    monkeypatch.setattr(C, "available_host_memory", lambda: 1 << 20)
+    with pytest.raises(gpuivp.MemoryBudgetError, match="smaller `dense_max_steps` "
+                                                       r"\(now 100000"):
+        gpuivp.solve_ivp(lorenz, (0.0, 5.0), Y0, args=(10.0, np.linspace(0, 28, 1000), 8 / 3),
+                         rtol=1e-8, atol=1e-10, dense_output=True, backend=backend,
+                         vectorized=True)
+
+
+def test_default_budget_honours_rlimit_as():
+    # Address space limited to what is in use plus 1 GiB: the default budget is at most a
+    # quarter of that, and a 2.2 GiB result is refused at once (not a raw MemoryError
+    # after work, as when the limit was ignored).
+    out = parse(run_script("""
+        import resource, time, numpy as np, gpuivp
+        from gpuivp import _chunking as C
+        from problems import lorenz
+
+        for line in open("/proc/self/status"):
+            if line.startswith("VmSize:"):
+                used = int(line.split()[1]) * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (used + (1 << 30), resource.RLIM_INFINITY))
+        print(f"budget={C.default_memory_budget('numpy')}")
+        t = time.perf_counter()
+        try:
+            gpuivp.solve_ivp(lorenz, (0, 1), np.c_[[1.0, 0.0, 0.0]], backend="numpy",
+                             vectorized=True, args=(10.0, np.linspace(0, 28, 100_000), 8 / 3),
+                             t_eval=np.linspace(0, 1, 1000))
+            print("refused=0")
+        except gpuivp.MemoryBudgetError:
+            print("refused=1")
+        print(f"seconds={time.perf_counter() - t}")
+    """, timeout=120))
+    assert 0 < out["budget"] <= (1 << 30) / 4
+    assert out["refused"] == 1
+    assert out["seconds"] < 5.0  # before any work (the integration takes minutes)
+
+
+#: Peak RSS of one call in a fresh process, beyond the result and the call's own copies of
+#: its inputs (y0 as an (n, k) array, the per-trajectory args), over the memory budget.
+PEAK_RSS = """
+    import sys, numpy as np, gpuivp
+    from problems import lorenz
+
+    def status(key):
+        for line in open("/proc/self/status"):
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+
+    def call(k, budget):
+        return gpuivp.solve_ivp(lorenz, (0, 1.0), np.c_[[1.0, 0.0, 0.0]], backend={backend!r},
+                                vectorized=True, args=(10.0, RHO[:k], 8 / 3), method={method!r},
+                                memory_budget=budget)
+
+    K, BUDGET = {k}, {budget}
+    RHO = np.linspace(0.5, 20, K)
+    call(100, None)                                 # compiles
+    base = status("VmRSS")
+    open("/proc/self/clear_refs", "w").write("5")   # resets VmHWM, the peak RSS, to now
+    res = call(K, BUDGET)
+    peak = status("VmHWM")
+    result = sum(v.nbytes for v in res.values() if isinstance(v, np.ndarray))
+    inputs = (3 + 1) * K * 8
+    print(f"ratio={{(peak - base - result - inputs) / BUDGET}}")
+"""
+
+
+@pytest.mark.parametrize("backend, method", [("numba", "RK45"), ("numpy", "RK45"),
+                                             ("numpy", "DOP853")])
+def test_working_set_stays_within_memory_budget(backend, method):
+    # 100,000 trajectories under a 4 MiB budget: about 10 chunks. Tolerance: 1.5x the budget
+    # plus 4 MiB (allocator slack, page granularity, the temporaries of the user's fun).
+    budget = 4 << 20
+    out = parse(run_script(PEAK_RSS.format(backend=backend, method=method, k=100_000,
+                                           budget=budget), timeout=300))
+    assert out["ratio"] <= 1.5 + (4 << 20) / budget, out

@@ -231,7 +231,7 @@ class Lockstep:
         if p.dense_output and bool(xp.any(self.nacc[idx] >= self.dense.capacity)):
             full = self.nacc[idx] >= p.dense_max_steps
             self.status[idx[full]] = FAIL_DENSE
-            self.dense.grow(min(2 * self.dense.capacity, p.dense_max_steps))
+            self.dense.grow(min(2 * self.dense.capacity, p.dense_max_steps), p.dense_max_steps)
             return True
         c = self.c
         d = c(self.direction)
