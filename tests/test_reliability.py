@@ -356,3 +356,32 @@ def test_working_set_stays_within_memory_budget(backend, method):
     out = parse(run_script(PEAK_RSS.format(backend=backend, method=method, k=100_000,
                                            budget=budget), timeout=300))
     assert out["ratio"] <= 1.5 + (4 << 20) / budget, out
+
+
+# -- a trajectory that fails at t0 ----------------------------------------------------------
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_trajectory_failing_at_t0_has_y0_there(backend):
+    # rho = nan: fun(t0, y0) is NaN for trajectory 1 only (status -3 at t0). Its state at
+    # t0 is y0, in y at t_eval[0] = t0 and in sol(t0); NaN after.
+    rho = np.array([10.0, np.nan, 20.0])
+    y0 = np.array([[1.0, 2.0, 3.0], [0.0, 0.5, 1.0], [0.0, 0.0, 0.0]])
+    t_eval = np.array([0.0, 0.5, 1.0])
+    res = gpuivp.solve_ivp(lorenz, (0.0, 1.0), y0, args=(10.0, rho, 8 / 3), t_eval=t_eval,
+                           dense_output=True, backend=backend, vectorized=True)
+    assert res.status.tolist() == [0, -3, 0]
+    np.testing.assert_array_equal(res.y[:, 1, 0], y0[:, 1])
+    assert np.all(np.isnan(res.y[:, 1, 1:]))
+    np.testing.assert_array_equal(res.sol(0.0)[:, 1], y0[:, 1])
+    np.testing.assert_array_equal(res.sol(t_eval)[:, 1, 0], y0[:, 1])
+    assert np.all(np.isnan(res.sol(0.5)[:, 1]))
+    np.testing.assert_array_equal(res.sol(0.0)[:, [0, 2]], y0[:, [0, 2]])
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_single_ivp_failing_at_t0_has_y0_there(backend):
+    res = gpuivp.solve_ivp(decay, (0.0, 1.0), [1.0], args=(np.nan,), backend=backend,
+                           t_eval=[0.0, 0.5], dense_output=True, vectorized=True)
+    assert res.status == -3
+    np.testing.assert_array_equal(res.t, [0.0])
+    np.testing.assert_array_equal(res.y, [[1.0]])

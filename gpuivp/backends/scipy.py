@@ -85,8 +85,10 @@ def _not_finite_result(t0, y0, t_eval, events):
     from scipy.integrate._ivp.ivp import OdeResult
 
     n_ev = 0 if events is None else 1 if callable(events) else len(events)
-    t = np.array([t0]) if t_eval is None else np.asarray(t_eval, dtype=float)[:0]
-    y = y0[:, None].copy() if t_eval is None else np.empty((len(y0), 0))
+    # Its state at t0 is y0: a t_eval point at t0 has it (as on every backend).
+    t = np.array([t0]) if t_eval is None else np.asarray(t_eval, dtype=float)[:1]
+    t = t[t == t0]
+    y = np.repeat(y0[:, None], len(t), axis=1)
     res = OdeResult(t=t, y=y, sol=None,
                     t_events=[np.empty(0) for _ in range(n_ev)] if n_ev else None,
                     y_events=[np.empty((0, len(y0))) for _ in range(n_ev)] if n_ev else None,
