@@ -190,6 +190,8 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         As in scipy.
     dt : float, optional
         Fixed step size: ``N = ceil(|t1 - t0| / dt - 1e-12)`` steps, the last ending at ``t1``.
+        An adaptive method given ``dt`` runs at that fixed step on every engine backend; the
+        ``"scipy"`` backend cannot and refuses it.
     max_steps : int
         Step attempts (accepted and rejected) allowed per trajectory before status ``-2``.
     max_events : int, optional
@@ -213,6 +215,10 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         set, with ``n_t = len(t_eval)`` (2 without ``t_eval``). On ``cuda`` the chunks
         overlap transfer and compute on two streams, so two chunks are resident at once
         (on the device and in pinned host buffers): each chunk gets half the budget.
+        The assembled result lives beside the budget and must fit in the memory available
+        to the process (free memory, cgroup limit, ``RLIMIT_AS``): else
+        :class:`gpuivp.MemoryBudgetError` before any work. Dense output, kept for every
+        chunk, is checked as it grows (the same error, naming ``dense_max_steps``).
     **options
         Passed to scipy by the ``scipy`` backend (``jac``, ...); other backends warn that
         they ignore them.
@@ -221,6 +227,28 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     -------
     EnsembleResult
         See :class:`gpuivp.EnsembleResult`.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Bad input, before any integration, naming the argument: among others an event
+        function returning ``None`` (``TypeError`` naming ``events[m]``), an event
+        ``direction`` that is not a finite number, ragged ``args`` or a ragged value returned
+        by ``fun``, a method the chosen backend does not run (gpuivp's own methods on
+        ``"scipy"``, scipy-only ones elsewhere), and ``dt`` with an adaptive method on
+        ``"scipy"`` (which cannot take fixed steps; ``"auto"`` then picks an engine backend).
+    gpuivp.MemoryBudgetError
+        A ``MemoryError``: the result, or dense output as it grows, cannot fit in the memory
+        available (see ``memory_budget``).
+    KeyboardInterrupt
+        Ctrl-C stops all the call's work within a time slice on every backend.
+
+    Warns
+    -----
+    UserWarning
+        Once per call: options a backend ignores, events not stored (``max_events``). The
+        ``scipy`` backend says scipy's own warnings once per call and drops floating-point
+        ``RuntimeWarning``s from inside scipy.
 
     Examples
     --------
