@@ -27,7 +27,8 @@ import numpy as np
 
 from ..engines.compile_cache import cached, py_function
 from ..engines.per_trajectory import BASE_PARAMS, EngineSource
-from ..engines.runner import EngineState, check_slices, slice_budget
+from ..engines import runner
+from ..engines.runner import EngineState, check_slices
 from .._status import INIT
 from ._base import BackendUnavailable, progress_bar
 
@@ -51,6 +52,11 @@ _POOL = None
 #: Step attempts per trajectory in one engine call (a time slice): the bound on how long a
 #: running chunk goes on after Ctrl-C, and on how long Ctrl-C waits in the calling thread.
 SLICE_ATTEMPTS = 20_000
+
+
+def slice_budget(problem):
+    """Step attempts per trajectory in one engine call: at most ``SLICE_ATTEMPTS``."""
+    return runner.slice_budget(problem, SLICE_ATTEMPTS)
 
 
 def _forget_pool():
@@ -130,7 +136,7 @@ def _name_failing_trajectory(run_range, problem, tableau, exc, a, b):
     """Rerun trajectories ``a <= i < b`` one at a time from ``t0`` until one raises, and note
     on ``exc`` which (the error path only: a compiled run cannot say where it raised)."""
     part = problem.subset(np.arange(a, b))  # contiguous copies: the compiled layout
-    state = EngineState(part, slice_budget(part, SLICE_ATTEMPTS), tableau)
+    state = EngineState(part, slice_budget(part), tableau)
     for i in range(b - a):
         try:
             while state.st_status[i] >= INIT:
@@ -172,7 +178,7 @@ def solve(problem, tableau):
     import numba
 
     run = compiled_engine(problem, tableau)
-    budget = slice_budget(problem, SLICE_ATTEMPTS)
+    budget = slice_budget(problem)
     state = EngineState(problem, budget, tableau)
     with progress_bar(problem) as bar:
         for calls in itertools.count(1):
