@@ -272,7 +272,8 @@ def test_result_that_cannot_fit_is_refused_before_any_work(backend, monkeypatch)
                          t_eval=np.linspace(0.0, 1.0, 1000), backend=backend, vectorized=True)
     assert isinstance(info.value, MemoryError)
     message = str(info.value)
-    for part in ("2.24 GiB", "only 64 MiB is available", "`t_eval`", "gpuivp.dask", "memory_budget"):
+    for part in ("2.24 GiB", "only 64 MiB is available", "`t_eval`", "gpuivp.dask",
+                 "memory_budget"):
         assert part in message, (part, message)
     assert fun.calls <= 2  # the shape probe only: no integration started
 
