@@ -4,10 +4,12 @@ One ``solve_ivp``-style call integrates thousands to millions of parameter sets 
 initial conditions with scipy's Runge-Kutta methods (step for step) or fixed-step
 methods, on the ``cuda``, ``cupy``, ``numba``, ``numpy`` or ``scipy`` backend.
 """
+from ._chunking import MemoryBudgetError
 from ._ivp import solve_ivp
 from ._problem import shared
 from ._result import EnsembleResult
 from .backends import available_backends
 
 __version__ = "0.1.0"
-__all__ = ["solve_ivp", "shared", "EnsembleResult", "available_backends", "__version__"]
+__all__ = ["solve_ivp", "shared", "EnsembleResult", "available_backends", "MemoryBudgetError",
+           "__version__"]

@@ -73,6 +73,38 @@ SHARED = ("t",)
 
 # -- memory ------------------------------------------------------------------------------------
 
+class MemoryBudgetError(MemoryError):
+    """A call's result (or its dense output) cannot fit in the memory available to it.
+
+    Raised before any integration for the result, and when dense-output storage would
+    grow past the available memory; the message names the sizes and what to change.
+    """
+
+
+def _gib(nbytes):
+    return f"{nbytes / 2**30:.3g} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.3g} MiB"
+
+
+def _rlimit_as_room():
+    """Bytes of address space left under ``RLIMIT_AS`` (``ulimit -v``), or None if unlimited."""
+    try:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    except (ImportError, AttributeError, OSError, ValueError):
+        return None
+    if soft == resource.RLIM_INFINITY or soft < 0:
+        return None
+    used = None
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmSize:"):
+                    used = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    return max(0, soft - (used or 0))
+
 def _read_int(path):
     try:
         with open(path) as fh:
@@ -97,7 +129,8 @@ def available_host_memory():
     """Host memory available to this process now, in bytes, or None if unknown.
 
     ``MemAvailable`` from ``/proc/meminfo`` (Linux), else ``os.sysconf``'s available
-    pages; capped by the room left under a cgroup memory limit (containers).
+    pages; capped by the room left under a cgroup memory limit (containers) and under
+    ``RLIMIT_AS`` (``ulimit -v``: the limit less the address space in use).
     """
     avail = None
     try:
@@ -113,9 +146,9 @@ def available_host_memory():
             avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (AttributeError, ValueError, OSError):
             avail = None
-    room = _cgroup_room()
-    if room is not None:
-        avail = room if avail is None else min(avail, room)
+    for room in (_cgroup_room(), _rlimit_as_room()):
+        if room is not None:
+            avail = room if avail is None else min(avail, room)
     return avail
 
 
@@ -218,6 +251,60 @@ def bytes_per_trajectory(problem, backend):
     else:
         work = args
     return outputs + work
+
+
+def result_bytes(problem, backend):
+    """Bytes of the assembled result of ``problem`` (it lives beside the chunk in flight):
+    ``y`` and ``y_final`` (``(n_t + 1) * n`` values per trajectory), ``t_final``, the counters
+    and status (seven int64), and the stored events. Dense output, which grows with the steps
+    taken, is checked as it grows (:func:`check_dense_growth`)."""
+    s = problem.dtype.itemsize
+    n, k = problem.n, problem.k
+    n_t = 2 if problem.t_eval is None else len(problem.t_eval)
+    events = len(problem.events) * (problem.max_events * (n + 1) * s + 8)
+    return k * ((n_t + 1) * n * s + s + 56 + events)
+
+
+def check_result_fits(problem, backend, budget):
+    """Raise :class:`MemoryBudgetError` before any work when the result of ``problem`` and
+    the chunk in flight (at most ``budget`` bytes) cannot fit in the available host memory."""
+    need = result_bytes(problem, backend)
+    flight = max(problem.k, 1) * bytes_per_trajectory(problem, backend)
+    flight = flight if budget is None else min(budget, flight)
+    if need + flight <= ALWAYS_FITS:
+        return
+    room = available_host_memory()
+    if room is None or need + flight <= room:
+        return
+    n_t = "2 ([t0, t1])" if problem.t_eval is None else f"{len(problem.t_eval)} (t_eval)"
+    raise MemoryBudgetError(
+        f"The result of this call needs {_gib(need)} ({problem.k} trajectories x {problem.n} "
+        f"components x {n_t} output times, {problem.dtype}), beside a memory budget of "
+        f"{_gib(flight)} for the chunk in flight, but only {_gib(room)} is available to this "
+        f"process (free memory, cgroup and RLIMIT_AS limits). Use fewer `t_eval` points, "
+        f"fewer trajectories per call, or gpuivp.dask.solve_ivp (compute=False keeps the "
+        f"result in pieces on the workers); a smaller `memory_budget` leaves more room for "
+        f"the result.")
+
+
+def check_dense_growth(nbytes_old, nbytes_new, k, capacity, dense_max_steps):
+    """Raise :class:`MemoryBudgetError` when growing dense-output storage from
+    ``nbytes_old`` to ``nbytes_new`` bytes (both held while copying) would not fit in the
+    available host memory; the message says what to change."""
+    room = available_host_memory()
+    if room is None or nbytes_new <= room:
+        return
+    raise dense_error(nbytes_new, k, capacity, dense_max_steps, room)
+
+
+def dense_error(nbytes, k, capacity, dense_max_steps, room=None):
+    """The :class:`MemoryBudgetError` for dense-output storage that does not fit."""
+    avail = "" if room is None else f" ({_gib(room)} available)"
+    return MemoryBudgetError(
+        f"Dense output cannot grow to {_gib(nbytes)}{avail}: {k} trajectories x {capacity} "
+        f"stored steps each. Pass a smaller `dense_max_steps` (now {dense_max_steps}; a "
+        f"trajectory needing more stops with status -4), use `t_eval` instead of "
+        f"dense_output, loosen the tolerances, or solve fewer trajectories per call.")
 
 
 def chunk_size(problem, backend):
@@ -411,7 +498,10 @@ def solve_in_chunks(problem, backend, solve, solve_parts=None):
         without their own bar).
     """
     k = problem.k
-    slices = split(k, chunk_size(problem, backend))
+    size = chunk_size(problem, backend)
+    check_result_fits(problem, backend, None if size == k else
+                      size * bytes_per_trajectory(problem, backend) * RESIDENT.get(backend, 1))
+    slices = split(k, size)
     if len(slices) == 1:
         return solve(problem)
     # An index array (not a slice) gives C-contiguous copies of y0 and the args, the

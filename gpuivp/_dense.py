@@ -15,8 +15,9 @@ class EnsembleSolution:
     for an array; NaN where ``t`` lies outside a trajectory's ``[t0, t_final]``.
     """
 
-    def __init__(self, interpolant, t_bounds, h, coef, count, direction):
+    def __init__(self, interpolant, t_bounds, h, coef, count, direction, y0=None):
         self.interpolant = interpolant   # the method's Interpolant (its form and rows)
+        self.y0 = y0               # (n, k): a trajectory without steps is y0 at t0
         self.t_bounds = t_bounds   # (cap + 1, k)
         self.h = h                 # (cap, k)
         self.coef = coef           # (cap, 1 + rows, n, k)
@@ -48,6 +49,9 @@ class EnsembleSolution:
             y = self.interpolant.evaluate(list(np.moveaxis(c[:, 1:], 1, 0)), x, h[:, None],
                                           c[:, 0])
         y[~inside] = np.nan
+        if self.y0 is not None:  # no step stored (failed at t0, or t0 == t1): y0 at t0
+            at_t0 = (self.count == 0) & (t == t_start)
+            y[at_t0] = np.asarray(self.y0).T[at_t0]
         return y.T                               # (n, k)
 
     def __call__(self, t):
@@ -60,15 +64,23 @@ class EnsembleSolution:
 class ListSolution:
     """The ``scipy`` backend's dense output: one scipy ``OdeSolution`` per trajectory."""
 
-    def __init__(self, sols, t0, t_final, n):
+    def __init__(self, sols, t0, t_final, n, dtype=np.float64, y0=None):
         self.sols, self.t0, self.t_final, self.n = sols, t0, np.asarray(t_final), n
+        self.dtype = np.dtype(dtype)  # the call's working dtype (scipy computes in float64)
+        self.y0 = y0                  # (n, k): a trajectory without a solution is y0 at t0
 
     def __call__(self, t):
         t = np.asarray(t, dtype=float)
-        out = np.full((self.n, len(self.sols)) + t.shape, np.nan)
+        out = np.full((self.n, len(self.sols)) + t.shape, np.nan, dtype=self.dtype)
         lo, hi = np.minimum(self.t0, self.t_final), np.maximum(self.t0, self.t_final)
         for i, sol in enumerate(self.sols):
             if sol is None:
+                if self.y0 is not None:  # failed at t0: its state there is y0
+                    if t.ndim == 0:
+                        if t == self.t0:
+                            out[:, i] = self.y0[:, i]
+                    else:
+                        out[:, i, t == self.t0] = self.y0[:, i, None]
                 continue
             inside = (t >= lo[i]) & (t <= hi[i])
             if t.ndim == 0:

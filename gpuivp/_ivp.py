@@ -1,6 +1,7 @@
 """The front end: validate once, normalise into a Problem, pick a backend, build the result."""
 from __future__ import annotations
 
+import reprlib
 import warnings
 
 import numpy as np
@@ -43,6 +44,14 @@ def returning(fun):
 
     fun_returning.__wrapped__ = fun
     return fun_returning
+
+
+def _shape(v):
+    """``np.shape(v)``, or a description when ``v`` is ragged (no shape)."""
+    try:
+        return repr(np.shape(v))
+    except (ValueError, TypeError):
+        return "a ragged sequence"
 
 
 def _probe(fun, t0, y, args, n, vectorized, where, inplace=False):
@@ -89,24 +98,42 @@ def _probe(fun, t0, y, args, n, vectorized, where, inplace=False):
                 continue
             except (ValueError, TypeError):
                 expected = f"a scalar or an array of shape ({y.shape[1]},)"
-        elif np.ndim(v) == 0:
+        elif _scalar(v):
             continue
         else:
             expected = "a scalar"
-        raise ValueError(f"`fun` returned {np.shape(v)!r} as entry {m} for {where}: each "
+        raise ValueError(f"`fun` returned {_shape(v)} as entry {m} for {where}: each "
                          f"entry must be {expected}. {ENSEMBLE_HINT}")
 
 
+def _scalar(v):
+    """Whether ``v`` is one real number (a 0-d array or NumPy scalar included)."""
+    try:
+        return np.ndim(v) == 0 and np.asarray(v).dtype.kind in "biuf"
+    except (ValueError, TypeError):
+        return False
+
+
 def _probe_event(event, m, t0, y0, problem, vectorized):
-    """An event function must return one scalar per trajectory (an (m,) array vectorized)."""
+    """An event function must return one number per trajectory (an (m,) array vectorized):
+    ``None`` (a missing ``return``) or a non-number is a TypeError, a wrong shape a
+    ValueError, both naming ``events[m]``."""
     if vectorized:
         out = _call_quietly(event, np.full(1, t0, dtype=y0.dtype), y0[:, :1],
                             *problem.subset(slice(0, 1)).args)
-        ok = out is _SKIPPED or np.size(out) == 1
     else:
         out = _call_quietly(event, t0, y0[:, 0].copy(), *problem.traj_args(0))
-        ok = out is _SKIPPED or np.ndim(out) == 0
-    if not ok:
+    if out is _SKIPPED:
+        return
+    try:
+        numeric = out is not None and np.asarray(out).dtype.kind in "biuf"
+    except (ValueError, TypeError):
+        numeric = False
+    if not numeric:
+        raise TypeError(f"`events[{m}]` returned {reprlib.repr(out)} for trajectory 0: it must "
+                        f"return a real number (an (m,) array when vectorized); a missing "
+                        f"`return` gives None.")
+    if (np.size(out) != 1) if vectorized else (np.ndim(out) != 0):
         raise ValueError(f"`events[{m}]` returned shape {np.shape(out)} for trajectory 0: "
                          f"expected a scalar (an (m,) array when vectorized).")
 
@@ -128,8 +155,10 @@ def _check_single_shape(fun, t0, y0, args):
 
 
 def choose_backend(problem, single):
-    """API.md's ``auto`` rule."""
-    if single or not (isinstance(problem.method, str) and problem.method in METHODS):
+    """The ``auto`` rule: scipy for a scipy-only method; else the engine backends in order
+    of preference, then scipy where it runs the call as asked (not with ``dt``, not for a
+    method of gpuivp's own). A single IVP reaches here only when scipy cannot run it."""
+    if not (isinstance(problem.method, str) and problem.method in METHODS):
         return ["scipy"]
     order = []
     if usable("cuda") and not backend_module("cuda").simulated():
@@ -139,7 +168,8 @@ def choose_backend(problem, single):
     order.append("numba")
     if problem.vectorized:
         order.append("numpy")
-    order.append("scipy")
+    if P.scipy_refusal(problem.method, problem.dt) is None:
+        order.append("scipy")
     return [b for b in order if usable(b)]
 
 
@@ -189,6 +219,8 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         As in scipy.
     dt : float, optional
         Fixed step size: ``N = ceil(|t1 - t0| / dt - 1e-12)`` steps, the last ending at ``t1``.
+        An adaptive method given ``dt`` runs at that fixed step on every engine backend; the
+        ``"scipy"`` backend cannot and refuses it.
     max_steps : int
         Step attempts (accepted and rejected) allowed per trajectory before status ``-2``.
     max_events : int, optional
@@ -217,6 +249,10 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         set, with ``n_t = len(t_eval)`` (2 without ``t_eval``). On ``cuda`` the chunks
         overlap transfer and compute on two streams, so two chunks are resident at once
         (on the device and in pinned host buffers): each chunk gets half the budget.
+        The assembled result lives beside the budget and must fit in the memory available
+        to the process (free memory, cgroup limit, ``RLIMIT_AS``): else
+        :class:`gpuivp.MemoryBudgetError` before any work. Dense output, kept for every
+        chunk, is checked as it grows (the same error, naming ``dense_max_steps``).
     **options
         Passed to scipy by the ``scipy`` backend (``jac``, ...); other backends warn that
         they ignore them.
@@ -225,6 +261,28 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     -------
     EnsembleResult
         See :class:`gpuivp.EnsembleResult`.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Bad input, before any integration, naming the argument: among others an event
+        function returning ``None`` (``TypeError`` naming ``events[m]``), an event
+        ``direction`` that is not a finite number, ragged ``args`` or a ragged value returned
+        by ``fun``, a method the chosen backend does not run (gpuivp's own methods on
+        ``"scipy"``, scipy-only ones elsewhere), and ``dt`` with an adaptive method on
+        ``"scipy"`` (which cannot take fixed steps; ``"auto"`` then picks an engine backend).
+    gpuivp.MemoryBudgetError
+        A ``MemoryError``: the result, or dense output as it grows, cannot fit in the memory
+        available (see ``memory_budget``).
+    KeyboardInterrupt
+        Ctrl-C stops all the call's work within a time slice on every backend.
+
+    Warns
+    -----
+    UserWarning
+        Once per call: options a backend ignores, events not stored (``max_events``). The
+        ``scipy`` backend says scipy's own warnings once per call and drops floating-point
+        ``RuntimeWarning``s from inside scipy.
 
     Examples
     --------
@@ -262,13 +320,18 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     if not isinstance(method, str) or method not in METHODS:
         if backend not in ("auto", "scipy"):
             raise ValueError(f"Method {getattr(method, '__name__', method)!r} runs only on the "
-                             f"'scipy' backend (got backend={backend!r}).")
+                             f"'scipy' backend (got backend={backend!r}); gpuivp's engines "
+                             f"(backends 'numba', 'numpy', 'cuda', 'cupy') run "
+                             f"{list(METHODS)}.")
+    scipy_refusal = P.scipy_refusal(method, dt)
+    if backend == "scipy" and scipy_refusal is not None:
+        raise ValueError(scipy_refusal)
     dense_max_steps = P.check_dense(dense_output, dense_max_steps)
     if not isinstance(inplace, (bool, np.bool_)):
         raise TypeError(f"`inplace` must be True or False, got {inplace!r}.")
     inplace = bool(inplace)
 
-    if single and backend in ("auto", "scipy"):
+    if single and (backend == "scipy" or backend == "auto" and scipy_refusal is None):
         if inplace:
             fun = returning(fun)
         _check_single_shape(fun, t0, y0_in.astype(dtype), args)

@@ -150,7 +150,12 @@ def ensemble_args(args, k_y0, dtype, n_y0=None):
     for m, a in enumerate(args):
         if isinstance(a, shared):
             continue
-        if np.ndim(a) > 0 or is_cupy(a):
+        try:
+            ndim = np.ndim(a)
+        except (ValueError, TypeError) as exc:  # a ragged nested sequence
+            raise ValueError(f"args[{m}] is not a rectangular array ({exc}); "
+                             f"{ARGS_RULE}.") from None
+        if ndim > 0 or is_cupy(a):
             arr = to_numpy(a)
             if arr.ndim == 0:
                 continue
@@ -248,7 +253,11 @@ def check_events(events, max_events):
         return (), (), 0
     if callable(events):
         events = (events,)
-    events = tuple(events)
+    try:
+        events = tuple(events)
+    except TypeError:
+        raise TypeError(f"`events` must be a callable or a sequence of callables, got "
+                        f"{reprlib.repr(events)}.") from None
     spec = []
     for m, ev in enumerate(events):
         if not callable(ev):
@@ -261,14 +270,22 @@ def check_events(events, max_events):
         else:
             raise ValueError(f"The `terminal` attribute of `events[{m}]` must be a boolean or "
                              f"positive integer, got {terminal!r}.")
-        direction = float(getattr(ev, "direction", 0.0))
-        spec.append((count, float(np.sign(direction))))
+        spec.append((count, _direction(getattr(ev, "direction", 0.0), m)))
     if max_events is None:
         max_events = DEFAULT_MAX_EVENTS
     elif isinstance(max_events, bool) or not isinstance(max_events, numbers.Integral) \
             or max_events < 1:
         raise ValueError(f"`max_events` must be a positive integer, got {max_events!r}.")
     return events, tuple(spec), int(max_events)
+
+
+def _direction(direction, m):
+    """An event's ``direction`` as -1.0, 0.0 or 1.0 (its sign); else a ValueError naming it."""
+    if isinstance(direction, (numbers.Real, np.number)) and np.ndim(direction) == 0 \
+            and math.isfinite(float(direction)):
+        return float(np.sign(float(direction)))
+    raise ValueError(f"The `direction` attribute of `events[{m}]` must be a finite number "
+                     f"(its sign: 1 rising, -1 falling, 0 both), got {direction!r}.")
 
 
 def check_dense(dense_output, dense_max_steps):
@@ -279,6 +296,30 @@ def check_dense(dense_output, dense_max_steps):
         raise ValueError(f"`dense_max_steps` must be a positive integer, got "
                          f"{dense_max_steps!r}.")
     return int(dense_max_steps)
+
+
+#: gpuivp's methods that scipy also runs (step for step the same).
+SCIPY_RK = ("RK23", "RK45", "DOP853")
+ENGINE_BACKENDS = "'numba', 'numpy', 'cuda' and 'cupy'"
+
+
+def scipy_refusal(method, dt):
+    """Why the ``scipy`` backend cannot run ``method`` (with ``dt``) as asked, or None.
+
+    gpuivp's own methods (``Euler``, ..., ``Tsit5``) are not scipy's; and an adaptive
+    method given ``dt`` runs at that fixed step on every engine backend, which scipy
+    cannot do (it would ignore ``dt``).
+    """
+    if not isinstance(method, str) or method in SCIPY_ONLY:
+        return None
+    if method not in SCIPY_RK:
+        return (f"Method {method!r} is gpuivp's own: it runs on the {ENGINE_BACKENDS} "
+                f"backends, not on 'scipy' (scipy's methods: {list(SCIPY_RK + SCIPY_ONLY)}).")
+    if dt is not None:
+        return (f"`dt` given with the adaptive method {method!r} means fixed steps of dt, "
+                f"which the 'scipy' backend cannot take: use one of the {ENGINE_BACKENDS} "
+                f"backends (or backend='auto'), or drop `dt` for adaptive steps.")
+    return None
 
 
 def check_steps(method, dt, first_step, max_step, max_steps, t0, t1):

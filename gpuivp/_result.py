@@ -64,13 +64,14 @@ def ensemble_result(problem, raw, backend):
     sol = None
     if p.dense_output and "sols" in raw:
         from ._dense import ListSolution
-        sol = ListSolution(raw["sols"], p.t0, raw["t_final"], p.n)
+        sol = ListSolution(raw["sols"], p.t0, raw["t_final"], p.n, dtype=dt, y0=p.y0)
     elif p.dense_output:
         from ._dense import EnsembleSolution
         from .methods import METHODS
         sol = EnsembleSolution(METHODS[p.method].interpolant, raw["dn_t"], raw["dn_h"],
                                raw["dn_c"],
-                               np.asarray(raw["naccept"], dtype=np.int64), p.direction)
+                               np.asarray(raw["naccept"], dtype=np.int64), p.direction,
+                               y0=p.y0)
     return EnsembleResult(
         t=t, y=y, t_final=np.asarray(raw["t_final"], dtype=dt),
         y_final=np.asarray(raw["y_final"], dtype=dt), status=status,

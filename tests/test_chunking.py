@@ -121,7 +121,8 @@ def test_default_budget_from_memory(monkeypatch):
     assert C.default_memory_budget("numpy") is None
     monkeypatch.setattr(C, "ALWAYS_FITS", 0)  # measure memory even for this small ensemble
     assert C.chunk_size(_problem("numpy"), "numpy") == K  # unknown memory: one chunk
-    monkeypatch.setattr(C, "available_host_memory", lambda: 4000)
+    # Room for the result (about 7 kB with T_EVAL) beside a budget of a quarter of it.
+    monkeypatch.setattr(C, "available_host_memory", lambda: 40_000)
     assert C.chunk_size(_problem("numpy"), "numpy") < K
     # The default budget chunks too, and the result does not change.
     assert_same(solve("numpy", t_eval=T_EVAL, memory_budget=1 << 40),

@@ -117,6 +117,7 @@ def test_cuda_sim_failures_stay_per_trajectory(sim):
     np.testing.assert_array_equal(got["status"], [0, -3, 0])
     assert got["nfev"][1] == 1
     assert np.all(np.isnan(got["y"][:, 1, 1:]))
+    np.testing.assert_array_equal(got["y"][:, 1, 0], [1.0, 0.5])  # y0 at t_eval[0] = t0
     # The good trajectories are those of an ensemble without the bad one.
     from gpuivp import solve_ivp
     case = W.CASES["nan_at_t0_f64"]

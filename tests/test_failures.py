@@ -92,6 +92,8 @@ def test_failure_is_isolated(backend, case, method):
     if status == -3 and case == "nan-at-t0":
         assert t_stop == T_SPAN[0] and res.nfev[BAD] == 1 and res.naccept[BAD] == 0
         np.testing.assert_array_equal(res.y_final[:, BAD], y0[:, 0])
+        if T_EVAL[0] == T_SPAN[0]:  # its state at t0 is y0, on every backend
+            np.testing.assert_array_equal(res.y[:, BAD, 0], y0[:, 0])
     if status == -2:
         assert res.naccept[BAD] + res.nreject[BAD] == kw["max_steps"]
     assert str(status) in res.message
@@ -186,7 +188,9 @@ def test_single_ivp_nan_at_t0_scipy_with_t_eval_and_events():
         res = solve_ivp(nan_at_t0, (0.0, 1.0), [1.0], args=(-1.0,), t_eval=[0.0, 0.5],
                         events=event)
     assert res.status == -3
-    assert res.y.shape == (1, 0) and res.t.shape == (0,)
+    # Only the t_eval point at t0 is reached; the state there is y0.
+    np.testing.assert_array_equal(res.t, [0.0])
+    np.testing.assert_array_equal(res.y, [[1.0]])
     assert len(res.t_events) == 1 and res.t_events[0].size == 0
 
 

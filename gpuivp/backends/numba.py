@@ -6,9 +6,17 @@ compiles about a second faster (no parfors pass), works from any number of
 caller threads (numba's workqueue layer aborts under concurrent use, e.g. Dask
 threads), and is deterministic: each trajectory's arithmetic is independent of
 how the ensemble is split.
+
+Nothing hangs and nothing runs on after the call: the engine runs in time slices of at
+most ``SLICE_ATTEMPTS`` step attempts per trajectory (resumable, the results do not depend
+on it); on ``KeyboardInterrupt`` (or any other exception) the chunks not started are
+cancelled and the running ones stop at their next trajectory or slice boundary before the
+exception propagates. The pool is created anew in a forked child (it inherits the pool
+object but not its threads).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import itertools
 import math
@@ -18,8 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..engines.compile_cache import cached, py_function
-from ..engines.per_trajectory import EngineSource
-from ..engines.runner import EngineState, check_slices, slice_budget
+from ..engines.per_trajectory import BASE_PARAMS, EngineSource
+from ..engines import runner
+from ..engines.runner import EngineState, check_slices
 from .._status import INIT
 from ._base import BackendUnavailable, progress_bar
 
@@ -40,6 +49,24 @@ class CompileError(BackendUnavailable):
 
 
 _POOL = None
+#: Step attempts per trajectory in one engine call (a time slice): the bound on how long a
+#: running chunk goes on after Ctrl-C, and on how long Ctrl-C waits in the calling thread.
+SLICE_ATTEMPTS = 20_000
+
+
+def slice_budget(problem):
+    """Step attempts per trajectory in one engine call: at most ``SLICE_ATTEMPTS``."""
+    return runner.slice_budget(problem, SLICE_ATTEMPTS)
+
+
+def _forget_pool():
+    """In a forked child: the inherited pool has no threads; a new one is made on demand."""
+    global _POOL
+    _POOL = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def n_threads():
@@ -68,11 +95,25 @@ def _driver(param_names):
             f"        solve_one(i, {params})\n")
 
 
+def _stop(futures, iparams):
+    """Stop the work of this call: cancel the chunks not started, make the running ones
+    stop (a slice budget of 0: every trajectory they reach next returns at once, resumable)
+    and wait for them, so that nothing runs on after the call."""
+    from ..engines.per_trajectory import IPARAM_FIELDS
+
+    for f in futures:
+        if f is not None:
+            f.cancel()
+    iparams[IPARAM_FIELDS.index("budget")] = 0
+    concurrent.futures.wait([f for f in futures if f is not None])
+
+
 def _run_parallel(run_range, k, arrays, on_error):
     """Run every trajectory, split into chunks over the thread pool when worth it.
 
     An exception from the chunk of trajectories ``a <= i < b`` goes through
-    ``on_error(exc, a, b)`` before it propagates; chunks not yet started are cancelled.
+    ``on_error(exc, a, b)`` before it propagates. On any exception, ``KeyboardInterrupt``
+    included, the other chunks are stopped (:func:`_stop`) before it propagates.
     """
     run_range(0, 0, *arrays)  # compile here (a TypingError), not racing in the workers
     threads = n_threads()
@@ -84,11 +125,10 @@ def _run_parallel(run_range, k, arrays, on_error):
     for (a, b), f in zip(chunks, futures):
         try:
             run_range(a, b, *arrays) if f is None else f.result()
-        except Exception as exc:
-            for other in futures:
-                if other is not None:
-                    other.cancel()
-            on_error(exc, a, b)
+        except BaseException as exc:
+            _stop(futures, arrays[BASE_PARAMS.index("iparams")])
+            if isinstance(exc, Exception):
+                on_error(exc, a, b)
             raise
 
 

@@ -1,6 +1,7 @@
 """``scipy`` backend: the reference, ``scipy.integrate.solve_ivp`` trajectory by trajectory."""
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -84,8 +85,10 @@ def _not_finite_result(t0, y0, t_eval, events):
     from scipy.integrate._ivp.ivp import OdeResult
 
     n_ev = 0 if events is None else 1 if callable(events) else len(events)
-    t = np.array([t0]) if t_eval is None else np.asarray(t_eval, dtype=float)[:0]
-    y = y0[:, None].copy() if t_eval is None else np.empty((len(y0), 0))
+    # Its state at t0 is y0: a t_eval point at t0 has it (as on every backend).
+    t = np.array([t0]) if t_eval is None else np.asarray(t_eval, dtype=float)[:1]
+    t = t[t == t0]
+    y = np.repeat(y0[:, None], len(t), axis=1)
     res = OdeResult(t=t, y=y, sol=None,
                     t_events=[np.empty(0) for _ in range(n_ev)] if n_ev else None,
                     y_events=[np.empty((0, len(y0))) for _ in range(n_ev)] if n_ev else None,
@@ -148,7 +151,7 @@ def solve(problem, tableau):
     n_ev = len(p.events)
     if n_ev:
         out.update(event_buffers(np, p, np.float64))
-    with progress_bar(p) as bar:
+    with progress_bar(p) as bar, _warnings_once():
         for i in range(k):
             y0 = p.y0[:, i].astype(np.float64)
             try:
@@ -182,6 +185,25 @@ def solve(problem, tableau):
                 out["y_eval"][:ys.shape[1], :, i] = ys.T
             bar.update_to(_Progress(out, i, p))
     return out
+
+
+@contextlib.contextmanager
+def _warnings_once():
+    """Warnings of the whole loop, each said once per call (scipy repeats its own, e.g.
+    about unknown options, for every trajectory); the floating-point ``RuntimeWarning``s
+    from inside scipy are dropped, as the other backends turn such trouble into a status."""
+    with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            said = set()
+            seen = [w for w in caught if not issubclass(w.category, RuntimeWarning)]
+    for w in seen:
+        key = (w.category, str(w.message))
+        if key not in said:
+            said.add(key)
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 class _Progress:

@@ -36,14 +36,27 @@ class DenseBuffers:
     def capacity(self):
         return self.dn_h.shape[0]
 
-    def grow(self, capacity):
+    def grow(self, capacity, dense_max_steps=None):
+        """Room for ``capacity`` steps per trajectory. Storage that would not fit in the
+        available host memory (or a failed allocation) is a ``gpuivp.MemoryBudgetError``
+        saying to lower ``dense_max_steps`` or use ``t_eval``."""
+        from .._chunking import check_dense_growth, dense_error
+
         xp, old = self.xp, self.capacity
         if capacity <= old:
             return
-        for name in ("dn_t", "dn_h", "dn_c"):
-            a = getattr(self, name)
-            extra = xp.full((capacity - old,) + a.shape[1:], np.nan, dtype=a.dtype)
-            setattr(self, name, xp.concatenate([a, extra]))
+        arrays = [getattr(self, name) for name in ("dn_t", "dn_h", "dn_c")]
+        nbytes = sum(a.nbytes for a in arrays)
+        k = arrays[0].shape[-1]
+        new = nbytes // max(old, 1) * capacity
+        if xp is np:
+            check_dense_growth(nbytes, nbytes + new, k, capacity, dense_max_steps)
+        try:
+            for name, a in zip(("dn_t", "dn_h", "dn_c"), arrays):
+                extra = xp.full((capacity - old,) + a.shape[1:], np.nan, dtype=a.dtype)
+                setattr(self, name, xp.concatenate([a, extra]))
+        except MemoryError as exc:
+            raise dense_error(new, k, capacity, dense_max_steps) from exc
 
     def store(self, slot, idx, t_end, h, y_old, rows):
         self.dn_t[slot + 1, idx] = t_end

@@ -160,6 +160,8 @@ class Lockstep:
         self.nfev[:] = 1
         finite = xp.all(xp.isfinite(self.f), axis=0)
         self.status = xp.where(finite, RUNNING, FAIL_NONFINITE).astype(np.int64)
+        if self.n_eval and p.t_eval[0] == p.t0:  # failed at t0: its state there is y0
+            self.out_eval[0][:, ~finite] = self.y[:, ~finite]
         for e in range(len(p.events)):
             self.ev_g[e] = self.event(e, self.t, self.y, idx)
         if p.t0 == p.t1:
@@ -192,7 +194,7 @@ class Lockstep:
         if p.dense_output and bool(xp.any(self.nacc[idx] >= self.dense.capacity)):
             full = self.nacc[idx] >= p.dense_max_steps
             self.status[idx[full]] = FAIL_DENSE
-            self.dense.grow(min(2 * self.dense.capacity, p.dense_max_steps))
+            self.dense.grow(min(2 * self.dense.capacity, p.dense_max_steps), p.dense_max_steps)
             return True
         c = self.c
         d = c(self.direction)

@@ -68,7 +68,7 @@ class EngineState:
         if not np.any(running):
             return False
         if self.dense is not None and np.any(self.st_cnt[CNT_NACC][running] >= self.dense.capacity):
-            self.dense.grow(min(2 * self.dense.capacity, self.dense_max))
+            self.dense.grow(min(2 * self.dense.capacity, self.dense_max), self.dense_max)
         return True
 
     def raw(self):
