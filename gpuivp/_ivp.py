@@ -10,6 +10,7 @@ from ._chunking import check_memory_budget, solve_in_chunks
 from ._result import EnsembleResult, ensemble_result, squeeze_single
 from .engines.buffers import DenseBuffers, event_buffers
 from .backends import BACKENDS, BackendUnavailable, backend_module, unavailable_reason, usable
+from .backends._base import BackendFallbackWarning, FunCompileError
 from .methods import METHODS
 
 ENSEMBLE_HINT = ("To solve an ensemble, pass `y0` of shape (n, k) (or (n, 1) broadcast "
@@ -281,18 +282,43 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         warnings.warn(f"The following arguments have no effect for backend "
                       f"{candidates[0]!r}: {list(options)}.", stacklevel=2)
 
-    res = None
+    res, left = None, []
     for name in candidates:
         try:
             res = _run(problem, name)
             break
+        except FunCompileError as exc:
+            if backend != "auto":
+                raise  # "`fun` could not be compiled for numba: <reason>. Hint: ..."
+            left.append((name, exc))
         except BackendUnavailable as exc:
             if backend != "auto":
                 raise RuntimeError(f"Backend {name!r} is not usable here: {exc}") from exc
+            left.append((name, exc))
+    if left:
+        _warn_fallback(left, res.backend if res is not None else candidates[-1])
     _warn_dropped_events(res, problem.max_events)
     if returns_cupy:
         res = _to_cupy(res)
     return squeeze_single(res, t_eval is not None, problem.direction) if single else res
+
+
+def _warn_fallback(left, used):
+    """One :class:`BackendFallbackWarning` per call: the backends ``auto`` left, why, and
+    what to change (``left``: ``(name, exception)`` in the order they were tried)."""
+    parts = []
+    for name, exc in left:
+        if isinstance(exc, FunCompileError):
+            parts.append(f"`fun` could not be compiled for {name}: {exc.reason}")
+        else:
+            parts.append(f"backend {name!r} failed: {exc}")
+    hints = [exc.hint for _, exc in left if isinstance(exc, FunCompileError)]
+    hint = f" To run on {left[0][0]!r}: {hints[0]}." if hints else ""
+    warnings.warn(f"backend='auto' ran on {used!r}, which is slower, because " +
+                  "; ".join(parts) + "." + hint + " Pass backend=... explicitly to choose, "
+                  "or silence with warnings.filterwarnings('ignore', "
+                  "category=gpuivp.BackendFallbackWarning).",
+                  BackendFallbackWarning, stacklevel=3)
 
 
 def _warn_dropped_events(res, max_events):

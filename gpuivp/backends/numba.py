@@ -10,6 +10,7 @@ how the ensemble is split.
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import math
 import os
@@ -137,6 +138,10 @@ def _check_compiles(functions, problem):
     The engine then reuses these compiled versions."""
     sig = fun_signature(problem)
     for f in functions:
+        code = getattr(py_function(f), "__code__", None)
+        if code is not None and code.co_flags & inspect.CO_VARKEYWORDS:
+            raise CompileError(f"{code.co_name}() takes **kwargs, which numba does not compile",
+                               "remove **kwargs from its signature")
         try:
             f.compile(sig)
         except Exception as exc:  # any failure to compile, whatever numba's class for it

@@ -148,10 +148,15 @@ class _Compiler:
                     pass
 
     def top(self, py):
-        """``py`` with its helpers compiled (not itself: the backend compiles it)."""
+        """``py`` with its helpers compiled (not itself: the backend compiles it); always a
+        new function object (it gets a key attribute: the user's function stays untouched)."""
         out = self.rebuilt(py)
         if out is py:
-            return py
+            f = types.FunctionType(py.__code__, py.__globals__, py.__name__, py.__defaults__,
+                                   py.__closure__)
+            f.__kwdefaults__ = py.__kwdefaults__
+            f.__qualname__ = py.__qualname__
+            return f
         f, glob, cells, ns, closure = out
         self._fill(py, glob, ns, closure)
         return f
