@@ -29,6 +29,8 @@ _HINTS = (
      "numba compiles `try`/`except ... as e` only in its simplest forms: remove it from `fun`"),
     (r"context manager", "numba does not compile `with` blocks (np.errstate): remove "
                               "them; compiled code gives NaN/inf where NumPy would warn"),
+    (r"KeyError: <ufunc", "this numba version has no GPU implementation of that NumPy "
+                          "function: use the `math` module's (math.exp, math.sqrt) in `fun`"),
     (r"yield|generator", "numba does not compile generator expressions: use a loop"),
 )
 _GENERIC_HINT = ("write `fun` with NumPy functions on floats and arrays, returning a tuple "
