@@ -129,7 +129,10 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         ``fun(t, y, *args)`` returning the derivative as a sequence of ``n`` values.
         Compiled backends (``"numba"``, ``"cuda"``) call it per trajectory with a scalar
         ``t``, a 1-D ``y`` and that trajectory's args and need a tuple back; use NumPy
-        functions (``np.sin``), not ``math``, so one function serves every backend.
+        functions (``np.sin``), not ``math``, so one function serves every backend. Plain
+        Python functions it calls are compiled along with it; arrays and floats it reads
+        from its globals or closure are read afresh on every call (changing them in place
+        needs no recompile).
     t_span : 2-tuple of float
         ``(t0, t1)``; ``t1 < t0`` integrates backwards.
     y0 : array_like, shape (n,) or (n, k)
@@ -154,7 +157,9 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         last axis has length ``k`` (per trajectory: ``fun`` gets ``arg[..., i]``) or
         ``gpuivp.shared(array)``.
     backend : str
-        ``"auto"``, ``"numba"``, ``"numpy"``, ``"cuda"``, ``"cupy"`` or ``"scipy"``.
+        ``"auto"``, ``"numba"``, ``"numpy"``, ``"cuda"``, ``"cupy"`` or ``"scipy"``. ``auto``
+        moves on to the next backend when ``fun`` does not compile for one, with a
+        :class:`gpuivp.BackendFallbackWarning` (once per call) that says why.
     rtol, atol : float or array_like
         Tolerances as in scipy (``atol`` scalar or shape ``(n,)``).
     first_step, max_step : float
@@ -192,6 +197,18 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     -------
     EnsembleResult
         See :class:`gpuivp.EnsembleResult`.
+
+    Raises
+    ------
+    gpuivp.backends.BackendUnavailable
+        (a ``RuntimeError``) when an explicitly requested ``"numba"`` or ``"cuda"`` cannot
+        compile ``fun``: "`fun` could not be compiled for numba: <reason>. Hint: ...".
+
+    Warns
+    -----
+    gpuivp.BackendFallbackWarning
+        ``backend="auto"`` left a backend (``fun`` did not compile there): which, why, and
+        what to change.
 
     Examples
     --------
