@@ -65,12 +65,20 @@ def f_attribute(t, y, a):
     return (-PARAMS.a * y[0],)
 
 
+RATES = {"a": 0.7}
+
+
+def f_global_dict(t, y, a):
+    return (-RATES["a"] * y[0],)
+
+
 NOT_COMPILING = {"try/except": (f_try, "UnsupportedBytecodeError"),
                  "np.errstate": (f_errstate, "CompilerError"),
                  "generator expression": (f_generator, "UnsupportedError"),
-                 "**kwargs": (f_kwargs, "**kwargs"),
+                 "**kwargs": (f_kwargs, "takes **kwargs"),
                  "scipy.special.erf": (f_erf, "erf"),
-                 "object attribute": (f_attribute, "PARAMS")}
+                 "object attribute": (f_attribute, "PARAMS"),
+                 "global dict": (f_global_dict, "RATES")}
 
 
 def solve(fun, backend="auto", y0=Y0, args=ARGS, **kw):
@@ -322,7 +330,7 @@ def test_closures_over_a_changing_float_do_not_recompile():
 
     solve(make(0.0), backend="numba")
     entries = compile_cache.entries()
-    for rate in (0.25, 0.5, 1.0):
+    for rate in (0.25, np.float64(0.5), 1.0):  # np.float64 and float: one type
         res = solve(make(rate), backend="numba")
         np.testing.assert_allclose(res.y_final[0], np.exp(-ARGS[0] - rate), rtol=1e-7)
     assert compile_cache.entries() == entries

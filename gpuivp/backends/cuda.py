@@ -134,6 +134,9 @@ def kernel_function(problem, tableau):
 
     cuda = _cuda()
     problem = prepare(problem)
+    trouble = fun_compile.signature_trouble([problem.fun, *problem.events])
+    if trouble:
+        raise CompileError(trouble, "remove **kwargs from its signature")
     sim = simulated()
     dtype = np.dtype(problem.dtype)
     n = problem.n

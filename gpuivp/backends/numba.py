@@ -10,7 +10,6 @@ how the ensemble is split.
 from __future__ import annotations
 
 import functools
-import inspect
 import itertools
 import math
 import os
@@ -136,12 +135,11 @@ def _check_compiles(functions, problem):
     """Compile ``fun`` and the event functions alone first: a ``fun`` numba cannot compile
     fails here in a moment, not after (or in the middle of) the whole engine's compile.
     The engine then reuses these compiled versions."""
+    trouble = fun_compile.signature_trouble(functions)
+    if trouble:
+        raise CompileError(trouble, "remove **kwargs from its signature")
     sig = fun_signature(problem)
     for f in functions:
-        code = getattr(py_function(f), "__code__", None)
-        if code is not None and code.co_flags & inspect.CO_VARKEYWORDS:
-            raise CompileError(f"{code.co_name}() takes **kwargs, which numba does not compile",
-                               "remove **kwargs from its signature")
         try:
             f.compile(sig)
         except Exception as exc:  # any failure to compile, whatever numba's class for it

@@ -70,7 +70,8 @@ def plain_array(a):
 def _hidden_type(value):
     if isinstance(value, np.ndarray):
         return ("array", value.dtype.str, value.ndim)
-    return ("float", np.dtype(type(value)).str if isinstance(value, np.generic) else "float")
+    # A Python float and np.float64 are both float64 to numba: one key.
+    return ("float", np.dtype(type(value)).str if isinstance(value, np.generic) else "<f8")
 
 
 def _outside(py):
@@ -260,6 +261,16 @@ def _wrapper(inner, n_pass, n_hidden, name):
     ns = {"inner": inner}
     exec(compile(src, f"<gpuivp wrapper of {name}>", "exec"), ns)
     return ns[name]
+
+
+def signature_trouble(functions):
+    """Why numba cannot compile one of ``functions`` by its signature alone (``**kwargs``),
+    or None: said plainly, before numba's "Signature mismatch"."""
+    for f in functions:
+        code = getattr(py_function(f), "__code__", None)
+        if code is not None and code.co_flags & inspect.CO_VARKEYWORDS:
+            return f"{code.co_name}() takes **kwargs, which numba does not compile"
+    return None
 
 
 def prepare(problem, jit):
