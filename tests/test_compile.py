@@ -389,3 +389,68 @@ def test_cuda_simulator_sees_in_place_changes_and_runs_helpers():
     errors = eval(proc.stdout.split("ERRORS", 1)[1])
     assert all(e < 1e-6 for e in errors[:3]), errors   # RK45 at rtol 1e-8 against exp
     assert errors[3] < 1e-6, errors                     # the same method as scipy's
+
+
+# -- what the rewrite handles ----------------------------------------------------------------
+OFFSET = np.zeros(3)
+LEVEL = np.array([0.5])
+
+
+def lambda_fun():
+    return lambda t, y, a: (-(a + OFFSET[0]) * y[0],)
+
+
+def with_default(t, y, a, extra=OFFSET):  # `extra` is not passed: its default is read
+    return (-(a + extra[1]) * y[0],)
+
+
+def rate_of(a):  # a helper reading a global array: compiled in, keyed by its contents
+    return a + OFFSET[2]
+
+
+def through_helper(t, y, a):
+    return (-rate_of(a) * y[0],)
+
+
+@pytest.mark.parametrize("fun, index", [(lambda_fun(), 0), (with_default, 1),
+                                        (through_helper, 2)],
+                         ids=["lambda", "unpassed default", "helper"])
+def test_lambdas_defaults_and_helpers_see_in_place_changes(fun, index):
+    try:
+        for value in (0.0, 0.5):
+            OFFSET[index] = value
+            res = solve(fun, backend="numba")
+            np.testing.assert_allclose(res.y_final[0], np.exp(-ARGS[0] - value), rtol=1e-7)
+    finally:
+        OFFSET[:] = 0.0
+
+
+def decay(t, y, a):
+    return (-a * y[0],)
+
+
+def below_level(t, y, a):
+    return y[0] - LEVEL[0]
+
+
+below_level.terminal = True
+
+
+def test_event_functions_read_arrays_afresh():
+    """An event reading a global array: hidden arguments of every function (``fun`` gets
+    them too, unused); an event without source beside it is wrapped to take them."""
+    ns = {"np": np}
+    exec("def exec_event(t, y, a):\n    return y[0] - 0.9\n", ns)
+    try:
+        for level in (0.5, 0.25):
+            LEVEL[0] = level
+            res = gpuivp.solve_ivp(decay, (0.0, 10.0), Y0, args=ARGS, events=[below_level],
+                                   backend="numba", **TOL)
+            np.testing.assert_allclose(res.t_final, np.log(1 / level) / ARGS[0], rtol=1e-6)
+            res = gpuivp.solve_ivp(decay, (0.0, 10.0), Y0, args=ARGS, backend="numba",
+                                   events=[ns["exec_event"], below_level], **TOL)
+            np.testing.assert_allclose(res.t_final, np.log(1 / level) / ARGS[0], rtol=1e-6)
+            np.testing.assert_allclose(res.t_events[0][:, 0], np.log(1 / 0.9) / ARGS[0],
+                                       rtol=1e-6)  # (k, max_events): each one's first
+    finally:
+        LEVEL[0] = 0.5
