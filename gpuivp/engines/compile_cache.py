@@ -12,7 +12,10 @@ where they can, :mod:`gpuivp.engines.fun_compile`, and then key only their type)
 The cache is bounded: it keeps the :data:`MAX_ENTRIES` most recently used engines
 (``GPUIVP_CACHE_SIZE`` in the environment, default 64), so a loop over fresh
 closures does not grow it without bound. Concurrent first calls for one key wait
-for a single build (a lock per key).
+for a single build (a lock per key). numba itself keeps the machine code of every
+function it compiled (about 6 MiB per small engine), evicted or not: what bounds
+memory is not compiling anew, which is why floats and arrays read by ``fun`` are
+hidden arguments rather than part of the key.
 """
 from __future__ import annotations
 
