@@ -3,7 +3,6 @@
 numba compiles are slow on CI machines: each test compiles at most one or two engines
 (n = 1 or 2, RK45, a handful of trajectories).
 """
-import math
 import os
 import subprocess
 import sys
