@@ -303,6 +303,9 @@ def test_concurrent_first_calls_compile_once(monkeypatch):
     assert len(builds) == 1
     run = nb.compiled_engine(nb.prepare(_problem_of(ns["cold"])), _rk45())
     assert len(run.signatures) == 1
+    # `fun` compiled alone first (to fail fast) with the types the engine then calls it with
+    fun = run.py_func.__globals__["solve_one"].py_func.__globals__["fun"]
+    assert len(fun.signatures) == 1, fun.signatures
 
 
 def test_input_layouts_share_one_specialisation():

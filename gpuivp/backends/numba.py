@@ -127,7 +127,9 @@ def fun_signature(problem):
     scalar = numba.from_dtype(problem.dtype)
     types = [scalar, numba.types.Array(scalar, 1, "C")]
     for a, kind in zip(problem.args, problem.arg_kinds):
-        types.append(numba.typeof(a[..., 0] if kind.startswith("traj") else a))
+        if kind.startswith("traj"):  # trajectory 0's: a scalar, or a column ('A' layout)
+            a = a[(slice(None),) * (a.ndim - 1) + (0,)]
+        types.append(numba.typeof(a))
     return tuple(types)
 
 
