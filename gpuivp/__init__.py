@@ -9,7 +9,8 @@ from ._ivp import solve_ivp
 from ._problem import shared
 from ._result import EnsembleResult
 from .backends import available_backends
+from .backends._base import BackendFallbackWarning
 
 __version__ = "0.1.0"
 __all__ = ["solve_ivp", "shared", "EnsembleResult", "available_backends", "MemoryBudgetError",
-           "__version__"]
+           "BackendFallbackWarning", "__version__"]

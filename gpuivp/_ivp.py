@@ -11,6 +11,7 @@ from ._chunking import check_memory_budget, solve_in_chunks
 from ._result import EnsembleResult, ensemble_result, squeeze_single
 from .engines.buffers import DenseBuffers, event_buffers
 from .backends import BACKENDS, BackendUnavailable, backend_module, unavailable_reason, usable
+from .backends._base import BackendFallbackWarning, FunCompileError
 from .methods import METHODS
 
 ENSEMBLE_HINT = ("To solve an ensemble, pass `y0` of shape (n, k) (or (n, 1) broadcast "
@@ -187,7 +188,10 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         tuple, a list or an array), or with ``inplace=True`` ``fun(t, y, dydt, *args)``
         filling ``dydt`` and returning nothing. Compiled backends (``"numba"``, ``"cuda"``)
         call it per trajectory with a scalar ``t``, a 1-D ``y`` and that trajectory's args;
-        use NumPy functions (``np.sin``), not ``math``, so one function serves every backend.
+        use NumPy functions (``np.sin``), not ``math``, so one function serves every backend. Plain
+        Python functions it calls are compiled along with it; arrays and floats it reads
+        from its globals or closure are read afresh on every call (changing them in place
+        needs no recompile).
     t_span : 2-tuple of float
         ``(t0, t1)``; ``t1 < t0`` integrates backwards.
     y0 : array_like, shape (n,) or (n, k)
@@ -212,7 +216,9 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         last axis has length ``k`` (per trajectory: ``fun`` gets ``arg[..., i]``) or
         ``gpuivp.shared(array)``.
     backend : str
-        ``"auto"``, ``"numba"``, ``"numpy"``, ``"cuda"``, ``"cupy"`` or ``"scipy"``.
+        ``"auto"``, ``"numba"``, ``"numpy"``, ``"cuda"``, ``"cupy"`` or ``"scipy"``. ``auto``
+        moves on to the next backend when ``fun`` does not compile for one, with a
+        :class:`gpuivp.BackendFallbackWarning` (once per call) that says why.
     rtol, atol : float or array_like
         Tolerances as in scipy (``atol`` scalar or shape ``(n,)``).
     first_step, max_step : float
@@ -276,6 +282,9 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         available (see ``memory_budget``).
     KeyboardInterrupt
         Ctrl-C stops all the call's work within a time slice on every backend.
+    gpuivp.backends.BackendUnavailable
+        (a ``RuntimeError``) when an explicitly requested ``"numba"`` or ``"cuda"`` cannot
+        compile ``fun``: "`fun` could not be compiled for numba: <reason>. Hint: ...".
 
     Warns
     -----
@@ -283,6 +292,9 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         Once per call: options a backend ignores, events not stored (``max_events``). The
         ``scipy`` backend says scipy's own warnings once per call and drops floating-point
         ``RuntimeWarning``s from inside scipy.
+    gpuivp.BackendFallbackWarning
+        ``backend="auto"`` left a backend (``fun`` did not compile there): which, why, and
+        what to change.
 
     Examples
     --------
@@ -383,18 +395,43 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         warnings.warn(f"The following arguments have no effect for backend "
                       f"{candidates[0]!r}: {list(options)}.", stacklevel=2)
 
-    res = None
+    res, left = None, []
     for name in candidates:
         try:
             res = _run(problem, name)
             break
+        except FunCompileError as exc:
+            if backend != "auto":
+                raise  # "`fun` could not be compiled for numba: <reason>. Hint: ..."
+            left.append((name, exc))
         except BackendUnavailable as exc:
             if backend != "auto":
                 raise RuntimeError(f"Backend {name!r} is not usable here: {exc}") from exc
+            left.append((name, exc))
+    if left:
+        _warn_fallback(left, res.backend if res is not None else candidates[-1])
     _warn_dropped_events(res, problem.max_events)
     if returns_cupy:
         res = _to_cupy(res)
     return squeeze_single(res, t_eval is not None, problem.direction) if single else res
+
+
+def _warn_fallback(left, used):
+    """One :class:`BackendFallbackWarning` per call: the backends ``auto`` left, why, and
+    what to change (``left``: ``(name, exception)`` in the order they were tried)."""
+    parts = []
+    for name, exc in left:
+        if isinstance(exc, FunCompileError):
+            parts.append(f"`fun` could not be compiled for {name}: {exc.reason}")
+        else:
+            parts.append(f"backend {name!r} failed: {exc}")
+    hints = [exc.hint for _, exc in left if isinstance(exc, FunCompileError)]
+    hint = f" To run on {left[0][0]!r}: {hints[0]}." if hints else ""
+    warnings.warn(f"backend='auto' ran on {used!r}, which is slower, because " +
+                  "; ".join(parts) + "." + hint + " Pass backend=... explicitly to choose, "
+                  "or silence with warnings.filterwarnings('ignore', "
+                  "category=gpuivp.BackendFallbackWarning).",
+                  BackendFallbackWarning, stacklevel=3)
 
 
 def _warn_dropped_events(res, max_events):

@@ -7,6 +7,7 @@ signal CI can check. The simulator must not be active in this process: if it
 is (``NUMBA_ENABLE_CUDASIM=1`` for the whole session), these tests skip.
 """
 import importlib.util
+import math
 import os
 import re
 import shutil
@@ -134,9 +135,74 @@ def test_fun_that_does_not_compile_is_a_compile_error(cb):
         return (d[1] * a,)
 
     problem = make_problem(bad, "RK4", "float64", n=1, args=(np.ones(4),))
-    with pytest.raises(cb.CompileError, match="could not compile") as info:
+    with pytest.raises(cb.CompileError, match="could not be compiled for cuda") as info:
         cb.kernel_ptx(problem, TABLEAUS["RK4"], cc=(9, 0))
     assert isinstance(info.value, BackendUnavailable)
+
+
+def test_numba_cuda_error_classes_are_compile_errors(cb):
+    """numba-cuda raises its own classes (``numba.cuda.core.errors``, not numba's), and a
+    bare ``KeyError`` for a NumPy function it has no implementation of: all are
+    CompileErrors (``auto`` falls back), with the explicit-backend message."""
+    from gpuivp.methods import METHODS as TABLEAUS
+
+    def unsupported(t, y, a):
+        try:
+            v = y[0] * a
+        except Exception as e:  # noqa: F841
+            v = 0.0
+        return (v,)
+
+    problem = make_problem(unsupported, "RK4", "float64", n=1, args=(np.ones(4),))
+    with pytest.raises(cb.CompileError, match="`fun` could not be compiled for cuda: .*Hint"):
+        cb.kernel_ptx(problem, TABLEAUS["RK4"], cc=(9, 0))
+
+
+#: 1 MiB of float64: sixteen times what ``.const`` memory holds (64 KB).
+TABLE_1MB = np.linspace(0.0, 1.0, 131_072)
+
+
+def reads_table(t, y, a):
+    i = int(abs(y[0]) * 1000.0) % 131_072
+    return (-a * y[0] + TABLE_1MB[i],)
+
+
+def _const_bytes(ptx):
+    return sum(int(m) for m in re.findall(r"^\s*\.const\s.*\[(\d+)\]", ptx, re.M))
+
+
+def test_large_global_table_goes_through_global_memory(cb):
+    """A 1 MiB global array read by ``fun`` is a kernel argument (global memory), not
+    baked into ``.const`` (where ptxas fails: "File uses too much global constant data")."""
+    from gpuivp.methods import METHODS as TABLEAUS
+
+    problem = make_problem(reads_table, "RK4", "float64", n=1, args=(np.ones(4),))
+    ptx = cb.kernel_ptx(problem, TABLEAUS["RK4"], cc=(9, 0))
+    assert _const_bytes(ptx) < 65536, _const_bytes(ptx)
+    if PTXAS:
+        res = cb.ptxas_resources(ptx, arch="sm_90", ptxas=PTXAS)
+        assert res["registers"] is not None, res["log"]
+
+
+def hh_rate(v):
+    return 0.01 * (v + 55.0) / (1.0 - math.exp(-(v + 55.0) / 10.0))
+
+
+def hh_gate(alpha, x):
+    return alpha * (1.0 - x) - 0.125 * x
+
+
+def hh_like(t, y, current):
+    """Rate functions as plain module functions: compiled as device functions."""
+    return (current - 36.0 * y[1] ** 4 * (y[0] + 77.0), hh_gate(hh_rate(y[0]), y[1]))
+
+
+def test_plain_python_helpers_compile_as_device_functions(cb):
+    from gpuivp.methods import METHODS as TABLEAUS
+
+    problem = make_problem(hh_like, "RK4", "float64", n=2, args=(np.ones(4),))
+    ptx = cb.kernel_ptx(problem, TABLEAUS["RK4"], cc=(9, 0))
+    assert len(re.findall(r"^\.visible \.entry ", ptx, re.M)) == 1
 
 
 def lorenz_event(t, y, sigma, rho, beta):

@@ -30,7 +30,8 @@ import numpy as np
 from ..engines.compile_cache import cached, py_function
 from ..engines.per_trajectory import EngineSource
 from ..engines.runner import EngineState, check_slices, slice_budget
-from ._base import BackendUnavailable, progress_bar
+from ..engines import fun_compile
+from ._base import BackendUnavailable, FunCompileError, progress_bar
 
 NAME = "cuda"
 #: Threads per block. The engine is register-heavy (every state component and
@@ -51,8 +52,10 @@ INPUT_FIELDS = ("y0", "ctrl", "iparams", "atol", "t_eval")
 OVERLAP = True
 
 
-class CompileError(BackendUnavailable):
+class CompileError(FunCompileError):
     """numba.cuda could not compile the user's function (the message carries numba's reason)."""
+
+    backend = "cuda"
 
 
 def _cuda():
@@ -111,15 +114,29 @@ _ALLOC_SOURCE = ("def alloc_state():\n"
                  "    return cuda.local.array(N_STATE, STATE_DTYPE)\n")
 
 
+def prepare(problem):
+    """``problem`` as the kernel takes it (:func:`gpuivp.engines.fun_compile.prepare`): plain
+    Python helpers of ``fun`` become ``cuda.jit(device=True)`` functions, and the arrays
+    ``fun`` reads from its globals or closure hidden arguments in global memory (numba
+    would bake them into ``.const`` memory, 64 KB at most). The kernel and the
+    :class:`~gpuivp.engines.runner.EngineState` are built from the prepared problem."""
+    return fun_compile.prepare(problem, _cuda().jit(device=True))
+
+
 def kernel_function(problem, tableau):
     """The kernel as a plain Python function whose globals hold the device functions.
 
     ``numba.cuda.jit`` of it is the launchable kernel; ``numba.cuda.compile_ptx``
-    of it gives the PTX (see ``tests/test_cuda_ptx.py``).
+    of it gives the PTX (see ``tests/test_cuda_ptx.py``). ``problem`` is :func:`prepare`-d
+    here if it was not.
     """
     import numba
 
     cuda = _cuda()
+    problem = prepare(problem)
+    trouble = fun_compile.signature_trouble([problem.fun, *problem.events])
+    if trouble:
+        raise CompileError(trouble, "remove **kwargs from its signature")
     sim = simulated()
     dtype = np.dtype(problem.dtype)
     n = problem.n
@@ -165,19 +182,21 @@ def kernel_signature(state, arrays=None):
 
 @contextlib.contextmanager
 def _compile_errors():
-    """numba's compile errors (typing, lowering, unsupported) as :class:`CompileError`."""
-    from numba.core.errors import NumbaError
-    from numba.cuda.cudadrv.error import NvvmError, NvvmSupportError
-
+    """Any failure while compiling (typing, lowering, NVVM, linking), whatever its class
+    (numba-cuda has its own error classes, ``numba.cuda.core.errors``, distinct from
+    ``numba.core.errors``; unsupported NumPy functions surface as a ``KeyError``), as a
+    :class:`CompileError`. Wraps compile calls only: launch errors are not compile errors."""
     try:
         yield
-    except (NumbaError, NvvmError, NvvmSupportError) as exc:
-        raise CompileError(f"numba.cuda could not compile `fun`: {exc}") from exc
+    except Exception as exc:
+        raise CompileError.from_exception(exc) from exc
 
 
 def compiled_kernel(problem, tableau):
     """``(kernel, param_names)``: the ``cuda.jit`` kernel for this problem's specialisation
-    (cached in-process) and the names of its parameters after ``k``."""
+    (cached in-process) and the names of its parameters after ``k``. ``problem`` must be
+    :func:`prepare`-d (its arguments are the kernel's)."""
+    problem = prepare(problem)
     key = EngineSource.cache_key(problem, tableau, NAME) + (simulated(),)
 
     def build():
@@ -295,9 +314,10 @@ class _Run:
 
     def __init__(self, problem, tableau, mem):
         self.problem, self.mem = problem, mem
-        self.kernel, self.fields = compiled_kernel(problem, tableau)
+        prepared = prepare(problem)  # fun's global arrays as hidden (global memory) arguments
+        self.kernel, self.fields = compiled_kernel(prepared, tableau)
         self.budget = slice_budget(problem, default=GPU_SLICE)
-        self.state = EngineState(problem, self.budget, tableau)
+        self.state = EngineState(prepared, self.budget, tableau)
         self.host = dict(zip(self.fields, _checked_arrays(self.state, self.fields)))
         self.dev = {}
 
@@ -508,6 +528,7 @@ def kernel_ptx(problem, tableau, cc=(9, 0), kernel=None):
     cuda = _cuda()
     if simulated():
         raise BackendUnavailable("PTX cannot be compiled under the CUDA simulator")
+    problem = prepare(problem)
     if kernel is None:
         kernel = kernel_function(problem, tableau)
     sig = kernel_signature(EngineState(problem, 1, tableau))

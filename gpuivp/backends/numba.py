@@ -30,7 +30,8 @@ from ..engines.per_trajectory import BASE_PARAMS, EngineSource
 from ..engines import runner
 from ..engines.runner import EngineState, check_slices
 from .._status import INIT
-from ._base import BackendUnavailable, progress_bar
+from ..engines import fun_compile
+from ._base import FunCompileError, progress_bar
 
 NAME = "numba"
 JIT_OPTIONS = dict(error_model="numpy", fastmath=False, nogil=True)
@@ -44,8 +45,10 @@ def unavailable_reason():
     return None
 
 
-class CompileError(BackendUnavailable):
+class CompileError(FunCompileError):
     """numba could not compile the user's function (the message carries numba's reason)."""
+
+    backend = "numba"
 
 
 _POOL = None
@@ -147,8 +150,50 @@ def _name_failing_trajectory(run_range, problem, tableau, exc, a, b):
             return
 
 
+def prepare(problem):
+    """``problem`` as the compiled engine takes it (:func:`gpuivp.engines.fun_compile.prepare`:
+    helpers of ``fun`` compiled with ``njit``, global/closure arrays as hidden arguments,
+    C-contiguous writeable inputs so that layouts do not multiply specialisations)."""
+    import numba
+
+    return fun_compile.prepare(problem, numba.njit(**JIT_OPTIONS))
+
+
+def fun_signature(problem):
+    """numba types of ``fun(t, y, *args)`` as the engine calls it (scalar ``t`` and a 1-D
+    ``y`` of the working dtype, each trajectory's args): for compiling ``fun`` alone."""
+    import numba
+
+    scalar = numba.from_dtype(problem.dtype)
+    types = [scalar, numba.types.Array(scalar, 1, "C")]
+    for a, kind in zip(problem.args, problem.arg_kinds):
+        if kind.startswith("traj"):  # trajectory 0's: a scalar, or a column ('A' layout)
+            a = a[(slice(None),) * (a.ndim - 1) + (0,)]
+        types.append(numba.typeof(a))
+    return tuple(types)
+
+
+def _check_compiles(functions, problem):
+    """Compile ``fun`` and the event functions alone first: a ``fun`` numba cannot compile
+    fails here in a moment, not after (or in the middle of) the whole engine's compile.
+    The engine then reuses these compiled versions."""
+    trouble = fun_compile.signature_trouble(functions)
+    if trouble:
+        raise CompileError(trouble, "remove **kwargs from its signature")
+    sig = fun_signature(problem)
+    for f in functions:
+        try:
+            f.compile(sig)
+        except Exception as exc:  # any failure to compile, whatever numba's class for it
+            raise CompileError.from_exception(exc) from exc
+
+
 def compiled_engine(problem, tableau):
-    """The njit-compiled ``run_range`` for this problem's specialisation (cached in-process)."""
+    """The njit-compiled ``run_range`` for this problem's specialisation (cached in-process).
+
+    ``problem`` is a :func:`prepare`-d problem. Raises :class:`CompileError` (at once, and
+    again from the cache on later calls) when ``fun`` or an event function does not compile.
+    """
     import numba
 
     def build():
@@ -162,31 +207,51 @@ def compiled_engine(problem, tableau):
         def alloc_state():
             return np.empty(n, dtype)
 
+        fun = jit(problem.fun)
+        events = [jit(e) for e in problem.events]
+        try:
+            _check_compiles([fun, *events], problem)
+        except CompileError as exc:
+            return exc  # cached: the next call does not try again
         src = EngineSource.for_problem(problem, tableau, "cpu")
-        solve_one = jit(src.build(jit_helper=jit, fun=jit(problem.fun), alloc_state=alloc_state,
+        solve_one = jit(src.build(jit_helper=jit, fun=fun, alloc_state=alloc_state,
                                   nextafter=np.nextafter, isfinite=math.isfinite,
-                                  sqrt=math.sqrt, events=[jit(e) for e in problem.events]))
+                                  sqrt=math.sqrt, events=events))
         ns = {"solve_one": solve_one}
         exec(_driver(src.param_names), ns)
         return jit(ns["run_range"])
 
-    return cached(EngineSource.cache_key(problem, tableau, NAME), build)
+    engine = cached(EngineSource.cache_key(problem, tableau, NAME), build)
+    if isinstance(engine, CompileError):
+        raise engine.copy()
+    return engine
+
+
+def compile_engine(run, arrays):
+    """Compile ``run`` for ``arrays``' types now (numba's compiler lock makes concurrent
+    callers wait for one compile); any failure is a :class:`CompileError`."""
+    import numba
+
+    if not hasattr(run, "compile"):  # not a numba dispatcher (a test's stand-in)
+        return
+    sig = (numba.int64, numba.int64) + tuple(numba.typeof(a) for a in arrays)
+    try:
+        run.compile(sig)
+    except Exception as exc:
+        raise CompileError.from_exception(exc) from exc
 
 
 def solve(problem, tableau):
     """Run the ensemble; returns the raw result dict."""
-    import numba
-
+    problem = prepare(problem)
     run = compiled_engine(problem, tableau)
     budget = slice_budget(problem)
     state = EngineState(problem, budget, tableau)
+    compile_engine(run, state.arrays())
     with progress_bar(problem) as bar:
         for calls in itertools.count(1):
-            try:
-                _run_parallel(run, problem.k, state.arrays(),
-                              functools.partial(_name_failing_trajectory, run, problem, tableau))
-            except numba.core.errors.TypingError as exc:
-                raise CompileError(f"numba could not compile `fun`: {exc}") from exc
+            _run_parallel(run, problem.k, state.arrays(),
+                          functools.partial(_name_failing_trajectory, run, problem, tableau))
             bar.update_to(state)
             if not state.running():
                 break
