@@ -83,8 +83,26 @@ def _probe_event(event, m, t0, y0, problem, vectorized):
                          f"expected a scalar (an (m,) array when vectorized).")
 
 
-def _check_single_shape(fun, t0, y0, args):
-    """A single IVP's ``fun`` must return shape (n,): else say how to ask for an ensemble."""
+def _check_single_shape(fun, t0, y0, args, vectorized):
+    """A single IVP's ``fun`` must return shape (n,): else say how to ask for an ensemble.
+
+    Vectorized, it is called as scipy calls it, with ``y`` of shape (n, 1), and must return
+    ``n`` values (scipy's shape (n, 1), or anything that ravels to them).
+    """
+    n = y0.shape[0]
+    if vectorized:
+        out = _call_quietly(fun, t0, y0[:, None], *args)
+        if out is _SKIPPED:
+            return
+        try:
+            size = np.asarray(out).size
+        except (ValueError, TypeError):
+            size = None
+        if size == n:
+            return
+        raise ValueError(f"`fun` returned {size} values for a single IVP with `y0` of shape "
+                         f"{y0.shape} and vectorized=True (called with `y` of shape ({n}, 1)): "
+                         f"expected shape ({n}, 1). {ENSEMBLE_HINT}")
     out = _call_quietly(fun, t0, y0, *args)
     if out is _SKIPPED:
         return
@@ -101,7 +119,8 @@ def _check_single_shape(fun, t0, y0, args):
 
 def choose_backend(problem, single):
     """API.md's ``auto`` rule."""
-    if single or not (isinstance(problem.method, str) and problem.method in METHODS):
+    if single or not (isinstance(problem.method, str) and problem.method in METHODS) \
+            or not isinstance(problem.rtol, float):
         return ["scipy"]
     order = []
     if usable("cuda") and not backend_module("cuda").simulated():
@@ -231,12 +250,28 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
                              f"'scipy' backend (got backend={backend!r}).")
     dense_max_steps = P.check_dense(dense_output, dense_max_steps)
 
+    if np.iscomplexobj(y0_in):
+        y0_in = y0_in.astype(np.result_type(dtype, np.complex64))
+    else:
+        y0_in = y0_in.astype(dtype, copy=False)
+    if not isinstance(rtol, float) and backend not in ("auto", "scipy"):
+        raise ValueError(f"`rtol` with different components runs on the 'scipy' backend only "
+                         f"(got backend={backend!r}): pass a scalar `rtol`, or "
+                         f"backend='scipy'.")
     if single and backend in ("auto", "scipy"):
-        _check_single_shape(fun, t0, y0_in.astype(dtype), args)
+        _check_single_shape(fun, t0, y0_in, args, vectorized)
         return _solve_single_scipy(fun, t0, t1, y0_in, method, t_eval_in, dense_output, events,
                                    vectorized, args, rtol, atol, first_step, max_step, options)
 
+    if np.iscomplexobj(y0_in):
+        raise ValueError("`y0` is complex: complex states run on the 'scipy' backend "
+                         "(backend='auto' or 'scipy' for a single IVP).")
     # -- normalise into an ensemble problem ----------------------------------------------
+    # A single IVP without t_eval returns every step, as scipy: the engines record the
+    # steps in their dense-output buffers and the result is read from there.
+    record_steps = single and t_eval is None
+    if record_steps and not dense_output:
+        dense_max_steps = max(dense_max_steps, max_steps)
     if single:
         values = tuple(P.shared(a) if np.ndim(a) > 0 or P.is_cupy(a) else a for a in args)
         y0_2d = y0_in[:, None]
@@ -251,7 +286,8 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
                         vectorized=bool(vectorized), method=method, options=options,
                         progress=bool(progress), memory_budget=memory_budget,
                         events=event_funs, event_spec=event_spec, max_events=max_events,
-                        dense_output=bool(dense_output), dense_max_steps=dense_max_steps,
+                        dense_output=bool(dense_output) or record_steps,
+                        dense_max_steps=dense_max_steps,
                         first=P.FIRST_TRAJECTORY.get())
     if backend != "auto":
         reason = unavailable_reason(backend)
@@ -292,7 +328,10 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     _warn_dropped_events(res, problem.max_events)
     if returns_cupy:
         res = _to_cupy(res)
-    return squeeze_single(res, t_eval is not None, problem.direction) if single else res
+    if not single:
+        return res
+    return squeeze_single(res, y0_2d[:, 0], t_eval is not None, bool(dense_output),
+                          problem.direction)
 
 
 def _warn_dropped_events(res, max_events):
@@ -353,7 +392,7 @@ def _solve_single_scipy(fun, t0, t1, y0, method, t_eval, dense_output, events, v
                         args, rtol, atol, first_step, max_step, options):
     from .backends.scipy import solve_single
 
-    atol = atol if np.ptp(atol) > 0 else float(atol[0]) if atol.size else 0.0
+    atol = float(atol[0]) if atol.size and np.ptp(atol) == 0 else atol
     res, info = solve_single(fun, (t0, t1), y0, method, t_eval, dense_output, events,
                              vectorized, args or None, rtol, atol, first_step, max_step, options)
     out = EnsembleResult(res)

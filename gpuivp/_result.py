@@ -82,26 +82,23 @@ def ensemble_result(problem, raw, backend):
         success=bool(np.all(status >= 0)), message=summary(status), backend=backend)
 
 
-def _single_sol(sol):
-    from ._dense import SingleSolution
-    return SingleSolution(sol)
-
-
-def squeeze_single(res, t_eval_given, direction):
+def squeeze_single(res, y0, t_eval_given, dense_output, direction):
     """An ensemble of one as scipy's shapes: ``y`` (n, n_t), scalars for the rest.
 
-    Without ``t_eval`` it gives ``t = [t0, t_final]`` and the states there; with it, as
-    scipy, only the ``t_eval`` points reached (up to a terminal event or a failure).
+    Without ``t_eval``, as scipy, ``t`` is every accepted step's end (``t0`` first), read
+    from the steps the engine recorded in ``res.sol``; ``sol`` is kept only with
+    ``dense_output``. With ``t_eval``, as scipy, only the ``t_eval`` points reached (up to a
+    terminal event or a failure), and empty lists when none was.
     """
     status = int(res.status[0])
-    y = res.y[:, 0, :]
-    t = res.t
+    t_final = res.t_final[0].item()
     if not t_eval_given:
-        t = np.array([t[0], res.t_final[0]], dtype=t.dtype)
-        y = np.stack([y[:, 0], res.y_final[:, 0]], axis=1)
+        t, y = _steps(res.sol, y0, status, res.t_final[0], res.y_final[:, 0])
     else:
-        reached = direction * (t - res.t_final[0]) <= 0
-        t, y = t[reached], y[:, reached]
+        reached = direction * (res.t - t_final) <= 0
+        t, y = res.t[reached], res.y[:, 0, reached]
+        if t.size == 0:
+            t, y = [], []   # scipy's t and y when no t_eval point was reached
     t_events = y_events = None
     if res.t_events is not None:
         counts = [min(int(c[0]), te.shape[1]) for c, te in zip(res.n_events, res.t_events)]
@@ -109,10 +106,27 @@ def squeeze_single(res, t_eval_given, direction):
         # scipy's y_events: (count, n), but (0,) for an event that never fired
         y_events = [ye[0, :c].copy() if c else np.empty(0, ye.dtype)
                     for ye, c in zip(res.y_events, counts)]
-    out = EnsembleResult(
-        t=t, y=y, t_final=res.t_final[0].item(), y_final=res.y_final[:, 0], status=status,
+    sol = None
+    if dense_output:
+        from ._dense import SingleSolution
+        sol = SingleSolution(res.sol, y0)
+    return EnsembleResult(
+        t=t, y=y, t_final=t_final, y_final=res.y_final[:, 0], status=status,
         nfev=int(res.nfev[0]), naccept=int(res.naccept[0]), nreject=int(res.nreject[0]),
         njev=int(res.njev[0]), nlu=int(res.nlu[0]), t_events=t_events,
-        y_events=y_events, sol=None if res.sol is None else _single_sol(res.sol), success=status >= 0,
+        y_events=y_events, sol=sol, success=status >= 0,
         message=MESSAGES.get(status, "unknown status"), backend=res.backend)
-    return out
+
+
+def _steps(sol, y0, status, t_final, y_final):
+    """scipy's ``t`` and ``y`` without ``t_eval``: ``t0`` and the end of every accepted step,
+    from the step boundaries and step-start states stored in the dense-output buffers."""
+    count = int(sol.count[0])
+    if count == 0:
+        if status == 0:    # nothing to integrate (t0 == t1, or n = 0): scipy's [t0, t1]
+            return (np.array([sol.t_bounds[0, 0], t_final]),
+                    np.stack([y0, y_final], axis=1))
+        return sol.t_bounds[:1, 0].copy(), y_final[:, None].copy()
+    t = sol.t_bounds[:count + 1, 0].copy()
+    y = np.concatenate([sol.coef[:count, 0, :, 0].T, y_final[:, None]], axis=1)
+    return t, y
