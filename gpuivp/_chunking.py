@@ -423,10 +423,11 @@ def solve_in_chunks(problem, backend, solve, solve_parts=None):
     results = map(solve, parts) if solve_parts is None else solve_parts(parts)
     asm = Assembler(k)
     try:
+        from .backends._base import advance
         with chunk_bar(problem.progress, k, len(slices), f"gpuivp {problem.method}") as bar:
             for sl, res in zip(slices, results, strict=True):
                 asm.add(sl, res)
-                bar.update(sl.stop - sl.start)
+                advance(bar, bar.n + sl.stop - sl.start)
     finally:
         close = getattr(results, "close", None)
         if close is not None:
