@@ -263,9 +263,17 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         return _solve_single_scipy(fun, t0, t1, y0_in, method, t_eval_in, dense_output, events,
                                    vectorized, args, rtol, atol, first_step, max_step, options)
 
+    complex_n = 0
     if np.iscomplexobj(y0_in):
-        raise ValueError("`y0` is complex: complex states run on the 'scipy' backend "
-                         "(backend='auto' or 'scipy' for a single IVP).")
+        # n complex components run as 2n real ones (see _complex.py)
+        from . import _complex
+        complex_n, cdtype = n, y0_in.dtype
+        y0_in = np.concatenate([y0_in.real, y0_in.imag]).astype(dtype)
+        n = 2 * n
+        atol = np.concatenate([atol, atol])
+        rtol = rtol if isinstance(rtol, float) else np.concatenate([rtol, rtol])
+        fun = _complex.python_fun(fun, complex_n, dtype)
+        event_funs = tuple(_complex.python_event(e, complex_n, dtype) for e in event_funs)
     # -- normalise into an ensemble problem ----------------------------------------------
     # A single IVP without t_eval returns every step, as scipy: the engines record the
     # steps in their dense-output buffers and the result is read from there.
@@ -288,7 +296,7 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
                         events=event_funs, event_spec=event_spec, max_events=max_events,
                         dense_output=bool(dense_output) or record_steps,
                         dense_max_steps=dense_max_steps,
-                        first=P.FIRST_TRAJECTORY.get())
+                        first=P.FIRST_TRAJECTORY.get(), complex_n=complex_n)
     if backend != "auto":
         reason = unavailable_reason(backend)
         if reason is not None:
@@ -328,10 +336,12 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     _warn_dropped_events(res, problem.max_events)
     if returns_cupy:
         res = _to_cupy(res)
-    if not single:
-        return res
-    return squeeze_single(res, y0_2d[:, 0], t_eval is not None, bool(dense_output),
-                          problem.direction)
+    if single:
+        res = squeeze_single(res, y0_2d[:, 0], t_eval is not None, bool(dense_output),
+                             problem.direction)
+    if complex_n:
+        res = _complex.to_complex(res, complex_n, cdtype)
+    return res
 
 
 def _warn_dropped_events(res, max_events):
@@ -354,6 +364,8 @@ def _run(problem, name):
     :func:`_result`.
     """
     module = backend_module(name)
+    if problem.complex_n:
+        problem = _complex_problem(problem, name)
     tableau = METHODS.get(problem.method) if isinstance(problem.method, str) else None
     if problem.k == 0 or problem.n == 0:
         return ensemble_result(problem, _empty_raw(problem), name)
@@ -364,6 +376,27 @@ def _run(problem, name):
     return solve_in_chunks(problem, name,
                            lambda part: _result(part, module.solve(part, tableau), name),
                            solve_parts)
+
+
+def _complex_problem(problem, name):
+    """``problem`` (a complex system run as a real one) with ``fun`` and the event functions
+    wrapped for backend ``name``: compiled for ``numba``; ``cuda`` refuses."""
+    import dataclasses
+
+    from . import _complex
+    if name == "cuda":
+        raise BackendUnavailable("complex `y0` does not run on 'cuda' (numba.cuda device "
+                                 "code would need complex wrappers); use 'numba', 'numpy' "
+                                 "or 'cupy'")
+    if name != "numba":
+        return problem
+    n, k = problem.complex_n, len(problem.args)
+    fun = _complex.numba_fun(problem.fun.__wrapped__, n, k, problem.dtype)
+    events = []
+    for ev in problem.events:
+        wrapped = _complex.numba_fun(ev.__wrapped__, n, k, problem.dtype, scalar_out=True)
+        events.append(wrapped)
+    return dataclasses.replace(problem, fun=fun, events=tuple(events))
 
 
 def _result(part, raw, name):

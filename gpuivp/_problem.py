@@ -378,6 +378,7 @@ class Problem:
     dense_max_steps: int = 0  # per trajectory; past it the trajectory fails (-4)
     memory_budget: int | None = None  # bytes one chunk may use; None: the default (_chunking)
     first: int = 0            # index of trajectory 0 in the caller's ensemble (a chunk's start)
+    complex_n: int = 0        # > 0: a complex system of complex_n components run as 2 * complex_n
 
     @property
     def n(self):
