@@ -118,7 +118,7 @@ def _check_single_shape(fun, t0, y0, args, vectorized):
 
 
 def choose_backend(problem, single):
-    """API.md's ``auto`` rule."""
+    """The ``auto`` rule (docs/reference.md, "Backends")."""
     if single or not (isinstance(problem.method, str) and problem.method in METHODS) \
             or not isinstance(problem.rtol, float):
         return ["scipy"]
@@ -149,13 +149,17 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         ``t``, a 1-D ``y`` and that trajectory's args and need a tuple back; use NumPy
         functions (``np.sin``), not ``math``, so one function serves every backend.
     t_span : 2-tuple of float
-        ``(t0, t1)``; ``t1 < t0`` integrates backwards.
+        ``(t0, t1)``: ``t0`` finite, ``t1`` finite or infinite (then a terminal event or
+        ``max_steps`` ends the integration); ``t1 < t0`` integrates backwards.
     y0 : array_like, shape (n,) or (n, k)
-        One IVP, or an ensemble of ``k`` (column ``i`` is trajectory ``i``).
+        One IVP, or an ensemble of ``k`` (column ``i`` is trajectory ``i``). Real or complex
+        (complex64, complex128): the ensemble engines run ``n`` complex components as ``2n``
+        real ones, so their step counts can differ slightly from scipy's; ``cuda`` refuses.
     method : str or OdeSolver subclass
         ``"Euler"``, ``"Midpoint"``, ``"Heun"``, ``"RK4"`` (fixed step, need ``dt``),
-        ``"RK23"``, ``"RK45"``, ``"DOP853"`` (scipy's, step for step), ``"Tsit5"``;
-        ``"Radau"``, ``"BDF"``, ``"LSODA"`` or a subclass run on the ``scipy`` backend.
+        ``"RK23"``, ``"RK45"``, ``"DOP853"`` (scipy's, step for step; scipy's classes of
+        those names are the same methods), ``"Tsit5"``; ``"Radau"``, ``"BDF"``, ``"LSODA"``
+        or another ``OdeSolver`` subclass run on the ``scipy`` backend.
     t_eval : array_like, optional
         Times at which to store the solution, sorted in the direction of integration.
     dense_output : bool
@@ -174,7 +178,9 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     backend : str
         ``"auto"``, ``"numba"``, ``"numpy"``, ``"cuda"``, ``"cupy"`` or ``"scipy"``.
     rtol, atol : float or array_like
-        Tolerances as in scipy (``atol`` scalar or shape ``(n,)``).
+        Tolerances as in scipy: a scalar or shape ``(n,)``. An ``rtol`` whose components
+        differ runs on the ``scipy`` backend only (``auto`` picks it). ``rtol`` below
+        ``100 * eps`` of the working dtype is raised to it, with scipy's warning.
     first_step, max_step : float
         As in scipy.
     dt : float, optional
@@ -190,7 +196,8 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     dtype : {None, float32, float64}
         Working precision; ``None`` uses ``y0``'s float dtype, else float64.
     progress : bool
-        Show a tqdm progress bar (over chunks when the ensemble is solved in chunks).
+        Show a tqdm progress bar counting finished trajectories (advanced chunk by chunk
+        when the ensemble is solved in chunks).
     memory_budget : int, optional
         Bytes the ensemble may take in flight. When the estimated working set and outputs of
         all ``k`` trajectories exceed it, the ensemble is solved in chunks along ``k`` and
@@ -209,7 +216,23 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     Returns
     -------
     EnsembleResult
-        See :class:`gpuivp.EnsembleResult`.
+        See :class:`gpuivp.EnsembleResult`. A single IVP (1-D ``y0``) gets scipy's result:
+        without ``t_eval``, ``t`` and ``y`` hold every accepted step on every backend.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Invalid input, before any integration; the message names the argument.
+    RuntimeError
+        The requested backend is not usable here (the message says why).
+
+    Warns
+    -----
+    UserWarning
+        ``rtol`` too small (scipy's warning); ``**options`` ignored by a backend other than
+        ``scipy``; events not stored beyond ``max_events``.
+    gpuivp.BackendFallbackWarning
+        ``auto`` left a backend because ``fun`` did not compile for it.
 
     Examples
     --------
@@ -237,7 +260,9 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     dtype = P.check_dtype(dtype, y0_in)
     single = y0_in.ndim == 1
     n = y0_in.shape[0]
-    rtol, atol = P.check_tol(rtol, atol, n, dtype)
+    # A complex single IVP on scipy is scipy's complex128 integration, whatever y0's precision
+    scipy_complex = single and backend in ("auto", "scipy") and np.iscomplexobj(y0_in)
+    rtol, atol = P.check_tol(rtol, atol, n, np.float64 if scipy_complex else dtype)
     t_eval_in = t_eval
     t_eval = P.check_t_eval(t_eval, t0, t1)
     dt, first_step, max_step, max_steps = P.check_steps(method, dt, first_step, max_step,

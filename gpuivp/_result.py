@@ -10,7 +10,8 @@ from ._status import MESSAGES, summary
 class EnsembleResult(OptimizeResult):
     """Result of :func:`gpuivp.solve_ivp`, with attribute access like scipy's ``OdeResult``.
 
-    For an ensemble of ``k`` trajectories of size ``n``:
+    For an ensemble of ``k`` trajectories of ``n`` components (docs/reference.md has the
+    whole contract):
 
     Attributes
     ----------
@@ -18,13 +19,30 @@ class EnsembleResult(OptimizeResult):
         ``t_eval``, or ``[t0, t1]`` when ``t_eval`` is None.
     y : ndarray, shape (n, k, n_t)
         The states at ``t``; NaN where a trajectory had stopped before that time.
-    t_final, y_final : ndarray, shapes (k,) and (n, k)
-        Where each trajectory stopped.
+    t_final : ndarray, shape (k,)
+        Where each trajectory stopped: ``t1``, a terminal event's time, or the last
+        accepted step of a failed trajectory.
+    y_final : ndarray, shape (n, k)
+        The state at ``t_final``.
     status : ndarray of int, shape (k,)
-        ``0`` reached the end, ``1`` terminal event, ``-1`` step size below the minimum,
-        ``-2`` ``max_steps`` attempts made, ``-3`` not finite.
+        ``0`` reached ``t1``; ``1`` a terminal event stopped it; ``-1`` the step fell below
+        scipy's minimum; ``-2`` ``max_steps`` step attempts were made; ``-3`` not finite
+        (``fun(t0, y0)``, or the error estimate down to the minimum step); ``-4``
+        ``dense_output`` stored ``dense_max_steps`` steps.
     nfev, naccept, nreject, njev, nlu : ndarray of int, shape (k,)
         Counters per trajectory (``njev``, ``nlu`` are 0 for explicit methods).
+    t_events : list of ndarray, shape (k, max_events), or None
+        Per event function, the times of its events on each trajectory, NaN-padded;
+        None without ``events``.
+    y_events : list of ndarray, shape (k, max_events, n), or None
+        Per event function, the states at those times, NaN-padded; None without ``events``.
+    n_events : list of ndarray of int, shape (k,), or None
+        Per event function, the true number of events of each trajectory (more than
+        ``max_events`` were found where it exceeds ``max_events``); None without ``events``.
+    sol : callable or None
+        With ``dense_output``: ``sol(t)`` is ``(n, k)`` for a scalar ``t`` and
+        ``(n, k, len(t))`` for an array, NaN outside each trajectory's ``[t0, t_final]``;
+        else None.
     success : bool
         All statuses are ``>= 0``.
     message : str
@@ -32,8 +50,12 @@ class EnsembleResult(OptimizeResult):
     backend : str
         The backend that ran.
 
-    A single IVP (1-D ``y0``) has scipy's shapes instead: ``y`` is ``(n, n_t)``,
-    ``t_final`` and counters are scalars, ``status`` an int.
+    Notes
+    -----
+    A single IVP (1-D ``y0``) has scipy's fields and shapes instead: ``t`` is every step
+    (or the ``t_eval`` points reached), ``y`` is ``(n, n_t)``, ``t_final`` and the counters
+    are scalars, ``status`` an int, ``t_events`` and ``y_events`` as scipy's, no ``n_events``,
+    and ``sol`` behaves as scipy's ``OdeSolution``. A complex ``y0`` gives complex states.
     Results pickle.
     """
 

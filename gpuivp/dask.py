@@ -157,7 +157,7 @@ def _tasks(fun, t_span, y0, positional, kwargs, args, kinds, arrays, slices):
 def _lazy_result(tasks, slices, n, n_t, dtype, t, n_ev, max_events):
     """An EnsembleResult whose per-trajectory fields are Dask arrays over the tasks.
 
-    Shapes per task of ``m`` trajectories follow API.md (``n_ev`` event functions storing
+    Shapes per task of ``m`` trajectories follow docs/reference.md (``n_ev`` event functions storing
     ``max_events`` events each); ``TRAJ_AXIS`` says along which axis the tasks are joined.
     """
     def lazy(name, shape, dt, j=None):

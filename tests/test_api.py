@@ -1,4 +1,4 @@
-"""The public contract of API.md: shapes, args forms, the single-IVP drop-in, backends."""
+"""The public contract (docs/reference.md): shapes, args forms, the single-IVP drop-in, backends."""
 import pickle
 
 import numpy as np

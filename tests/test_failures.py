@@ -1,4 +1,4 @@
-"""Failures (API.md "Failures"): a failing trajectory gets its status code, never stops the
+"""Failures (docs/reference.md, "Statuses"): a failing trajectory gets its status code, never stops the
 others, never changes their results (bit for bit), and never holds the call up.
 
 Every right-hand side here serves every CPU backend: tuple return, NumPy functions, works on

@@ -1,4 +1,4 @@
-"""Bad input (API.md "Bad input", "The ensemble"): every invalid input is a ValueError or
+"""Bad input (docs/reference.md, "Errors" and "The ensemble"): every invalid input is a ValueError or
 TypeError raised before any integration, whose message names the offending argument.
 
 Each case runs on every CPU backend (``numba``, ``numpy`` with ``vectorized=True``,
