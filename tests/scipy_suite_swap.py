@@ -5,7 +5,8 @@ The copied test module imports ``solve_ivp`` from here instead of ``scipy.integr
 
 - ``auto``: ``gpuivp.solve_ivp`` unchanged (``backend="auto"``);
 - ``numba``: scipy's explicit Runge-Kutta methods (``RK23``, ``RK45``, ``DOP853``, by name or
-  class) forced onto ``backend="numba"``; the other methods on ``auto``;
+  class; ``GPUIVP_SUITE_METHODS`` narrows the list) forced onto ``backend="numba"``; the
+  other methods on ``auto``;
 - ``numpy``: the same methods forced onto ``backend="numpy"`` with ``vectorized=True`` where
   ``fun`` accepts ``y`` of shape ``(n, 1)`` (scipy's vectorized convention), else on ``auto``.
 """
@@ -17,6 +18,8 @@ from scipy.integrate import DOP853, RK23, RK45
 import gpuivp
 
 CONFIG = os.environ.get("GPUIVP_SUITE_BACKEND", "auto")
+#: The methods forced onto the backend (the others run on ``auto``).
+FORCED = os.environ.get("GPUIVP_SUITE_METHODS", "RK23,RK45,DOP853").split(",")
 
 
 def _vectorizable(fun, t_span, y0, args):
@@ -35,8 +38,9 @@ def _vectorizable(fun, t_span, y0, args):
 
 
 def solve_ivp(fun, t_span, y0, method="RK45", *args, **kwargs):
-    explicit = (method in ("RK23", "RK45", "DOP853") if isinstance(method, str)
-                else method in (RK23, RK45, DOP853))
+    name = method if isinstance(method, str) else \
+        method.__name__ if method in (RK23, RK45, DOP853) else None
+    explicit = name in FORCED
     if CONFIG == "auto" or not explicit:
         return gpuivp.solve_ivp(fun, t_span, y0, method, *args, **kwargs)
     if CONFIG == "numba":

@@ -19,11 +19,37 @@ import scipy.integrate
 
 HERE = Path(__file__).resolve().parent
 
-#: Tests of scipy's suite left failing, per configuration, with the reason.
+#: configuration: (GPUIVP_SUITE_BACKEND, methods forced onto it). numba compiles an engine per
+#: right-hand side, method and event set, so CI forces only RK45 onto numba (the numpy run
+#: covers all three methods of the same registry); GPUIVP_FULL_SCIPY_SUITE=1 adds numba with
+#: all three (about three times as long).
+CONFIGS = {
+    "auto": ("auto", "RK23,RK45,DOP853"),
+    "numpy": ("numpy", "RK23,RK45,DOP853"),
+    "numba-RK45": ("numba", "RK45"),
+    "numba": ("numba", "RK23,RK45,DOP853"),
+}
+FULL = os.environ.get("GPUIVP_FULL_SCIPY_SUITE") == "1"
+
+#: Tests of scipy's suite left failing, per configuration, with the reason (the README lists
+#: them too).
+RTOL = ("test_array_rtol: rtol=[1e-1, 1e-16] has components that differ; per-component rtol "
+        "runs on the scipy backend only (auto goes there), a forced backend refuses it")
+VSTACK = ("test_integration: its vectorized case returns np.vstack((a, b)) of two numbers per "
+          "trajectory, which numba does not compile (the compiled engine calls fun per "
+          "trajectory with a 1-D y); the non-vectorized cases pass")
+HELPER = ("test_tbound_respected_larger_interval: fun calls V(r), a plain Python function "
+          "defined beside it, which numba cannot call until helpers are compiled along with "
+          "fun (issue 16, item 3); all five parametrisations run RK45 (scipy's test never "
+          "passes its method)")
+NUMBA = {"test_array_rtol": RTOL, "test_integration": VSTACK,
+         **{f"test_tbound_respected_larger_interval[{m}]": HELPER
+            for m in ("RK23", "RK45", "DOP853", "Radau", "BDF")}}
 KNOWN_FAILURES = {
     "auto": {},
-    "numba": {},
-    "numpy": {},
+    "numpy": {"test_array_rtol": RTOL},
+    "numba-RK45": NUMBA,
+    "numba": NUMBA,
 }
 
 CONFTEST = '''
@@ -58,7 +84,8 @@ def run_suite(tmp_path, config):
     """Failed test ids of the swapped suite under ``config``, and pytest's output."""
     test_file = swapped_copy(tmp_path)
     report = tmp_path / "report.xml"
-    env = dict(os.environ, GPUIVP_SUITE_BACKEND=config,
+    backend, methods = CONFIGS[config]
+    env = dict(os.environ, GPUIVP_SUITE_BACKEND=backend, GPUIVP_SUITE_METHODS=methods,
                PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
@@ -75,8 +102,11 @@ def run_suite(tmp_path, config):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config", ["auto", "numba", "numpy"])
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("config", list(CONFIGS))
 def test_scipys_own_suite_passes_with_gpuivp(tmp_path, config):
+    if config == "numba" and not FULL:
+        pytest.skip("numba with all three methods: set GPUIVP_FULL_SCIPY_SUITE=1")
     failed, total, output = run_suite(tmp_path, config)
     assert total >= 50, output
     expected = set(KNOWN_FAILURES[config])
