@@ -415,13 +415,11 @@ def _complex_problem(problem, name):
                                  "or 'cupy'")
     if name != "numba":
         return problem
-    n, k = problem.complex_n, len(problem.args)
-    fun = _complex.numba_fun(problem.fun.__wrapped__, n, k, problem.dtype)
-    events = []
-    for ev in problem.events:
-        wrapped = _complex.numba_fun(ev.__wrapped__, n, k, problem.dtype, scalar_out=True)
-        events.append(wrapped)
-    return dataclasses.replace(problem, fun=fun, events=tuple(events))
+    n, n_args, dtype = problem.complex_n, len(problem.args), problem.dtype
+    fun = _complex.numba_fun(problem.fun.__wrapped__, n, n_args, dtype)
+    events = tuple(_complex.numba_fun(ev.__wrapped__, n, n_args, dtype, scalar_out=True)
+                   for ev in problem.events)
+    return dataclasses.replace(problem, fun=fun, events=events)
 
 
 def _result(part, raw, name):

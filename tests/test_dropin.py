@@ -147,3 +147,21 @@ def test_scipys_rk_classes_are_the_methods_of_those_names():
     b = solve_ivp(decay, [0, 1], np.ones((1, 2)), method="RK45", backend="numpy",
                   vectorized=True)
     np.testing.assert_array_equal(a.y_final, b.y_final)
+
+
+def real_part_half(t, y):
+    return y[0].real - 0.5
+
+
+real_part_half.terminal = True
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_complex_states_with_an_event(backend):
+    y0 = np.array([[1.0 + 1j, 2.0 - 1j]])
+    res = solve_ivp(decay, (0, 5), y0, events=real_part_half, rtol=1e-8, atol=1e-10,
+                    backend=backend, vectorized=True)
+    np.testing.assert_array_equal(res.status, [1, 1])
+    np.testing.assert_allclose(res.t_final, np.log([2.0, 4.0]), rtol=1e-6)
+    assert res.y_events[0].dtype == np.complex128 and res.y_events[0].shape == (2, 32, 1)
+    np.testing.assert_allclose(res.y_events[0][:, 0, 0], [0.5 + 0.5j, 0.5 - 0.25j], rtol=1e-6)
