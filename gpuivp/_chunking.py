@@ -61,7 +61,7 @@ RESIDENT = {"cuda": 2}
 #: temporaries of the user's vectorized ``fun``).
 LOCKSTEP_FACTOR = 2
 
-#: Axis along which each per-trajectory result field runs over the trajectories (API.md).
+#: Axis along which each per-trajectory result field runs over the trajectories (docs/reference.md, "The result").
 #: ``t_events``, ``y_events`` and ``n_events`` hold one such array per event function.
 TRAJ_AXIS = dict(y=1, t_final=0, y_final=1, status=0, nfev=0, naccept=0, nreject=0, njev=0,
                  nlu=0, t_events=0, y_events=0, n_events=0)
@@ -513,10 +513,11 @@ def solve_in_chunks(problem, backend, solve, solve_parts=None):
     results = map(solve, parts) if solve_parts is None else solve_parts(parts)
     asm = Assembler(k)
     try:
+        from .backends._base import advance
         with chunk_bar(problem.progress, k, len(slices), f"gpuivp {problem.method}") as bar:
             for sl, res in zip(slices, results, strict=True):
                 asm.add(sl, res)
-                bar.update(sl.stop - sl.start)
+                advance(bar, bar.n + sl.stop - sl.start)
     finally:
         close = getattr(results, "close", None)
         if close is not None:

@@ -156,7 +156,7 @@ def cmd_info(args):
 
 
 def _auto_here(usable):
-    """API.md's auto rule, written out for this machine."""
+    """The auto rule (docs/reference.md), written out for this machine."""
     chain = []
     if "cuda" in usable:
         chain.append("cuda (if fun compiles)")

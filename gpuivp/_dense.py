@@ -28,7 +28,7 @@ class EnsembleSolution:
     def n(self):
         return self.coef.shape[2]
 
-    def _at(self, t):
+    def _at(self, t, extrapolate=False):
         cap, _, n, k = self.coef.shape
         d = self.direction
         steps = np.arange(cap)[:, None]
@@ -48,17 +48,20 @@ class EnsembleSolution:
             x = ((t - t_old) / h)[:, None]
             y = self.interpolant.evaluate(list(np.moveaxis(c[:, 1:], 1, 0)), x, h[:, None],
                                           c[:, 0])
-        y[~inside] = np.nan
+        if not extrapolate:
+            y[~inside] = np.nan
         if self.y0 is not None:  # no step stored (failed at t0, or t0 == t1): y0 at t0
             at_t0 = (self.count == 0) & (t == t_start)
             y[at_t0] = np.asarray(self.y0).T[at_t0]
         return y.T                               # (n, k)
 
-    def __call__(self, t):
+    def __call__(self, t, extrapolate=False):
         t = np.asarray(t, dtype=self.coef.dtype)
         if t.ndim == 0:
-            return self._at(t)
-        return np.stack([self._at(ti) for ti in t], axis=-1)
+            return self._at(t, extrapolate)
+        if t.size == 0:
+            return np.empty((self.n, self.count.size, 0), self.coef.dtype)
+        return np.stack([self._at(ti, extrapolate) for ti in t], axis=-1)
 
 
 class ListSolution:
@@ -92,10 +95,18 @@ class ListSolution:
 
 
 class SingleSolution:
-    """One trajectory's dense output with scipy's ``OdeSolution`` shapes."""
+    """One trajectory's dense output with scipy's ``OdeSolution`` shapes and behaviour:
+    ``sol(t)`` is ``(n,)`` for a scalar ``t`` and ``(n, len(t))`` for an array; outside
+    ``[t0, t_final]`` it extrapolates the first or last step's interpolant, and with no step
+    taken (``t0 == t1``, or ``n = 0``) it is ``y0`` everywhere."""
 
-    def __init__(self, ensemble):
+    def __init__(self, ensemble, y0):
         self.ensemble = ensemble
+        self.y0 = np.array(y0)
 
     def __call__(self, t):
-        return self.ensemble(t)[:, 0]
+        if int(self.ensemble.count[0]) == 0:
+            t = np.asarray(t)
+            return np.repeat(self.y0.reshape((-1,) + (1,) * t.ndim), t.size, axis=-1) \
+                if t.ndim else self.y0.copy()
+        return self.ensemble(t, extrapolate=True)[:, 0]

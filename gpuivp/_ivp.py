@@ -139,8 +139,26 @@ def _probe_event(event, m, t0, y0, problem, vectorized):
                          f"expected a scalar (an (m,) array when vectorized).")
 
 
-def _check_single_shape(fun, t0, y0, args):
-    """A single IVP's ``fun`` must return shape (n,): else say how to ask for an ensemble."""
+def _check_single_shape(fun, t0, y0, args, vectorized):
+    """A single IVP's ``fun`` must return shape (n,): else say how to ask for an ensemble.
+
+    Vectorized, it is called as scipy calls it, with ``y`` of shape (n, 1), and must return
+    ``n`` values (scipy's shape (n, 1), or anything that ravels to them).
+    """
+    n = y0.shape[0]
+    if vectorized:
+        out = _call_quietly(fun, t0, y0[:, None], *args)
+        if out is _SKIPPED:
+            return
+        try:
+            size = np.asarray(out).size
+        except (ValueError, TypeError):
+            size = None
+        if size == n:
+            return
+        raise ValueError(f"`fun` returned {size} values for a single IVP with `y0` of shape "
+                         f"{y0.shape} and vectorized=True (called with `y` of shape ({n}, 1)): "
+                         f"expected shape ({n}, 1). {ENSEMBLE_HINT}")
     out = _call_quietly(fun, t0, y0, *args)
     if out is _SKIPPED:
         return
@@ -158,8 +176,10 @@ def _check_single_shape(fun, t0, y0, args):
 def choose_backend(problem, single):
     """The ``auto`` rule: scipy for a scipy-only method; else the engine backends in order
     of preference, then scipy where it runs the call as asked (not with ``dt``, not for a
-    method of gpuivp's own). A single IVP reaches here only when scipy cannot run it."""
-    if not (isinstance(problem.method, str) and problem.method in METHODS):
+    method of gpuivp's own). An ``rtol`` with different components runs on scipy
+    only. A single IVP reaches here only when scipy cannot run it."""
+    if not (isinstance(problem.method, str) and problem.method in METHODS) \
+            or not isinstance(problem.rtol, float):
         return ["scipy"]
     order = []
     if usable("cuda") and not backend_module("cuda").simulated():
@@ -193,13 +213,17 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         from its globals or closure are read afresh on every call (changing them in place
         needs no recompile).
     t_span : 2-tuple of float
-        ``(t0, t1)``; ``t1 < t0`` integrates backwards.
+        ``(t0, t1)``: ``t0`` finite, ``t1`` finite or infinite (then a terminal event or
+        ``max_steps`` ends the integration); ``t1 < t0`` integrates backwards.
     y0 : array_like, shape (n,) or (n, k)
-        One IVP, or an ensemble of ``k`` (column ``i`` is trajectory ``i``).
+        One IVP, or an ensemble of ``k`` (column ``i`` is trajectory ``i``). Real or complex
+        (complex64, complex128): the ensemble engines run ``n`` complex components as ``2n``
+        real ones, so their step counts can differ slightly from scipy's; ``cuda`` refuses.
     method : str or OdeSolver subclass
         ``"Euler"``, ``"Midpoint"``, ``"Heun"``, ``"RK4"`` (fixed step, need ``dt``),
-        ``"RK23"``, ``"RK45"``, ``"DOP853"`` (scipy's, step for step), ``"Tsit5"``, ``"Vern7"``;
-        ``"Radau"``, ``"BDF"``, ``"LSODA"`` or a subclass run on the ``scipy`` backend.
+        ``"RK23"``, ``"RK45"``, ``"DOP853"`` (scipy's, step for step; scipy's classes of
+        those names are the same methods), ``"Tsit5"``, ``"Vern7"``; ``"Radau"``, ``"BDF"``,
+        ``"LSODA"`` or another ``OdeSolver`` subclass run on the ``scipy`` backend.
     t_eval : array_like, optional
         Times at which to store the solution, sorted in the direction of integration.
     dense_output : bool
@@ -220,7 +244,9 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         moves on to the next backend when ``fun`` does not compile for one, with a
         :class:`gpuivp.BackendFallbackWarning` (once per call) that says why.
     rtol, atol : float or array_like
-        Tolerances as in scipy (``atol`` scalar or shape ``(n,)``).
+        Tolerances as in scipy: a scalar or shape ``(n,)``. An ``rtol`` whose components
+        differ runs on the ``scipy`` backend only (``auto`` picks it). ``rtol`` below
+        ``100 * eps`` of the working dtype is raised to it, with scipy's warning.
     first_step, max_step : float
         As in scipy.
     dt : float, optional
@@ -238,7 +264,8 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     dtype : {None, float32, float64}
         Working precision; ``None`` uses ``y0``'s float dtype, else float64.
     progress : bool
-        Show a tqdm progress bar (over chunks when the ensemble is solved in chunks).
+        Show a tqdm progress bar counting finished trajectories (advanced chunk by chunk
+        when the ensemble is solved in chunks).
     inplace : bool
         ``fun(t, y, dydt, *args)`` fills ``dydt`` (shape ``(n,)``, or ``(n, m)`` vectorized)
         in place and returns None: on ``"numba"`` and ``"cuda"`` no array is allocated per
@@ -266,7 +293,8 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     Returns
     -------
     EnsembleResult
-        See :class:`gpuivp.EnsembleResult`.
+        See :class:`gpuivp.EnsembleResult`. A single IVP (1-D ``y0``) gets scipy's result:
+        without ``t_eval``, ``t`` and ``y`` hold every accepted step on every backend.
 
     Raises
     ------
@@ -285,11 +313,13 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     gpuivp.backends.BackendUnavailable
         (a ``RuntimeError``) when an explicitly requested ``"numba"`` or ``"cuda"`` cannot
         compile ``fun``: "`fun` could not be compiled for numba: <reason>. Hint: ...".
+    RuntimeError
+        The requested backend is not usable here (the message says why).
 
     Warns
     -----
     UserWarning
-        Once per call: options a backend ignores, events not stored (``max_events``). The
+        ``rtol`` too small (scipy's warning). Once per call: options a backend ignores, events not stored (``max_events``). The
         ``scipy`` backend says scipy's own warnings once per call and drops floating-point
         ``RuntimeWarning``s from inside scipy.
     gpuivp.BackendFallbackWarning
@@ -322,7 +352,9 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     dtype = P.check_dtype(dtype, y0_in)
     single = y0_in.ndim == 1
     n = y0_in.shape[0]
-    rtol, atol = P.check_tol(rtol, atol, n, dtype)
+    # A complex single IVP on scipy is scipy's complex128 integration, whatever y0's precision
+    scipy_complex = single and backend in ("auto", "scipy") and np.iscomplexobj(y0_in)
+    rtol, atol = P.check_tol(rtol, atol, n, np.float64 if scipy_complex else dtype)
     t_eval_in = t_eval
     t_eval = P.check_t_eval(t_eval, t0, t1)
     dt, first_step, max_step, max_steps = P.check_steps(method, dt, first_step, max_step,
@@ -343,14 +375,40 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         raise TypeError(f"`inplace` must be True or False, got {inplace!r}.")
     inplace = bool(inplace)
 
+    if np.iscomplexobj(y0_in):
+        y0_in = y0_in.astype(np.result_type(dtype, np.complex64))
+    else:
+        y0_in = y0_in.astype(dtype, copy=False)
+    if not isinstance(rtol, float) and backend not in ("auto", "scipy"):
+        raise ValueError(f"`rtol` with different components runs on the 'scipy' backend only "
+                         f"(got backend={backend!r}): pass a scalar `rtol`, or "
+                         f"backend='scipy'.")
     if single and (backend == "scipy" or backend == "auto" and scipy_refusal is None):
         if inplace:
             fun = returning(fun)
-        _check_single_shape(fun, t0, y0_in.astype(dtype), args)
+        _check_single_shape(fun, t0, y0_in, args, vectorized)
         return _solve_single_scipy(fun, t0, t1, y0_in, method, t_eval_in, dense_output, events,
                                    vectorized, args, rtol, atol, first_step, max_step, options)
 
+    complex_n = 0
+    if np.iscomplexobj(y0_in):
+        # n complex components run as 2n real ones (see _complex.py)
+        from . import _complex
+        complex_n, cdtype = n, y0_in.dtype
+        y0_in = np.concatenate([y0_in.real, y0_in.imag]).astype(dtype)
+        n = 2 * n
+        atol = np.concatenate([atol, atol])
+        rtol = rtol if isinstance(rtol, float) else np.concatenate([rtol, rtol])
+        if inplace:  # the real wrapper returns its derivative
+            fun, inplace = returning(fun), False
+        fun = _complex.python_fun(fun, complex_n, dtype)
+        event_funs = tuple(_complex.python_event(e, complex_n, dtype) for e in event_funs)
     # -- normalise into an ensemble problem ----------------------------------------------
+    # A single IVP without t_eval returns every step, as scipy: the engines record the
+    # steps in their dense-output buffers and the result is read from there.
+    record_steps = single and t_eval is None
+    if record_steps and not dense_output:
+        dense_max_steps = max(dense_max_steps, max_steps)
     if single:
         values = tuple(P.shared(a) if np.ndim(a) > 0 or P.is_cupy(a) else a for a in args)
         y0_2d = y0_in[:, None]
@@ -365,8 +423,9 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
                         vectorized=bool(vectorized), method=method, options=options,
                         progress=bool(progress), memory_budget=memory_budget,
                         events=event_funs, event_spec=event_spec, max_events=max_events,
-                        dense_output=bool(dense_output), dense_max_steps=dense_max_steps,
-                        first=P.FIRST_TRAJECTORY.get(), inplace=inplace)
+                        dense_output=bool(dense_output) or record_steps,
+                        dense_max_steps=dense_max_steps,
+                        first=P.FIRST_TRAJECTORY.get(), inplace=inplace, complex_n=complex_n)
     if backend != "auto":
         reason = unavailable_reason(backend)
         if reason is not None:
@@ -413,7 +472,12 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     _warn_dropped_events(res, problem.max_events)
     if returns_cupy:
         res = _to_cupy(res)
-    return squeeze_single(res, t_eval is not None, problem.direction) if single else res
+    if single:
+        res = squeeze_single(res, y0_2d[:, 0], t_eval is not None, bool(dense_output),
+                             problem.direction)
+    if complex_n:
+        res = _complex.to_complex(res, complex_n, cdtype)
+    return res
 
 
 def _warn_fallback(left, used):
@@ -454,6 +518,8 @@ def _run(problem, name):
     :func:`_result`.
     """
     module = backend_module(name)
+    if problem.complex_n:
+        problem = _complex_problem(problem, name)
     tableau = METHODS.get(problem.method) if isinstance(problem.method, str) else None
     if problem.inplace and name not in ("numba", "cuda"):
         # The array backends and scipy call a returning fun (a new dydt per call).
@@ -468,6 +534,25 @@ def _run(problem, name):
     return solve_in_chunks(problem, name,
                            lambda part: _result(part, module.solve(part, tableau), name),
                            solve_parts)
+
+
+def _complex_problem(problem, name):
+    """``problem`` (a complex system run as a real one) with ``fun`` and the event functions
+    wrapped for backend ``name``: compiled for ``numba``; ``cuda`` refuses."""
+    import dataclasses
+
+    from . import _complex
+    if name == "cuda":
+        raise BackendUnavailable("complex `y0` does not run on 'cuda' (numba.cuda device "
+                                 "code would need complex wrappers); use 'numba', 'numpy' "
+                                 "or 'cupy'")
+    if name != "numba":
+        return problem
+    n, n_args, dtype = problem.complex_n, len(problem.args), problem.dtype
+    fun = _complex.numba_fun(problem.fun.__wrapped__, n, n_args, dtype)
+    events = tuple(_complex.numba_fun(ev.__wrapped__, n, n_args, dtype, scalar_out=True)
+                   for ev in problem.events)
+    return dataclasses.replace(problem, fun=fun, events=events)
 
 
 def _result(part, raw, name):
@@ -496,7 +581,7 @@ def _solve_single_scipy(fun, t0, t1, y0, method, t_eval, dense_output, events, v
                         args, rtol, atol, first_step, max_step, options):
     from .backends.scipy import solve_single
 
-    atol = atol if np.ptp(atol) > 0 else float(atol[0]) if atol.size else 0.0
+    atol = float(atol[0]) if atol.size and np.ptp(atol) == 0 else atol
     res, info = solve_single(fun, (t0, t1), y0, method, t_eval, dense_output, events,
                              vectorized, args or None, rtol, atol, first_step, max_step, options)
     out = EnsembleResult(res)

@@ -78,9 +78,14 @@ def method_names():
 
 
 def check_method(method):
-    """The method's name, or the OdeSolver subclass itself; else a ValueError."""
+    """The method's name, or the OdeSolver subclass itself; else a ValueError.
+
+    scipy's own ``RK23``, ``RK45`` and ``DOP853`` classes are the methods of those names
+    (gpuivp runs them step for step on every backend); other classes run on ``scipy``.
+    """
     if inspect.isclass(method) and issubclass(method, OdeSolver):
-        return method
+        from scipy.integrate import DOP853, RK23, RK45
+        return method.__name__ if method in (RK23, RK45, DOP853) else method
     if isinstance(method, str) and (method in METHODS or method in SCIPY_ONLY):
         return method
     raise ValueError(f"`method` must be one of {method_names()} or an OdeSolver subclass, "
@@ -88,39 +93,48 @@ def check_method(method):
 
 
 def check_t_span(t_span):
+    """``(t0, t1)`` as floats: ``t0`` finite, ``t1`` finite or infinite (as scipy: an
+    integration that a terminal event ends, or that ``max_steps`` stops)."""
     try:
         t0, t1 = (float(v) for v in t_span)
     except (TypeError, ValueError):
-        raise ValueError(f"`t_span` must be two finite numbers (t0, t1), got {t_span!r}.") \
-            from None
-    if not (math.isfinite(t0) and math.isfinite(t1)):
-        raise ValueError(f"`t_span` must be two finite numbers (t0, t1), got {t_span!r}.")
+        raise ValueError(f"`t_span` must be two numbers (t0, t1), got {t_span!r}.") from None
+    if not math.isfinite(t0) or math.isnan(t1):
+        raise ValueError(f"`t_span` must be two numbers (t0, t1), t0 finite and t1 finite or "
+                         f"infinite, got {t_span!r}.")
     return t0, t1
 
 
+#: scipy's message for a non-finite ``y0`` (its tests match it).
+Y0_NOT_FINITE = "All components of the initial state `y0` must be finite."
+
+
 def check_y0(y0):
-    """y0 as a float NumPy array of ndim 1 or 2 (its original dtype kept when float)."""
+    """y0 as a NumPy array of ndim 1 or 2: float32, float64, complex64 or complex128
+    (another real dtype becomes float64, another complex one complex128)."""
     y0 = _array(y0, "y0", None)
     if y0.dtype == object:
         raise TypeError("`y0` must be a numeric array, got an object array.")
-    if np.iscomplexobj(y0):
-        raise ValueError("`y0` is complex: complex states are not supported by gpuivp; "
-                         "split them into real and imaginary parts.")
     if not (np.issubdtype(y0.dtype, np.number) or y0.dtype == bool):
-        raise TypeError(f"`y0` must be a real numeric array, got dtype {y0.dtype}.")
+        raise TypeError(f"`y0` must be a numeric array, got dtype {y0.dtype}.")
     if y0.ndim not in (1, 2):
         raise ValueError(f"`y0` must be 1-D (one IVP) or 2-D (n, k) (an ensemble of k), "
                          f"got shape {y0.shape}.")
-    if y0.dtype not in (np.float32, np.float64):
+    if np.iscomplexobj(y0):
+        if y0.dtype not in (np.complex64, np.complex128):
+            y0 = y0.astype(np.complex128)
+    elif y0.dtype not in (np.float32, np.float64):
         y0 = y0.astype(np.float64)
     if not np.all(np.isfinite(y0)):
-        raise ValueError("`y0` must be finite (no NaN or inf).")
+        raise ValueError(Y0_NOT_FINITE)
     return y0
 
 
 def check_dtype(dtype, y0):
+    """The real working dtype: ``dtype``, else ``y0``'s (a complex ``y0``: its real part's)."""
     if dtype is None:
-        return np.dtype(y0.dtype) if y0.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+        real = np.empty(0, y0.dtype).real.dtype
+        return real if real in (np.float32, np.float64) else np.dtype(np.float64)
     try:
         dt = np.dtype(dtype)
     except TypeError:
@@ -201,24 +215,33 @@ def ensemble_args(args, k_y0, dtype, n_y0=None):
 
 
 def check_tol(rtol, atol, n, dtype):
-    """scipy's validate_tol, with the rtol floor at the working dtype's epsilon."""
+    """scipy's validate_tol, with the rtol floor at the working dtype's epsilon.
+
+    Returns ``rtol`` as a float, or as an ``(n,)`` array when its components differ
+    (per-component ``rtol``, which only the ``scipy`` backend runs), and ``atol`` as ``(n,)``.
+    """
     eps = np.finfo(dtype).eps
     rtol = _array(rtol, "rtol", float)
-    if rtol.ndim != 0:
-        raise ValueError("`rtol` must be a scalar.")
-    if not np.isfinite(rtol) or rtol < 0:
-        raise ValueError(f"`rtol` must be a finite non-negative number, got {float(rtol)}.")
-    if rtol < 100 * eps:
+    if rtol.ndim > 0 and rtol.shape != (n,):
+        raise ValueError(f"`rtol` has wrong shape: expected a scalar or shape ({n},), "
+                         f"got {rtol.shape}.")
+    if np.any(rtol < 0) or not np.all(np.isfinite(rtol)):
+        raise ValueError("`rtol` must be finite and non-negative.")
+    if np.any(rtol < 100 * eps):
         warnings.warn("At least one element of `rtol` is too small. "
                       f"Setting `rtol = np.maximum(rtol, {100 * eps})`.", stacklevel=4)
         rtol = np.maximum(rtol, 100 * eps)
+    if rtol.ndim == 0 or rtol.size == 0 or np.ptp(rtol) == 0:
+        rtol = float(rtol.flat[0]) if rtol.size else 1e-3
+    else:
+        rtol = rtol.astype(np.float64)
     atol = _array(atol, "atol", float)
     if atol.ndim > 0 and atol.shape != (n,):
         raise ValueError(f"`atol` has wrong shape: expected a scalar or shape ({n},), "
                          f"got {atol.shape}.")
     if np.any(atol < 0) or not np.all(np.isfinite(atol)):
         raise ValueError("`atol` must be finite and non-negative.")
-    return float(rtol), np.broadcast_to(atol, (n,)).astype(dtype)
+    return rtol, np.broadcast_to(atol, (n,)).astype(dtype)
 
 
 def check_t_eval(t_eval, t0, t1):
@@ -335,6 +358,8 @@ def check_steps(method, dt, first_step, max_step, max_steps, t0, t1):
             raise ValueError("`dt` and `first_step` contradict each other: give only one.")
         if not (isinstance(method, str) and method in METHODS):
             raise ValueError(f"`dt` (fixed steps) is not supported by method {method!r}.")
+        if not (math.isfinite(t0) and math.isfinite(t1)):
+            raise ValueError(f"`dt` (fixed steps) needs a finite `t_span`, got {(t0, t1)}.")
     elif fixed:
         raise ValueError(f"Fixed-step method {method!r} needs a step size: pass `dt`.")
     max_step = _number(max_step, "max_step")
@@ -395,6 +420,7 @@ class Problem:
     memory_budget: int | None = None  # bytes one chunk may use; None: the default (_chunking)
     first: int = 0            # index of trajectory 0 in the caller's ensemble (a chunk's start)
     inplace: bool = False     # fun(t, y, dydt, *args) fills dydt and returns nothing
+    complex_n: int = 0        # > 0: a complex system of complex_n components run as 2 * complex_n
 
     @property
     def n(self):

@@ -10,7 +10,8 @@ from ._status import MESSAGES, summary
 class EnsembleResult(OptimizeResult):
     """Result of :func:`gpuivp.solve_ivp`, with attribute access like scipy's ``OdeResult``.
 
-    For an ensemble of ``k`` trajectories of size ``n``:
+    For an ensemble of ``k`` trajectories of ``n`` components (docs/reference.md has the
+    whole contract):
 
     Attributes
     ----------
@@ -18,13 +19,30 @@ class EnsembleResult(OptimizeResult):
         ``t_eval``, or ``[t0, t1]`` when ``t_eval`` is None.
     y : ndarray, shape (n, k, n_t)
         The states at ``t``; NaN where a trajectory had stopped before that time.
-    t_final, y_final : ndarray, shapes (k,) and (n, k)
-        Where each trajectory stopped.
+    t_final : ndarray, shape (k,)
+        Where each trajectory stopped: ``t1``, a terminal event's time, or the last
+        accepted step of a failed trajectory.
+    y_final : ndarray, shape (n, k)
+        The state at ``t_final``.
     status : ndarray of int, shape (k,)
-        ``0`` reached the end, ``1`` terminal event, ``-1`` step size below the minimum,
-        ``-2`` ``max_steps`` attempts made, ``-3`` not finite.
+        ``0`` reached ``t1``; ``1`` a terminal event stopped it; ``-1`` the step fell below
+        scipy's minimum; ``-2`` ``max_steps`` step attempts were made; ``-3`` not finite
+        (``fun(t0, y0)``, or the error estimate down to the minimum step); ``-4``
+        ``dense_output`` stored ``dense_max_steps`` steps.
     nfev, naccept, nreject, njev, nlu : ndarray of int, shape (k,)
         Counters per trajectory (``njev``, ``nlu`` are 0 for explicit methods).
+    t_events : list of ndarray, shape (k, max_events), or None
+        Per event function, the times of its events on each trajectory, NaN-padded;
+        None without ``events``.
+    y_events : list of ndarray, shape (k, max_events, n), or None
+        Per event function, the states at those times, NaN-padded; None without ``events``.
+    n_events : list of ndarray of int, shape (k,), or None
+        Per event function, the true number of events of each trajectory (more than
+        ``max_events`` were found where it exceeds ``max_events``); None without ``events``.
+    sol : callable or None
+        With ``dense_output``: ``sol(t)`` is ``(n, k)`` for a scalar ``t`` and
+        ``(n, k, len(t))`` for an array, NaN outside each trajectory's ``[t0, t_final]``;
+        else None.
     success : bool
         All statuses are ``>= 0``.
     message : str
@@ -32,8 +50,12 @@ class EnsembleResult(OptimizeResult):
     backend : str
         The backend that ran.
 
-    A single IVP (1-D ``y0``) has scipy's shapes instead: ``y`` is ``(n, n_t)``,
-    ``t_final`` and counters are scalars, ``status`` an int.
+    Notes
+    -----
+    A single IVP (1-D ``y0``) has scipy's fields and shapes instead: ``t`` is every step
+    (or the ``t_eval`` points reached), ``y`` is ``(n, n_t)``, ``t_final`` and the counters
+    are scalars, ``status`` an int, ``t_events`` and ``y_events`` as scipy's, no ``n_events``,
+    and ``sol`` behaves as scipy's ``OdeSolution``. A complex ``y0`` gives complex states.
     Results pickle.
     """
 
@@ -84,26 +106,23 @@ def ensemble_result(problem, raw, backend):
         success=bool(np.all(status >= 0)), message=summary(status), backend=backend)
 
 
-def _single_sol(sol):
-    from ._dense import SingleSolution
-    return SingleSolution(sol)
-
-
-def squeeze_single(res, t_eval_given, direction):
+def squeeze_single(res, y0, t_eval_given, dense_output, direction):
     """An ensemble of one as scipy's shapes: ``y`` (n, n_t), scalars for the rest.
 
-    Without ``t_eval`` it gives ``t = [t0, t_final]`` and the states there; with it, as
-    scipy, only the ``t_eval`` points reached (up to a terminal event or a failure).
+    Without ``t_eval``, as scipy, ``t`` is every accepted step's end (``t0`` first), read
+    from the steps the engine recorded in ``res.sol``; ``sol`` is kept only with
+    ``dense_output``. With ``t_eval``, as scipy, only the ``t_eval`` points reached (up to a
+    terminal event or a failure), and empty lists when none was.
     """
     status = int(res.status[0])
-    y = res.y[:, 0, :]
-    t = res.t
+    t_final = res.t_final[0].item()
     if not t_eval_given:
-        t = np.array([t[0], res.t_final[0]], dtype=t.dtype)
-        y = np.stack([y[:, 0], res.y_final[:, 0]], axis=1)
+        t, y = _steps(res.sol, y0, status, res.t_final[0], res.y_final[:, 0])
     else:
-        reached = direction * (t - res.t_final[0]) <= 0
-        t, y = t[reached], y[:, reached]
+        reached = direction * (res.t - t_final) <= 0
+        t, y = res.t[reached], res.y[:, 0, reached]
+        if t.size == 0:
+            t, y = [], []   # scipy's t and y when no t_eval point was reached
     t_events = y_events = None
     if res.t_events is not None:
         counts = [min(int(c[0]), te.shape[1]) for c, te in zip(res.n_events, res.t_events)]
@@ -111,10 +130,27 @@ def squeeze_single(res, t_eval_given, direction):
         # scipy's y_events: (count, n), but (0,) for an event that never fired
         y_events = [ye[0, :c].copy() if c else np.empty(0, ye.dtype)
                     for ye, c in zip(res.y_events, counts)]
-    out = EnsembleResult(
-        t=t, y=y, t_final=res.t_final[0].item(), y_final=res.y_final[:, 0], status=status,
+    sol = None
+    if dense_output:
+        from ._dense import SingleSolution
+        sol = SingleSolution(res.sol, y0)
+    return EnsembleResult(
+        t=t, y=y, t_final=t_final, y_final=res.y_final[:, 0], status=status,
         nfev=int(res.nfev[0]), naccept=int(res.naccept[0]), nreject=int(res.nreject[0]),
         njev=int(res.njev[0]), nlu=int(res.nlu[0]), t_events=t_events,
-        y_events=y_events, sol=None if res.sol is None else _single_sol(res.sol), success=status >= 0,
+        y_events=y_events, sol=sol, success=status >= 0,
         message=MESSAGES.get(status, "unknown status"), backend=res.backend)
-    return out
+
+
+def _steps(sol, y0, status, t_final, y_final):
+    """scipy's ``t`` and ``y`` without ``t_eval``: ``t0`` and the end of every accepted step,
+    from the step boundaries and step-start states stored in the dense-output buffers."""
+    count = int(sol.count[0])
+    if count == 0:
+        if status == 0:    # nothing to integrate (t0 == t1, or n = 0): scipy's [t0, t1]
+            return (np.array([sol.t_bounds[0, 0], t_final]),
+                    np.stack([y0, y_final], axis=1))
+        return sol.t_bounds[:1, 0].copy(), y_final[:, None].copy()
+    t = sol.t_bounds[:count + 1, 0].copy()
+    y = np.concatenate([sol.coef[:count, 0, :, 0].T, y_final[:, None]], axis=1)
+    return t, y

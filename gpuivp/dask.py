@@ -59,6 +59,7 @@ from ._chunking import TRAJ_AXIS, Assembler, chunk_bar, join_backends, split
 from ._ivp import solve_ivp as _solve_ivp
 from ._result import EnsembleResult
 from ._status import summary
+from .backends._base import advance
 
 #: Default number of tasks per worker thread (enough to balance uneven trajectories).
 TASKS_PER_THREAD = 4
@@ -118,7 +119,7 @@ class _LocalProgress(Callback):
         self.bar, self.sizes = bar, sizes
 
     def _posttask(self, key, result, dsk, state, worker_id):
-        self.bar.update(self.sizes.get(key, 0))
+        advance(self.bar, self.bar.n + self.sizes.get(key, 0))
 
 
 def _classify(y0, args, dtype):
@@ -129,6 +130,9 @@ def _classify(y0, args, dtype):
     position of each per-trajectory arg to it as a NumPy array.
     """
     y0 = P.check_y0(y0)
+    if np.iscomplexobj(y0):
+        raise ValueError("gpuivp.dask.solve_ivp: a complex `y0` is not supported; solve it "
+                         "with gpuivp.solve_ivp, or split it into real and imaginary parts.")
     if y0.ndim != 2:
         raise ValueError(f"gpuivp.dask.solve_ivp solves ensembles: `y0` must have shape (n, k), "
                          f"got {y0.shape}. Use gpuivp.solve_ivp for a single IVP.")
@@ -157,7 +161,7 @@ def _tasks(fun, t_span, y0, positional, kwargs, args, kinds, arrays, slices):
 def _lazy_result(tasks, slices, n, n_t, dtype, t, n_ev, max_events):
     """An EnsembleResult whose per-trajectory fields are Dask arrays over the tasks.
 
-    Shapes per task of ``m`` trajectories follow API.md (``n_ev`` event functions storing
+    Shapes per task of ``m`` trajectories follow docs/reference.md (``n_ev`` event functions storing
     ``max_events`` events each); ``TRAJ_AXIS`` says along which axis the tasks are joined.
     """
     def lazy(name, shape, dt, j=None):
@@ -270,7 +274,7 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
             for future, res in as_completed(futures, with_results=True):
                 sl = slices[index[future.key]]
                 asm.add(sl, res)
-                bar.update(sl.stop - sl.start)
+                advance(bar, bar.n + sl.stop - sl.start)
                 future.release()
         else:
             with _LocalProgress(bar, {t.key: sl.stop - sl.start for t, sl in zip(tasks, slices)}):

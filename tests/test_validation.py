@@ -1,4 +1,4 @@
-"""Bad input (API.md "Bad input", "The ensemble"): every invalid input is a ValueError or
+"""Bad input (docs/reference.md, "Errors" and "The ensemble"): every invalid input is a ValueError or
 TypeError raised before any integration, whose message names the offending argument.
 
 Each case runs on every CPU backend (``numba``, ``numpy`` with ``vectorized=True``,
@@ -53,16 +53,15 @@ INVALID = [
     ("y0-inf", dict(y0=np.array([[1.0, 0.0], [np.inf, 0.0]])), ValueError, r"`y0`.*finite"),
     ("y0-3d", dict(y0=np.zeros((2, 3, 1))), ValueError, r"`y0`.*2-D"),
     ("y0-0d", dict(y0=np.float64(1.0)), ValueError, r"`y0`"),
-    ("y0-complex", dict(y0=Y0 + 1j), ValueError, r"`y0` is complex.*not supported"),
     ("y0-object", dict(y0=np.array([[1.0, None]], dtype=object)), TypeError, r"`y0`"),
     ("y0-string", dict(y0=np.array([["a", "b"]])), TypeError, r"`y0`"),
-    ("t_span-one", dict(t_span=(0.0,)), ValueError, r"`t_span`.*two finite numbers"),
-    ("t_span-three", dict(t_span=(0.0, 1.0, 2.0)), ValueError, r"`t_span`.*two finite"),
-    ("t_span-scalar", dict(t_span=1.0), ValueError, r"`t_span`.*two finite numbers"),
-    ("t_span-none", dict(t_span=None), ValueError, r"`t_span`.*two finite numbers"),
-    ("t_span-inf", dict(t_span=(0.0, np.inf)), ValueError, r"`t_span`.*two finite numbers"),
-    ("t_span-nan", dict(t_span=(np.nan, 1.0)), ValueError, r"`t_span`.*two finite numbers"),
-    ("t_span-str", dict(t_span=("a", "b")), ValueError, r"`t_span`.*two finite numbers"),
+    ("t_span-one", dict(t_span=(0.0,)), ValueError, r"`t_span` must be two numbers"),
+    ("t_span-three", dict(t_span=(0.0, 1.0, 2.0)), ValueError, r"`t_span` must be two numbers"),
+    ("t_span-scalar", dict(t_span=1.0), ValueError, r"`t_span` must be two numbers"),
+    ("t_span-none", dict(t_span=None), ValueError, r"`t_span` must be two numbers"),
+    ("t_span-t0-inf", dict(t_span=(np.inf, 1.0)), ValueError, r"`t_span` must be two numbers"),
+    ("t_span-nan", dict(t_span=(np.nan, 1.0)), ValueError, r"`t_span` must be two numbers"),
+    ("t_span-str", dict(t_span=("a", "b")), ValueError, r"`t_span` must be two numbers"),
     ("method-unknown", dict(method="RK99"), ValueError, r"`method` must be one of.*RK45"),
     ("method-lower", dict(method="rk45"), ValueError, r"`method` must be one of"),
     ("method-none", dict(method=None), ValueError, r"`method` must be one of"),
@@ -77,7 +76,7 @@ INVALID = [
     ("dt-scipy-method", dict(method="Radau", dt=0.1), ValueError, r"`dt`.*not supported"),
     ("rtol-negative", dict(rtol=-1e-3), ValueError, r"`rtol`.*non-negative"),
     ("rtol-nan", dict(rtol=np.nan), ValueError, r"`rtol`"),
-    ("rtol-array", dict(rtol=[1e-3, 1e-3]), ValueError, r"`rtol` must be a scalar"),
+    ("rtol-shape", dict(rtol=[1e-3, 1e-3, 1e-3]), ValueError, r"`rtol` has wrong shape"),
     ("atol-negative", dict(atol=-1e-6), ValueError, r"`atol`.*non-negative"),
     ("atol-negative-entry", dict(atol=[1e-6, -1e-6]), ValueError, r"`atol`.*non-negative"),
     ("atol-shape", dict(atol=[1e-6, 1e-6, 1e-6]), ValueError, r"`atol` has wrong shape.*\(2,\)"),
@@ -320,13 +319,11 @@ def test_single_ivp_invalid_input(backend):
     with pytest.raises(ValueError, match="`y0`"):
         solve_ivp(fun, (0.0, 1.0), [np.nan], args=(1.0,), backend=backend, **kw)
     with pytest.raises(ValueError, match="`t_span`"):
-        solve_ivp(fun, (0.0, np.inf), [1.0], args=(1.0,), backend=backend, **kw)
+        solve_ivp(fun, (np.inf, 1.0), [1.0], args=(1.0,), backend=backend, **kw)
     with pytest.raises(ValueError, match="`method`"):
         solve_ivp(fun, (0.0, 1.0), [1.0], method="RK5", args=(1.0,), backend=backend, **kw)
     with pytest.raises(TypeError, match="'args' cannot be unpacked"):
         solve_ivp(fun, (0.0, 1.0), [1.0], args=1.0, backend=backend, **kw)
-    with pytest.raises(ValueError, match="`y0` is complex"):
-        solve_ivp(fun, (0.0, 1.0), [1.0 + 1j], args=(1.0,), backend=backend, **kw)
     assert fun.calls == 0
 
 

@@ -87,22 +87,29 @@ class FunCompileError(BackendUnavailable):
         return type(self)(self.reason, self.hint, self.backend)
 
 
+def advance(bar, done):
+    """Move tqdm ``bar`` to ``done`` whole trajectories, printing the final count only once:
+    tqdm redraws the bar when it closes, so reaching the total is left to ``close``."""
+    done = int(done)
+    if done <= bar.n:
+        return
+    if done >= bar.total:
+        bar.n = done          # drawn once, by bar.close()
+    else:
+        bar.update(done - bar.n)  # tqdm throttles the redraws (mininterval)
+
+
 class _Bar:
-    """Progress in trajectories: each counts by the fraction of its time span covered."""
+    """Progress in whole trajectories: one counts when it has finished (any status)."""
 
     def __init__(self, problem):
         from tqdm.auto import tqdm
 
-        self.span = abs(problem.t1 - problem.t0) or 1.0
-        self.t0 = problem.t0
         self.bar = tqdm(total=problem.k, unit="traj", desc=f"gpuivp {problem.method}")
 
     def update_to(self, state):
-        t = to_numpy(state.st_t if hasattr(state, "st_t") else state.t).astype(float)
         status = to_numpy(state.st_status if hasattr(state, "st_status") else state.status)
-        done = np.where(status < 10, 1.0, np.clip(np.abs(t - self.t0) / self.span, 0.0, 1.0))
-        self.bar.n = float(done.sum())
-        self.bar.refresh()
+        advance(self.bar, np.count_nonzero(status < 10))  # >= 10: still running
 
     def close(self):
         self.bar.close()

@@ -28,7 +28,7 @@ def counting_method(method, max_steps=None):
 
     With ``max_steps`` it fails (``hit_max_steps`` set) instead of making attempt number
     ``max_steps + 1``, as the engines do; it also keeps the last error estimate, so a
-    failure can be told apart as non-finite (API.md's ``-3``).
+    failure can be told apart as non-finite (status ``-3``).
     """
     base = scipy.integrate._ivp.ivp.METHODS[method] if isinstance(method, str) else method
     rk = issubclass(base, RungeKutta)
@@ -100,7 +100,7 @@ def _not_finite_result(t0, y0, t_eval, events):
 def solve_single(fun, t_span, y0, method, t_eval, dense_output, events, vectorized, args,
                  rtol, atol, first_step, max_step, options, max_steps=None):
     """One scipy call; returns (OdeResult, info) where info has naccept, nreject,
-    t_final, y_final (where the solver stopped) and status (API.md's codes: scipy's
+    t_final, y_final (where the solver stopped) and status (gpuivp's codes: scipy's
     ``-1`` told apart into ``-1``, ``-2`` and ``-3``)."""
     if not _finite_at_t0(fun, t_span[0], y0, vectorized, args):
         return _not_finite_result(t_span[0], y0, t_eval, events)
