@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..engines import disk_cache
 from ..engines.compile_cache import cached, py_function
 from ..engines.per_trajectory import EngineSource
 from ..engines.runner import EngineState, check_slices, slice_budget
@@ -25,6 +26,8 @@ from ._base import BackendUnavailable, progress_bar
 
 NAME = "numba"
 JIT_OPTIONS = dict(error_model="numpy", fastmath=False, nogil=True)
+#: The engine namespace's math functions (``EngineSource.namespace``), both compile paths.
+HOST_FUNCTIONS = dict(nextafter=np.nextafter, isfinite=math.isfinite, sqrt=math.sqrt)
 
 
 def unavailable_reason():
@@ -108,13 +111,20 @@ def _name_failing_trajectory(run_range, problem, tableau, exc, a, b):
 
 
 def compiled_engine(problem, tableau):
-    """The njit-compiled ``run_range`` for this problem's specialisation (cached in-process)."""
+    """The njit-compiled ``run_range`` for this problem's specialisation (cached in-process,
+    and on disk where ``engines.disk_cache`` can hold it)."""
     import numba
 
     def build():
         def jit(f):
             return numba.njit(**JIT_OPTIONS)(py_function(f))
 
+        src = EngineSource.for_problem(problem, tableau, "cpu")
+        # The disk cache first (compiled engines that survive the process), else in-process.
+        engine = disk_cache.load_engine(problem, src, _driver(src.param_names), JIT_OPTIONS,
+                                        HOST_FUNCTIONS)
+        if engine is not None:
+            return engine
         dtype = problem.dtype
         n = problem.n
 
@@ -122,10 +132,8 @@ def compiled_engine(problem, tableau):
         def alloc_state():
             return np.empty(n, dtype)
 
-        src = EngineSource.for_problem(problem, tableau, "cpu")
         solve_one = jit(src.build(fun=jit(problem.fun), alloc_state=alloc_state,
-                                  nextafter=np.nextafter, isfinite=math.isfinite,
-                                  sqrt=math.sqrt, events=[jit(e) for e in problem.events]))
+                                  events=[jit(e) for e in problem.events], **HOST_FUNCTIONS))
         ns = {"solve_one": solve_one}
         exec(_driver(src.param_names), ns)
         return jit(ns["run_range"])
