@@ -16,9 +16,9 @@ compiled with ``cache=True``:
 llvmlite and gpuivp, so whatever the engine depends on (the method, ``n``, argument kinds,
 options, dtype, ``fun``'s code, a global constant's value) names another entry. Each file's
 first line holds the SHA-256 of the rest: an entry that does not match (a torn or edited
-file) is written again, never imported, and numba's index, stamped with the file's
-modification time, is then stale and compiled anew; numba cache files that cannot be loaded
-are removed and rebuilt. Files are written to a temporary name and moved into place, so
+file) is written again, never imported (numba's index is stamped with the source file's
+content, so compiled code is reused only for the very text it was compiled from); numba
+cache files that cannot be loaded are removed and rebuilt. Files are written to a temporary name and moved into place, so
 processes may share the directory.
 
 Where ``fun``'s source cannot be recovered exactly (its recompiled bytecode must equal
@@ -282,7 +282,7 @@ class _Module:
         self.body.append(function_source(py, name))
         if py.__defaults__:
             self.body.append(f"{name}.__defaults__ = {value_source(tuple(py.__defaults__))}")
-        options.pop("cache", None)
+        options.pop("nopython", None)  # njit's own
         options["cache"] = True
         self.body.append(f"{name} = {_P}nb.njit(**{options!r})({name})")
 
@@ -434,6 +434,14 @@ def _guard(dispatcher):
     cache.load_overload, cache.save_overload = load_overload, save_overload
 
 
+def entry(problem, src, driver, jit_options, host_functions):
+    """``(key, user module text, engine module text)``; raises Unsupported (see
+    :func:`module_texts`). The key names the entry: a hash of both texts and the versions."""
+    user_text, engine_text = module_texts(problem, src, driver, jit_options, host_functions)
+    key = hashlib.sha256("\0".join((_versions(), user_text, engine_text)).encode()).hexdigest()
+    return key[:32], user_text, engine_text
+
+
 def load_engine(problem, src, driver, jit_options, host_functions):
     """The cached ``run_range`` dispatcher for engine ``src`` of ``problem``, or ``None``
     where the disk cache is off or cannot hold this problem (then compile in-process).
@@ -446,13 +454,11 @@ def load_engine(problem, src, driver, jit_options, host_functions):
     if root is None:
         return None
     try:
-        user_text, engine_text = module_texts(problem, src, driver, jit_options, host_functions)
+        key, user_text, engine_text = entry(problem, src, driver, jit_options, host_functions)
     except Unsupported as exc:
         STATS["fallback"] += 1
         LOG.debug("disk cache: engine compiled in-process: %s", exc)
         return None
-    key = hashlib.sha256("\0".join((_versions(), user_text, engine_text)).encode()).hexdigest()
-    key = key[:32]
     folder = os.path.join(root, "numba")
     user_path = os.path.join(folder, f"u{key}.py")
     engine_path = os.path.join(folder, f"e{key}.py")
