@@ -153,7 +153,7 @@ W = np.array([1.0, 2.0])
 
 @numba.njit
 def helper(x):
-    return C * x
+    return C * np.abs(x)
 
 def rhs(t, y, a):
     return (helper(y[0]) - a * W[0], {second})

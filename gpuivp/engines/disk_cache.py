@@ -2,8 +2,9 @@
 
 numba's own cache (``cache=True``) only works for functions that live in a file, and the
 per-trajectory engine is generated source. So an entry of this cache is two real Python
-modules, written into the cache directory and imported from there, whose functions are
-compiled with ``cache=True``:
+modules, written into the cache directory and imported from there; the engine's entry
+point ``run_range`` is compiled with ``cache=True`` (the functions it calls are compiled
+into it):
 
 - ``u<key>.py``: the user's ``fun``, its event functions and the numba functions they call,
   re-created from their source (``inspect.getsource``, decorators stripped) with the
@@ -18,11 +19,12 @@ options, dtype, ``fun``'s code, a global constant's value) names another entry. 
 first line holds the SHA-256 of the rest: an entry that does not match (a torn or edited
 file) is written again, never imported (numba's index is stamped with the source file's
 content, so compiled code is reused only for the very text it was compiled from); numba
-cache files that cannot be loaded are removed and rebuilt. Files are written to a temporary name and moved into place, so
-processes may share the directory.
+cache files that cannot be loaded are removed and rebuilt. Files are written to a temporary
+name and moved into place, so processes may share the directory.
 
 Where ``fun``'s source cannot be recovered exactly (its recompiled bytecode must equal
-``fun.__code__``'s: no source file, a lambda sharing its line, a file edited since import)
+``fun.__code__``'s: no source file (``exec``, ``python -c``), a lambda inside an expression
+spread over several lines, a file edited since import)
 or something it reads cannot be written (an arbitrary object, a list, a large array, a
 plain Python function it calls), :func:`load_engine` returns ``None`` and the engine is
 compiled in-process as before; the reason goes to the ``gpuivp.disk_cache`` debug log.
@@ -109,6 +111,13 @@ def _importable(obj):
     return f"{_P}imp({mod!r}).{qual}" if target is obj else None
 
 
+def _module_name(module):
+    name = module.__name__
+    if name == "__main__" or sys.modules.get(name) is not module:
+        raise Unsupported(f"module {name!r} is not importable by its name")
+    return name
+
+
 def value_source(obj):
     """Source text that re-creates ``obj`` (a value, not a function), or Unsupported."""
     if obj is None or isinstance(obj, (bool, int, str, bytes)):
@@ -124,10 +133,7 @@ def value_source(obj):
     if isinstance(obj, tuple) and type(obj) is tuple:
         return "(" + "".join(value_source(o) + ", " for o in obj) + ")"
     if isinstance(obj, types.ModuleType):
-        name = obj.__name__
-        if name == "__main__" or sys.modules.get(name) is not obj:
-            raise Unsupported(f"module {name!r} is not importable by its name")
-        return f"{_P}imp({name!r})"
+        return f"{_P}imp({_module_name(obj)!r})"
     if isinstance(obj, np.ndarray):
         if obj.dtype.kind not in "biufc" or obj.nbytes > MAX_ARRAY_BYTES:
             raise Unsupported(f"array of dtype {obj.dtype} and {obj.nbytes} bytes")
@@ -182,11 +188,13 @@ def _same_code(a, b):
     return True
 
 
-def _compiled_function_code(text, name, freevars):
-    """The code object ``text`` (defining ``name``) gives, with ``freevars`` as closure cells."""
+def _compiled_function_code(text, name, freevars, imports=()):
+    """The code object ``text`` (defining ``name``) gives, with ``freevars`` as closure cells
+    and after the statements ``imports``."""
     if freevars:
         text = (f"def {_P}outer():\n" + "".join(f"    {v} = None\n" for v in freevars)
                 + textwrap.indent(text, "    ") + f"\n    return {name}\n")
+    text = "".join(line + "\n" for line in imports) + text
     consts = compile(text, "<gpuivp check>", "exec", dont_inherit=True).co_consts
     if freevars:
         consts = next(c for c in consts if isinstance(c, types.CodeType)).co_consts
@@ -194,9 +202,13 @@ def _compiled_function_code(text, name, freevars):
     return codes[0] if len(codes) == 1 else None
 
 
-def function_source(py, name):
+def function_source(py, name, imports=()):
     """Source defining ``py`` as the module-level ``name``: decorators and defaults
-    stripped, checked by recompiling it to ``py.__code__``'s bytecode."""
+    stripped, checked by recompiling it to ``py.__code__``'s bytecode.
+
+    ``imports`` are the module's ``import`` statements of the modules ``py`` reads: they
+    decide the bytecode too (CPython 3.11 calls methods of imported names by LOAD_ATTR).
+    """
     code = py.__code__
     try:
         text = textwrap.dedent("".join(inspect.getsourcelines(py)[0]))
@@ -215,7 +227,7 @@ def function_source(py, name):
         else:
             continue
         try:
-            got = _compiled_function_code(cand, name, code.co_freevars)
+            got = _compiled_function_code(cand, name, code.co_freevars, imports)
         except SyntaxError:
             continue
         if got is not None and _same_code(got, code):
@@ -247,13 +259,16 @@ class _Module:
                 raise Unsupported(f"{name} is a plain Python function, not a numba one")
             self.function(obj, name, dict(options))
             return
-        self._set(name, value_source(obj))
+        if isinstance(obj, types.ModuleType):
+            self._set(name, f"import {_module_name(obj)} as {name}", statement=True)
+        else:
+            self._set(name, value_source(obj))
 
-    def _set(self, name, src):
+    def _set(self, name, src, statement=False):
         old = self.bound.get(name)
         if old is None:
             self.bound[name] = src
-            self.body.append(f"{name} = {src}")
+            self.body.append(src if statement else f"{name} = {src}")
         elif old != src:
             raise Unsupported(f"the name {name!r} means two things in the functions read")
 
@@ -274,16 +289,20 @@ class _Module:
             except ValueError:
                 raise Unsupported(f"{py.__qualname__}'s closure cell {var!r} is empty") from None
             self.bind(var, value)
+        imports = []
         for gname in sorted(_global_loads(code)):
             if gname in py.__globals__:
-                self.bind(gname, py.__globals__[gname])
+                value = py.__globals__[gname]
+                self.bind(gname, value)
+                if isinstance(value, types.ModuleType):
+                    imports.append(self.bound[gname])
             elif not hasattr(builtins, gname):
                 raise Unsupported(f"{py.__qualname__} reads the undefined global {gname!r}")
-        self.body.append(function_source(py, name))
+        self.body.append(function_source(py, name, imports))
         if py.__defaults__:
             self.body.append(f"{name}.__defaults__ = {value_source(tuple(py.__defaults__))}")
         options.pop("nopython", None)  # njit's own
-        options["cache"] = True
+        options.pop("cache", None)  # compiled into run_range, which numba caches
         self.body.append(f"{name} = {_P}nb.njit(**{options!r})({name})")
 
 
@@ -314,7 +333,8 @@ def module_texts(problem, src, driver, jit_options, host_functions):
     they are (math and NumPy functions); ``fun``, the events and the state allocator are
     defined by the modules. Raises Unsupported.
     """
-    jit = {**jit_options, "cache": True}
+    jit = dict(jit_options)
+    jit.pop("cache", None)
     user = _Module()
     user.function(problem.fun, f"{_P}fun", dict(jit_options))
     for e, ev in enumerate(problem.events):
@@ -333,7 +353,8 @@ def module_texts(problem, src, driver, jit_options, host_functions):
         lines.append(f"{name} = " + (value.src if isinstance(value, _Sym) else value_source(value)))
     engine_text = "\n".join([_PRELUDE, *lines, "", "", src.src, "",
                              f"solve_one = {_P}jit(solve_one)", "", "", driver, "",
-                             f"run_range = {_P}jit(run_range)", ""])
+                             f"run_range = {_P}nb.njit(**{ {**jit, 'cache': True}!r})(run_range)",
+                             ""])
     return user_text, engine_text
 
 
@@ -447,7 +468,7 @@ def load_engine(problem, src, driver, jit_options, host_functions):
     where the disk cache is off or cannot hold this problem (then compile in-process).
 
     ``driver`` is the source of ``run_range``; ``jit_options`` numba's options for the
-    engine and ``fun`` (``cache=True`` is added); ``host_functions`` the namespace
+    engine and ``fun`` (``run_range`` gets ``cache=True``); ``host_functions`` the namespace
     entries of ``EngineSource.namespace`` besides ``fun``, events and ``alloc_state``.
     """
     root = cache_dir()
