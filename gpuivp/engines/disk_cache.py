@@ -120,11 +120,11 @@ def _module_name(module):
 
 def value_source(obj):
     """Source text that re-creates ``obj`` (a value, not a function), or Unsupported."""
-    if obj is None or isinstance(obj, (bool, int, str, bytes)):
+    if obj is None or type(obj) in (bool, int, str, bytes):
         return repr(obj)
-    if isinstance(obj, float):
+    if type(obj) is float:
         return _float(obj)
-    if isinstance(obj, complex):
+    if type(obj) is complex:
         return f"complex({_float(obj.real)}, {_float(obj.imag)})"
     if isinstance(obj, np.generic) and obj.dtype.kind in "biufc":
         return f"{_P}np.dtype({obj.dtype.str!r}).type({value_source(obj.item())})"
@@ -257,6 +257,8 @@ class _Module:
             options = getattr(obj, "targetoptions", None)
             if options is None:
                 raise Unsupported(f"{name} is a plain Python function, not a numba one")
+            if getattr(obj, "locals", None):
+                raise Unsupported(f"{name} declares the types of its locals")
             self.function(obj, name, dict(options))
             return
         if isinstance(obj, types.ModuleType):
@@ -303,6 +305,11 @@ class _Module:
             self.body.append(f"{name}.__defaults__ = {value_source(tuple(py.__defaults__))}")
         options.pop("nopython", None)  # njit's own
         options.pop("cache", None)  # compiled into run_range, which numba caches
+        try:
+            if ast.literal_eval(repr(options)) != options:
+                raise ValueError
+        except (ValueError, SyntaxError):
+            raise Unsupported(f"the numba options of {name}: {options!r}") from None
         self.body.append(f"{name} = {_P}nb.njit(**{options!r})({name})")
 
 
