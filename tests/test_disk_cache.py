@@ -48,7 +48,8 @@ def run_study(folder, cache, **env):
     if not os.path.exists(script):
         with open(script, "w") as f:
             f.write(STUDY)
-    environ = {k: v for k, v in os.environ.items() if k != "GPUIVP_DISK_CACHE"}
+    environ = {k: v for k, v in os.environ.items()  # numba's files next to the modules
+               if k not in ("GPUIVP_DISK_CACHE", "NUMBA_CACHE_DIR")}
     environ.update(GPUIVP_CACHE_DIR=str(cache), **env)
     out = subprocess.run([sys.executable, script], env=environ, capture_output=True, text=True,
                          timeout=600, cwd=folder)
