@@ -1,9 +1,20 @@
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+
+# The compiled-engine disk cache of this test session (and of the subprocesses it starts)
+# lives in a temporary directory, never in the user's ~/.cache.
+_DISK_CACHE = tempfile.mkdtemp(prefix="gpuivp-test-cache-")
+os.environ["GPUIVP_CACHE_DIR"] = _DISK_CACHE
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_DISK_CACHE, ignore_errors=True)
 
 
 def _cupy_on_host(monkeypatch):

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..engines import disk_cache
 from ..engines.compile_cache import cached, py_function
 from ..engines.per_trajectory import BASE_PARAMS, EngineSource
 from ..engines import runner
@@ -35,6 +36,8 @@ from ._base import FunCompileError, progress_bar
 
 NAME = "numba"
 JIT_OPTIONS = dict(error_model="numpy", fastmath=False, nogil=True)
+#: The engine namespace's math functions (``EngineSource.namespace``), both compile paths.
+HOST_FUNCTIONS = dict(nextafter=np.nextafter, isfinite=math.isfinite, sqrt=math.sqrt)
 
 
 def unavailable_reason():
@@ -189,7 +192,8 @@ def _check_compiles(functions, problem):
 
 
 def compiled_engine(problem, tableau):
-    """The njit-compiled ``run_range`` for this problem's specialisation (cached in-process).
+    """The njit-compiled ``run_range`` for this problem's specialisation (cached in-process,
+    and on disk where ``engines.disk_cache`` can hold it).
 
     ``problem`` is a :func:`prepare`-d problem. Raises :class:`CompileError` (at once, and
     again from the cache on later calls) when ``fun`` or an event function does not compile.
@@ -200,6 +204,12 @@ def compiled_engine(problem, tableau):
         def jit(f):
             return numba.njit(**JIT_OPTIONS)(py_function(f))
 
+        src = EngineSource.for_problem(problem, tableau, "cpu")
+        # The disk cache first (compiled engines that survive the process), else in-process.
+        engine = disk_cache.load_engine(problem, src, _driver(src.param_names), JIT_OPTIONS,
+                                        HOST_FUNCTIONS)
+        if engine is not None:
+            return engine
         dtype = problem.dtype
         n = problem.n
 
@@ -213,10 +223,8 @@ def compiled_engine(problem, tableau):
             _check_compiles([fun, *events], problem)
         except CompileError as exc:
             return exc  # cached: the next call does not try again
-        src = EngineSource.for_problem(problem, tableau, "cpu")
         solve_one = jit(src.build(jit_helper=jit, fun=fun, alloc_state=alloc_state,
-                                  nextafter=np.nextafter, isfinite=math.isfinite,
-                                  sqrt=math.sqrt, events=events))
+                                  events=events, **HOST_FUNCTIONS))
         ns = {"solve_one": solve_one}
         exec(_driver(src.param_names), ns)
         return jit(ns["run_range"])
