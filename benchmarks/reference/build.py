@@ -1,8 +1,10 @@
-"""Build and load the hand-written C reference, ``lorenz_rk45.c``.
+"""Build and load the hand-written C references, ``lorenz_rk45.c`` and ``large_rk45.c``.
 
-The source is compiled with ``gcc -O3 -fopenmp -fPIC -shared`` (no fast-math)
-into ``_build/liblorenz_rk45.so`` next to this file, only when the library is
-missing or older than the source, and loaded with :mod:`ctypes`.  OpenMP uses
+Both are scipy's RK45 of ``rk45.h`` (one integrator for any state size) with
+their right-hand sides.  ``lorenz_rk45.c`` is compiled with ``gcc -O3 -fopenmp
+-fPIC -shared`` (no fast-math) into ``_build/liblorenz_rk45.so`` next to this
+file, only when the library is missing or older than the source or ``rk45.h``,
+and loaded with :mod:`ctypes`.  OpenMP uses
 every core unless ``OMP_NUM_THREADS`` says otherwise.
 
 Examples
@@ -52,11 +54,13 @@ HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "lorenz_rk45.c"
 BUILD_DIR = HERE / "_build"
 LIBRARY = BUILD_DIR / "liblorenz_rk45.so"
+#: The header both C references include: the integrator, scipy's RK45 for any n.
+DEPENDS = (HERE / "rk45.h",)
 CC = os.environ.get("CC", "gcc")
 CFLAGS = ["-O3", "-fopenmp", "-fPIC", "-shared"]
 
 
-def build(force=False, source=SOURCE, library=LIBRARY, depends=()):
+def build(force=False, source=SOURCE, library=LIBRARY, depends=DEPENDS):
     """Compile a C reference unless an up-to-date library exists.
 
     Parameters
@@ -67,8 +71,8 @@ def build(force=False, source=SOURCE, library=LIBRARY, depends=()):
         The C file and the shared library to make of it (default: the Lorenz
         reference, ``lorenz_rk45.c``).
     depends : sequence of pathlib.Path, optional
-        Headers the source includes: the library is also rebuilt when one of
-        them is newer.
+        Headers the source includes (default ``rk45.h``): the library is also
+        rebuilt when one of them is newer.
 
     Returns
     -------
@@ -163,7 +167,6 @@ def load(force_build=False):
 
 LARGE_SOURCE = HERE / "large_rk45.c"
 LARGE_LIBRARY = BUILD_DIR / "liblarge_rk45.so"
-LARGE_DEPENDS = (HERE / "rk45.h",)
 #: Model name -> (entry point of large_rk45.c, state size).
 LARGE_MODELS = {"lorenz96": ("solve_l96", 40), "kuramoto": ("solve_kuramoto", 50)}
 
@@ -182,7 +185,7 @@ def load_large(force_build=False):
         ``(k,)`` and ``(n, k, len(t_eval))`` (NaN after a failure; None without
         ``t_eval``), statuses as :func:`load`'s.
     """
-    lib = ctypes.CDLL(str(build(force_build, LARGE_SOURCE, LARGE_LIBRARY, LARGE_DEPENDS)))
+    lib = ctypes.CDLL(str(build(force_build, LARGE_SOURCE, LARGE_LIBRARY)))
     long_dtype = np.dtype(f"i{ctypes.sizeof(ctypes.c_long)}")
 
     def array(dtype):
@@ -480,5 +483,5 @@ def nvcc_version():
 
 if __name__ == "__main__":
     print(build(force=True))
-    print(build(True, LARGE_SOURCE, LARGE_LIBRARY, LARGE_DEPENDS))
+    print(build(True, LARGE_SOURCE, LARGE_LIBRARY))
     print(build_gpu_host(force=True))
