@@ -11,6 +11,8 @@ Measured per model and output, side by side:
 
 * ``numba``: ``gpuivp.solve_ivp(..., backend="numba")``; its first call in this
   process (compilation included) is timed on its own;
+* with ``--inplace``, ``numba`` again with the right-hand sides written in
+  place (loops over the components, ``inplace=True``), where gpuivp has it;
 * ``numpy``: ``backend="numpy", vectorized=True`` (the same function on (n, m)
   arrays);
 * ``C``: ``reference/large_rk45.c`` on ``reference/rk45.h`` (scipy's RK45 by
@@ -67,15 +69,15 @@ BENCHMARKS = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCHMARKS))
 # An installed gpuivp (or PYTHONPATH) wins; otherwise the checkout this script belongs to.
 sys.path.append(str(BENCHMARKS.parent))
-from cpu import _sig, cpu_model, timed, versions  # noqa: E402
+from cpu import _fmt, _sig, cpu_model, timed, versions  # noqa: E402
 from reference import build  # noqa: E402
 from reference.large_problem import (  # noqa: E402
     ATOL, MODELS, N_EVAL, RTOL, max_rel_diff, solve_c, solve_scipy)
 
 OUTPUTS = ("final", "t_eval")
-IMPLEMENTATIONS = ("numba", "numpy", "c", "scipy")
-LABELS = {"numba": "gpuivp numba", "numpy": "gpuivp numpy", "c": "C reference",
-          "scipy": "scipy loop"}
+IMPLEMENTATIONS = ("numba", "numba_inplace", "numpy", "c", "scipy")
+LABELS = {"numba": "gpuivp numba", "numba_inplace": "gpuivp numba, fun in place",
+          "numpy": "gpuivp numpy", "c": "C reference", "scipy": "scipy loop"}
 #: (name, description, threshold): value <= threshold, except *_speedup (>=).
 GOALS = [("numba_vs_c", "numba per trajectory <= 1.5x the C", 1.5),
          ("numpy_speedup_lorenz96", "numpy >= 20x the scipy loop on Lorenz-96", 20.0),
@@ -104,6 +106,9 @@ def parse_args(argv=None):
                    help="trajectories in the fresh processes' call (default 16)")
     p.add_argument("--skip", nargs="+", choices=IMPLEMENTATIONS, default=[],
                    help="implementations not to measure")
+    p.add_argument("--inplace", action="store_true",
+                   help="also measure numba with the right-hand sides written in place "
+                        "(loops, inplace=True), where this gpuivp has that option")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: K = 100, scipy sample 3, 1 round, no fresh process")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
@@ -123,13 +128,17 @@ def parse_args(argv=None):
     return args
 
 
-def gpuivp_call(backend, model, param, t_eval):
-    """One ensemble call of gpuivp on ``model``: y0 shared, one parameter per trajectory."""
+def gpuivp_call(backend, model, param, t_eval, inplace=False):
+    """One ensemble call of gpuivp on ``model``: y0 shared, one parameter per trajectory.
+
+    ``inplace``: ``model.fun_inplace`` with ``inplace=True`` instead of ``model.fun``.
+    """
     import gpuivp
-    return gpuivp.solve_ivp(model.fun, model.t_span, model.y0[:, None], method="RK45",
+    fun, extra = (model.fun_inplace, {"inplace": True}) if inplace else (model.fun, {})
+    return gpuivp.solve_ivp(fun, model.t_span, model.y0[:, None], method="RK45",
                             rtol=RTOL, atol=ATOL, t_eval=t_eval, backend=backend,
                             vectorized=backend == "numpy",
-                            args=(param, *map(gpuivp.shared, model.shared)))
+                            args=(param, *map(gpuivp.shared, model.shared)), **extra)
 
 
 def as_tuple(res, t_eval):
@@ -188,13 +197,16 @@ def bench_case(args, model, output, fig):
     if "numba" not in args.skip:
         calls["numba"] = (k_numba, lambda: as_tuple(gpuivp_call("numba", model, param_numba,
                                                                 t_eval), t_eval))
+    if args.inplace and "numba_inplace" not in args.skip:
+        calls["numba_inplace"] = (k_numba, lambda: as_tuple(
+            gpuivp_call("numba", model, param_numba, t_eval, inplace=True), t_eval))
     if "numpy" not in args.skip:
         calls["numpy"] = (k, lambda: as_tuple(gpuivp_call("numpy", model, param, t_eval), t_eval))
     if "c" not in args.skip:
         calls["c"] = (k, c_call[k])
     first = {}
     for name, (kk, call) in list(calls.items()):
-        what = "compilation included" if name == "numba" else "untimed"
+        what = "compilation included" if name.startswith("numba") else "untimed"
         print(f"[{key}] {LABELS[name]}, K={kk}: first call ({what}) ...", flush=True)
         try:
             first[name] = timed(call)[0]
@@ -215,7 +227,7 @@ def bench_case(args, model, output, fig):
         res[name] = figures(kk, best[name], last[name], None if name == "c" else c_ref[kk],
                             sample if same_sample else sample_kk,
                             scipy_result if same_sample else None)
-        if name == "numba":
+        if name.startswith("numba"):
             res[name]["first_call_s"] = first[name].wall
             res[name]["first_call_cpu_s"] = first[name].cpu
 
@@ -258,11 +270,16 @@ def bench_fresh(args, fig, model_name="kuramoto"):
 
 
 def goal_values(fig):
-    """The goals' values: worst numba/C ratio, numpy's speedup on Lorenz-96, first call."""
+    """The goals' values: worst numba/C ratio, numpy's speedup on Lorenz-96, first call.
+
+    The numba/C ratio of a case is that of the faster of ``numba`` and
+    ``numba_inplace``; the goal's value is the worst case's.
+    """
     ratios, speedup = [], None
     for key, res in fig["results"].items():
-        if "numba" in res and "c" in res:
-            ratios.append(res["numba"]["per_traj_us"] / res["c"]["per_traj_us"])
+        numba = [res[n]["per_traj_us"] for n in ("numba", "numba_inplace") if n in res]
+        if numba and "c" in res:
+            ratios.append(min(numba) / res["c"]["per_traj_us"])
         if key.startswith("lorenz96/") and "numpy" in res and "scipy" in res:
             s = res["scipy"]["per_traj_us"] / res["numpy"]["per_traj_us"]
             speedup = s if speedup is None else min(speedup, s)
@@ -291,10 +308,6 @@ def checks(fig):
     return failed
 
 
-def _fmt(x, spec):
-    return "-" if x is None else format(x, spec)
-
-
 def report(fig):
     """Print one table per model and output, the first calls and the goals."""
     m = fig["machine"]
@@ -307,7 +320,7 @@ def report(fig):
         s_us = res.get("scipy", {}).get("per_traj_us")
         print(f"\n{model.title}, t in {list(model.t_span)}, "
               f"{'final state' if output == 'final' else f'{N_EVAL} t_eval points'}")
-        print(f"{'implementation':<16}{'K':>6}{'µs/traj':>11}{'CPU µs':>10}{'x C':>7}"
+        print(f"{'implementation':<28}{'K':>6}{'µs/traj':>11}{'CPU µs':>10}{'x C':>7}"
               f"{'vs scipy':>10}{'mean nfev':>11}{'nfev=C':>8}{'nfev=scipy':>11}"
               f"{'rel diff C':>12}{'t_eval':>9}")
         for name in IMPLEMENTATIONS:
@@ -315,16 +328,17 @@ def report(fig):
                 continue
             r = res[name]
             us = r["per_traj_us"]
-            print(f"{LABELS[name]:<16}{r['k']:>6}{us:>11.1f}{r['cpu_per_traj_us']:>10.1f}"
+            print(f"{LABELS[name]:<28}{r['k']:>6}{us:>11.1f}{r['cpu_per_traj_us']:>10.1f}"
                   f"{_fmt(c_us and us / c_us, '.2f'):>7}"
-                  f"{_fmt(s_us and s_us / us, '.1f'):>9}x{r['mean_nfev']:>11.1f}"
+                  f"{'-' if not s_us else f'{s_us / us:.1f}x':>10}{r['mean_nfev']:>11.1f}"
                   f"{_fmt(r.get('nfev_equal_c'), '.0%'):>8}"
                   f"{_fmt(r.get('nfev_equal_scipy'), '.0%'):>11}"
                   f"{_fmt(r.get('rel_diff_c'), '.1e'):>12}"
                   f"{_fmt(r.get('rel_diff_c_t_eval'), '.1e'):>9}")
-        if "numba" in res:
-            print(f"numba first call (compilation included): {res['numba']['first_call_s']:.1f} s"
-                  f" ({res['numba']['first_call_cpu_s']:.1f} s CPU)")
+        for name in ("numba", "numba_inplace"):
+            if name in res:
+                print(f"{LABELS[name]}: first call (compilation included) "
+                      f"{res[name]['first_call_s']:.1f} s ({res[name]['first_call_cpu_s']:.1f} s CPU)")
     for r in fig.get("fresh", {}).get("runs", []):
         print(f"fresh process, {fig['fresh']['model']}, K={fig['fresh']['k']}: import "
               f"{r['import_s']:.2f} s, first numba call {r['first_call_s']:.2f} s "
@@ -341,6 +355,8 @@ def report(fig):
         print(f"{g['goal']:<56}{_fmt(g['value'], '.2f'):>10}  {met}")
     for line in fig["check_failures"]:
         print(f"CHECK FAILED: {line}")
+    for what, error in fig["errors"].items():
+        print(f"NOT MEASURED: {what}: {error.strip().splitlines()[-1] if error.strip() else ''}")
 
 
 def markdown(fig):
@@ -367,10 +383,12 @@ def markdown(fig):
     lines += ["", "| first call of `numba` (compilation included) | K | wall | CPU |",
               "| --- | --- | --- | --- |"]
     for key, res in fig["results"].items():
-        if "numba" in res:
-            r = res["numba"]
-            lines.append(f"| {key}, in the benchmark's process | {r['k']:,} | "
-                         f"{_sig(r['first_call_s'])} s | {_sig(r['first_call_cpu_s'])} s |")
+        for name in ("numba", "numba_inplace"):
+            if name in res:
+                r = res[name]
+                lines.append(f"| {key}, {LABELS[name]}, in the benchmark's process | "
+                             f"{r['k']:,} | {_sig(r['first_call_s'])} s | "
+                             f"{_sig(r['first_call_cpu_s'])} s |")
     for i, r in enumerate(fig.get("fresh", {}).get("runs", [])):
         lines.append(f"| {fig['fresh']['model']}/final, fresh process {i + 1} (import "
                      f"{_sig(r['import_s'])} s, process {_sig(r['process_s'])} s) | "

@@ -67,3 +67,21 @@ def test_large_reference_empty_interval_and_failure(solvers):
                                       np.linspace(0, 1, 5), t_span=(0.0, 1.0))
     np.testing.assert_array_equal(status, [0, -1])
     assert np.isnan(y_eval[:, 1, 1:]).all() and np.isfinite(y_eval[:, 0]).all()
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_large_problem_inplace_functions_equal_array_functions(name):
+    # the benchmark's in-place loops compute the array functions' derivatives, for one
+    # state (n,) and for a vectorized call (n, m) with per-column parameters
+    model = MODELS[name]
+    rng = np.random.default_rng(0)
+    y = model.y0[:, None] + rng.standard_normal((model.n, 3))
+    param = model.param(3)
+    expected = model.fun(0.0, y, param, *model.shared)
+    out = np.empty_like(y)
+    model.fun_inplace(0.0, y, out, param, *model.shared)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)  # sums' order
+    one = np.empty(model.n)
+    model.fun_inplace(0.0, y[:, 1], one, param[1], *model.shared)
+    np.testing.assert_allclose(one, model.fun(0.0, y[:, 1], param[1], *model.shared),
+                               rtol=1e-12, atol=1e-12)

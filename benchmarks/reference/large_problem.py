@@ -69,17 +69,43 @@ def kuramoto(t, theta, kc, omega):
     return (omega + (kc / KURAMOTO_N * coupling).T).T
 
 
+def lorenz96_inplace(t, y, dydt, F):
+    """Lorenz-96 written in place (``inplace=True``), a loop over the components.
+
+    Negative indices wrap; works on ``y`` of shape ``(n,)`` and ``(n, m)``.
+    """
+    n = y.shape[0]
+    for i in range(n - 1):
+        dydt[i] = (y[i + 1] - y[i - 2]) * y[i - 1] - y[i] + F
+    dydt[n - 1] = (y[0] - y[n - 3]) * y[n - 2] - y[n - 1] + F
+
+
+def kuramoto_inplace(t, theta, dydt, kc, omega):
+    """Kuramoto written in place (``inplace=True``): the double loop, one sine per pair.
+
+    Sums left to right, as the C reference does.
+    """
+    n = theta.shape[0]
+    for i in range(n):
+        s = np.sin(theta[0] - theta[i])
+        for j in range(1, n):
+            s = s + np.sin(theta[j] - theta[i])
+        dydt[i] = omega[i] + kc / n * s
+
+
 @dataclasses.dataclass(frozen=True)
 class Model:
     """One benchmark problem.
 
     ``param(k)`` gives the per-trajectory parameter, ``shared`` the arrays passed
-    to every trajectory after it (``gpuivp.shared`` for gpuivp).
+    to every trajectory after it (``gpuivp.shared`` for gpuivp); ``fun`` returns
+    an array, ``fun_inplace`` writes ``dydt`` (gpuivp's ``inplace=True``).
     """
 
     name: str
     title: str
     fun: object
+    fun_inplace: object
     n: int
     y0: np.ndarray
     t_span: tuple
@@ -98,9 +124,9 @@ class Model:
 
 MODELS = {
     "lorenz96": Model("lorenz96", "Lorenz-96, n = 40, F = linspace(2, 10, K)", lorenz96,
-                      L96_N, L96_Y0, (0.0, 10.0), 2.0, 10.0),
+                      lorenz96_inplace, L96_N, L96_Y0, (0.0, 10.0), 2.0, 10.0),
     "kuramoto": Model("kuramoto", "Kuramoto, N = 50, Kc = linspace(0, 4, K)", kuramoto,
-                      KURAMOTO_N, KURAMOTO_Y0, (0.0, 10.0), 0.0, 4.0,
+                      kuramoto_inplace, KURAMOTO_N, KURAMOTO_Y0, (0.0, 10.0), 0.0, 4.0,
                       shared=(KURAMOTO_OMEGA,)),
 }
 
