@@ -1,8 +1,10 @@
-"""Build and load the hand-written C reference, ``lorenz_rk45.c``.
+"""Build and load the hand-written C references, ``lorenz_rk45.c`` and ``large_rk45.c``.
 
-The source is compiled with ``gcc -O3 -fopenmp -fPIC -shared`` (no fast-math)
-into ``_build/liblorenz_rk45.so`` next to this file, only when the library is
-missing or older than the source, and loaded with :mod:`ctypes`.  OpenMP uses
+Both are scipy's RK45 of ``rk45.h`` (one integrator for any state size) with
+their right-hand sides.  ``lorenz_rk45.c`` is compiled with ``gcc -O3 -fopenmp
+-fPIC -shared`` (no fast-math) into ``_build/liblorenz_rk45.so`` next to this
+file, only when the library is missing or older than the source or ``rk45.h``,
+and loaded with :mod:`ctypes`.  OpenMP uses
 every core unless ``OMP_NUM_THREADS`` says otherwise.
 
 Examples
@@ -11,6 +13,10 @@ Examples
 >>> from reference.build import load
 >>> solve = load()
 >>> y_final, status, nfev = solve(np.linspace(0, 28, 100), 0.0, 10.0, 1e-6, 1e-8)
+
+The large-systems benchmark's reference, ``large_rk45.c`` (Lorenz-96 and
+Kuramoto on the generic RK45 of ``rk45.h``, with scipy's ``t_eval`` output), is
+built the same way into ``_build/liblarge_rk45.so`` by :func:`load_large`.
 
 The GPU benchmark's CUDA C reference, ``lorenz_gpu.cu`` (fixed RK4, RK45 and
 Tsit5 for float and double, one thread per trajectory), is built here too:
@@ -48,17 +54,25 @@ HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "lorenz_rk45.c"
 BUILD_DIR = HERE / "_build"
 LIBRARY = BUILD_DIR / "liblorenz_rk45.so"
+#: The header both C references include: the integrator, scipy's RK45 for any n.
+DEPENDS = (HERE / "rk45.h",)
 CC = os.environ.get("CC", "gcc")
 CFLAGS = ["-O3", "-fopenmp", "-fPIC", "-shared"]
 
 
-def build(force=False):
-    """Compile the C reference unless an up-to-date library exists.
+def build(force=False, source=SOURCE, library=LIBRARY, depends=DEPENDS):
+    """Compile a C reference unless an up-to-date library exists.
 
     Parameters
     ----------
     force : bool, optional
         Compile even if the library is newer than the source.
+    source, library : pathlib.Path, optional
+        The C file and the shared library to make of it (default: the Lorenz
+        reference, ``lorenz_rk45.c``).
+    depends : sequence of pathlib.Path, optional
+        Headers the source includes (default ``rk45.h``): the library is also
+        rebuilt when one of them is newer.
 
     Returns
     -------
@@ -68,24 +82,15 @@ def build(force=False):
     Raises
     ------
     subprocess.CalledProcessError
-        If the compiler fails (its output is shown on stderr).
+        If the compiler fails (its output is in ``stderr``).
     """
-    if (not force and LIBRARY.exists()
-            and LIBRARY.stat().st_mtime >= SOURCE.stat().st_mtime):
-        return LIBRARY
-    BUILD_DIR.mkdir(exist_ok=True)
+    newest = max(p.stat().st_mtime for p in (source, *depends))
+    if not force and library.exists() and library.stat().st_mtime >= newest:
+        return library
     # Compile to a temporary name and rename, so that a concurrent build or
     # a process that has the old library loaded never sees a partial file.
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=BUILD_DIR)
-    os.close(fd)
-    try:
-        subprocess.run([CC, *CFLAGS, "-o", tmp, str(SOURCE), "-lm"], check=True)
-        os.chmod(tmp, 0o755)  # mkstemp made it private
-        os.replace(tmp, LIBRARY)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return LIBRARY
+    _compile_to(library, lambda out: [CC, *CFLAGS, "-o", out, str(source), "-lm"])
+    return library
 
 
 def compiler_version():
@@ -156,6 +161,68 @@ def load(force_build=False):
         return y_final, status.astype(np.int64), nfev.astype(np.int64)
 
     return solve
+
+
+# -- the large-systems reference (large_rk45.c, rk45.h) ------------------------------------
+
+LARGE_SOURCE = HERE / "large_rk45.c"
+LARGE_LIBRARY = BUILD_DIR / "liblarge_rk45.so"
+#: Model name -> (entry point of large_rk45.c, state size).
+LARGE_MODELS = {"lorenz96": ("solve_l96", 40), "kuramoto": ("solve_kuramoto", 50)}
+
+
+def load_large(force_build=False):
+    """Build (if needed) and load ``large_rk45.c``: scipy's RK45 for Lorenz-96 and Kuramoto.
+
+    Returns
+    -------
+    dict
+        Model name (``"lorenz96"``, ``"kuramoto"``) -> ``solve(param, y0, t0, t1,
+        rtol, atol, t_eval=None, shared=None)`` integrating one system per element
+        of the 1-D ``param`` (Lorenz-96's forcing F, Kuramoto's coupling Kc) from
+        the shared ``y0`` (n,), with ``shared`` Kuramoto's frequencies (n,). It
+        returns ``(y_final, status, nfev, y_eval)``: shapes ``(n, k)``, ``(k,)``,
+        ``(k,)`` and ``(n, k, len(t_eval))`` (NaN after a failure; None without
+        ``t_eval``), statuses as :func:`load`'s.
+    """
+    lib = ctypes.CDLL(str(build(force_build, LARGE_SOURCE, LARGE_LIBRARY)))
+    long_dtype = np.dtype(f"i{ctypes.sizeof(ctypes.c_long)}")
+
+    def array(dtype):
+        return np.ctypeslib.ndpointer(dtype, flags="C_CONTIGUOUS")
+
+    def wrap(name, n):
+        fn = getattr(lib, name)
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.c_int, array(np.float64), array(np.float64), array(np.float64),
+                       *[ctypes.c_double] * 4, ctypes.c_int, array(np.float64),
+                       array(np.float64), array(np.float64), array(np.intc),
+                       array(long_dtype)]
+
+        def solve(param, y0, t0, t1, rtol, atol, t_eval=None, shared=None):
+            param = np.ascontiguousarray(param, dtype=np.float64)
+            if param.ndim != 1:
+                raise ValueError(f"param must be 1-D, got shape {param.shape}")
+            y0 = np.ascontiguousarray(y0, dtype=np.float64)
+            if y0.shape != (n,):
+                raise ValueError(f"y0 must have shape ({n},), got {y0.shape}")
+            shared = np.ascontiguousarray(y0 if shared is None else shared, dtype=np.float64)
+            if shared.shape != (n,):
+                raise ValueError(f"shared must have shape ({n},), got {shared.shape}")
+            te = np.ascontiguousarray([] if t_eval is None else t_eval, dtype=np.float64)
+            k = param.size
+            y_final = np.empty((n, k))
+            y_eval = np.empty((n, k, te.size))
+            status = np.empty(k, dtype=np.intc)
+            nfev = np.empty(k, dtype=long_dtype)
+            fn(k, param, shared, y0, t0, t1, rtol, atol, te.size, te, y_final, y_eval,
+               status, nfev)
+            return (y_final, status.astype(np.int64), nfev.astype(np.int64),
+                    None if t_eval is None else y_eval)
+
+        return solve
+
+    return {model: wrap(name, n) for model, (name, n) in LARGE_MODELS.items()}
 
 
 # -- the GPU benchmark's CUDA C reference (lorenz_gpu.cu) ---------------------------------
@@ -416,4 +483,5 @@ def nvcc_version():
 
 if __name__ == "__main__":
     print(build(force=True))
+    print(build(True, LARGE_SOURCE, LARGE_LIBRARY))
     print(build_gpu_host(force=True))
