@@ -139,6 +139,40 @@ def test_fun_that_does_not_compile_is_a_compile_error(cb):
     assert isinstance(info.value, BackendUnavailable)
 
 
+def _spacing(t, y, a):
+    return (np.spacing(y[0]) * a,)  # a ufunc numba-cuda types but has no loop for
+
+
+def _generator(t, y, a):
+    return (sum(v for v in (y[0], a)),)  # numba-cuda's own UnsupportedError
+
+
+@pytest.mark.parametrize("fun,reason", [(_spacing, r"KeyError: <ufunc 'spacing'> has no "
+                                         r"numba-cuda implementation"),
+                                        (_generator, r"UnsupportedError: The use of yield")])
+def test_numba_cuda_errors_are_compile_errors(cb, fun, reason):
+    """numba-cuda's own error classes and a bare KeyError from ufunc lowering are
+    CompileErrors too, with numba's reason in one line."""
+    from gpuivp.methods import METHODS as TABLEAUS
+
+    problem = make_problem(fun, "RK4", "float32", n=1, args=(np.ones(4),))
+    with pytest.raises(cb.CompileError, match=reason) as info:
+        cb.kernel_ptx(problem, TABLEAUS["RK4"], cc=(9, 0))
+    assert "\n" not in str(info.value)
+    assert info.value.__cause__ is not None
+
+
+def test_link_errors_are_compile_errors(cb):
+    """What ptxas or the linker report while the kernel is bound (on a GPU, before the
+    first launch) is a CompileError as well."""
+    from numba.cuda.cudadrv.driver import LinkerError
+
+    msg = "ptxas error   : File uses too much global constant data (0x27100 bytes, 0x10000 max)"
+    with pytest.raises(cb.CompileError, match=r"LinkerError: ptxas error .*too much global"):
+        with cb._compile_errors():
+            raise LinkerError(msg + "\nptxas fatal   : Ptx assembly aborted")
+
+
 def lorenz_event(t, y, sigma, rho, beta):
     return y[2] - rho
 

@@ -121,6 +121,9 @@ def kernel_function(problem, tableau):
 
     cuda = _cuda()
     sim = simulated()
+    if not sim:
+        from ._cuda_math import register
+        register()  # NumPy ufuncs numba-cuda types but cannot lower (np.sqrt, np.exp, ...)
     dtype = np.dtype(problem.dtype)
     n = problem.n
     # The user's functions are left to NVVM's inliner (it inlines small functions
@@ -162,16 +165,36 @@ def kernel_signature(state, arrays=None):
     return (numba.int64,) + tuple(numba.typeof(a) for a in arrays)
 
 
+def _one_line(exc):
+    """numba's reason for ``exc`` in one line: its message's first informative line, with
+    the exception's class (numba's messages start with "Failed in cuda mode pipeline")."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith(("Failed in ", "During: ", "File "))] or lines
+    reason = lines[0] if lines else repr(exc)
+    if isinstance(exc, KeyError) and "ufunc" in reason:
+        reason = f"{reason} has no numba-cuda implementation for these argument types"
+    return f"{type(exc).__name__}: {reason[:300]}"
+
+
 @contextlib.contextmanager
 def _compile_errors():
-    """numba's compile errors (typing, lowering, unsupported) as :class:`CompileError`."""
-    from numba.core.errors import NumbaError
-    from numba.cuda.cudadrv.error import NvvmError, NvvmSupportError
+    """Any failure to compile or link the kernel as :class:`CompileError`.
 
+    numba-cuda raises its own classes (``numba.cuda.core.errors.NumbaError`` is not numba's
+    ``NumbaError``; ``UnsupportedBytecodeError`` derives from ``Exception``), a bare
+    ``KeyError`` for a ufunc it cannot lower, ``NvvmError`` and the bindings' ``nvvmError``
+    from NVVM, ``LinkerError`` or a driver error from ptxas and the linker. Only compile and
+    link run inside this context, so every ``Exception`` there is one: it becomes a
+    :class:`CompileError` (a :class:`BackendUnavailable`: ``auto`` tries the next backend)
+    whose message is numba's reason in one line; the full error is its ``__cause__``.
+    """
     try:
         yield
-    except (NumbaError, NvvmError, NvvmSupportError) as exc:
-        raise CompileError(f"numba.cuda could not compile `fun`: {exc}") from exc
+    except CompileError:
+        raise
+    except Exception as exc:
+        raise CompileError(f"numba.cuda could not compile `fun`: {_one_line(exc)}") from exc
 
 
 def compiled_kernel(problem, tableau):
@@ -320,10 +343,11 @@ class _Run:
         dense = getattr(state, "dense", None) is not None
 
         if not simulated():
-            # Compile before the first launch, so that a ``fun`` numba.cuda cannot
+            # Compile and link before the first launch, so that a ``fun`` numba.cuda cannot
             # compile is a CompileError (``auto`` falls back) and launch errors are not.
+            # bind() links (ptxas, nvJitLink) and loads the module: its failures too.
             with _compile_errors():
-                kernel.compile(kernel_signature(state, tuple(dev[f] for f in fields)))
+                kernel.compile(kernel_signature(state, tuple(dev[f] for f in fields))).bind()
 
         with progress_bar(problem) as bar:
             launches = 0
