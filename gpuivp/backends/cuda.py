@@ -44,8 +44,17 @@ BLOCK = 128
 GPU_SLICE = 20_000
 
 #: Engine parameters the kernel only reads: not copied back after the run (nor are the
-#: user's args); every other array parameter is state or output and comes back.
+#: user's args).
 INPUT_FIELDS = ("y0", "ctrl", "iparams", "atol", "t_eval")
+#: State the result does not use (step size, error norm, last derivative, event function
+#: values): it stays on the device. Every other array parameter comes back to the host.
+DEVICE_ONLY_FIELDS = ("st_h", "st_err", "st_f", "ev_g")
+#: Arrays whose initial contents are one value (what :class:`EngineState` fills them with
+#: on the host): allocated and filled on the device, never uploaded. The rest (inputs,
+#: dense-output buffers, the user's args) go up from the host.
+DEVICE_FILL = {"st_t": 0, "st_h": 0, "st_err": 0, "st_y": 0, "st_f": 0, "st_cnt": 0,
+               "st_status": None, "ev_g": 0, "ev_cnt": 0, "out_eval": np.nan, "ev_t": np.nan,
+               "ev_y": np.nan}  # None: INIT, the status of a trajectory not yet started
 #: Chunked runs (:func:`solve_chunks`) overlap transfer and compute over two streams; False
 #: runs the chunks one after the other, as :func:`solve` (for comparisons: benchmarks/scale.py).
 OVERLAP = True
@@ -98,13 +107,31 @@ def unavailable_reason():
     return None
 
 
-def _kernel_source(param_names):
-    """``kernel(k, ...)``: thread ``i`` runs trajectory ``i``."""
+def _kernel_source(param_names, sim=False):
+    """``kernel(k, raised, ...)``: thread ``i`` runs trajectory ``i``.
+
+    numba.cuda device code cannot report an exception (without ``debug=True``): a
+    ``raise`` in ``fun`` returns from ``solve_one`` and from the kernel at once, skipping
+    the state stores. ``raised[i]`` is set before the call and cleared after it, so it
+    stays set exactly when the call raised; the next launch then gives that trajectory
+    the status ``FAIL_RAISED`` instead of running it again (from its last stored state,
+    where it would raise again). On the normal path the first store is dead code.
+    Under the simulator, where the exception would reach the host, ``except`` emulates
+    the device's early return, so CI runs this path.
+    """
     params = ", ".join(param_names)
-    return (f"def kernel(k, {params}):\n"
+    call = f"solve_one(i, {params})"
+    if sim:
+        call = f"try:\n            {call}\n        except Exception:\n            return"
+    return (f"def kernel(k, raised, {params}):\n"
             f"    i = cuda.grid(1)\n"
             f"    if i < k:\n"
-            f"        solve_one(i, {params})\n")
+            f"        if raised[i] != 0:\n"
+            f"            st_status[i] = FAIL_RAISED\n"
+            f"            return\n"
+            f"        raised[i] = 1\n"
+            f"        {call}\n"
+            f"        raised[i] = 0\n")
 
 
 _ALLOC_SOURCE = ("def alloc_state():\n"
@@ -133,8 +160,10 @@ def kernel_function(problem, tableau):
     events = [cuda.jit(device=True)(py_function(e)) for e in problem.events]
     solve_opts = dict(device=True) if sim else dict(device=True, forceinline=True)
 
+    from .._status import FAIL_RAISED
+
     ns = {"__name__": "gpuivp_cuda_kernel", "cuda": cuda, "N_STATE": n,
-          "STATE_DTYPE": numba.from_dtype(dtype)}
+          "STATE_DTYPE": numba.from_dtype(dtype), "FAIL_RAISED": np.int32(FAIL_RAISED)}
     exec(compile(_ALLOC_SOURCE, "<gpuivp cuda alloc_state>", "exec"), ns)
     # ``cuda.local.array`` must sit in the function that uses the array: inline
     # the allocator into ``solve_one`` at the Numba IR level.
@@ -149,7 +178,7 @@ def kernel_function(problem, tableau):
         math_fns = dict(nextafter=math.nextafter, isfinite=math.isfinite, sqrt=math.sqrt)
     solve_py = src.build(fun=fun, alloc_state=alloc_state, events=events, **math_fns)
     ns["solve_one"] = cuda.jit(**solve_opts)(solve_py)
-    exec(compile(_kernel_source(src.param_names),
+    exec(compile(_kernel_source(src.param_names, sim),
                  f"<gpuivp cuda kernel {tableau.name} n={n}>", "exec"), ns)
     kernel = ns["kernel"]
     kernel.param_names = tuple(src.param_names)
@@ -158,11 +187,12 @@ def kernel_function(problem, tableau):
 
 def kernel_signature(state, arrays=None):
     """numba argument types of the kernel for ``state``'s host arrays, or for the
-    matching device ``arrays`` (for ``compile`` and ``compile_ptx``)."""
+    matching device ``arrays`` (for ``compile`` and ``compile_ptx``): ``k``, the
+    ``raised`` flags (int8, one per trajectory), then the engine's parameters."""
     import numba
 
     arrays = state.arrays() if arrays is None else arrays
-    return (numba.int64,) + tuple(numba.typeof(a) for a in arrays)
+    return (numba.int64, numba.int8[::1]) + tuple(numba.typeof(a) for a in arrays)
 
 
 def _one_line(exc):
@@ -324,9 +354,22 @@ class _Run:
         self.dev = {}
 
     def upload(self):
-        """Enqueue the copies of every array parameter to the device."""
-        self.dev = {name: self.mem.to_device(name, a) if isinstance(a, np.ndarray) else a
-                    for name, a in self.host.items()}
+        """Enqueue the copies of the inputs to the device; allocate and fill the state
+        (:data:`DEVICE_FILL`) and the ``raised`` flags there."""
+        from .._status import INIT
+
+        self.dev = {}
+        for name, a in self.host.items():
+            if not isinstance(a, np.ndarray):
+                self.dev[name] = a
+            elif name in DEVICE_FILL:
+                value = INIT if DEVICE_FILL[name] is None else DEVICE_FILL[name]
+                self.dev[name] = self.mem.alloc(name, a.shape, a.dtype)
+                fill(self.dev[name], value, self.mem.stream)
+            else:
+                self.dev[name] = self.mem.to_device(name, a)
+        self.raised = self.mem.alloc("raised", (self.problem.k,), np.dtype(np.int8))
+        fill(self.raised, 0, self.mem.stream)
 
     def slices(self):
         """Launch the kernel in time slices until no trajectory is still running.
@@ -349,11 +392,13 @@ class _Run:
             with _compile_errors():
                 kernel.compile(kernel_signature(state, tuple(dev[f] for f in fields))).bind()
 
+        raised = self.raised
+
         with progress_bar(problem) as bar:
             launches = 0
             try:
                 while True:
-                    kernel[grid, block, mem.stream](k, *(dev[f] for f in fields))
+                    kernel[grid, block, mem.stream](k, raised, *(dev[f] for f in fields))
                     launches += 1
                     if launches == 1:
                         yield
@@ -375,9 +420,10 @@ class _Run:
                     raise
 
     def download(self):
-        """Enqueue the copies of the state and outputs back to the host; record the end."""
+        """Enqueue the copies of the outputs back to the host; record the end."""
         for name in self.fields:
-            if name not in INPUT_FIELDS and not name.startswith("arg"):
+            if (name not in INPUT_FIELDS and name not in DEVICE_ONLY_FIELDS
+                    and not name.startswith("arg")):
                 self.mem.to_host(name, self.dev[name], self.host[name])
         self.mem.record()
 
@@ -398,6 +444,9 @@ class _Direct:
 
     def to_device(self, name, a):
         return self.cuda.to_device(a)
+
+    def alloc(self, name, shape, dtype):
+        return self.cuda.device_array(shape, dtype=dtype)
 
     def read(self, name, dev, a):
         dev.copy_to_host(a)
@@ -440,6 +489,11 @@ class _Slot:
         return (self.pinned[name][:size].reshape(shape),
                 self.device[name][:size].reshape(shape))
 
+    def alloc(self, name, shape, dtype):
+        if math.prod(shape) == 0:
+            return self.cuda.device_array(shape, dtype=dtype, stream=self.stream)
+        return self.buffers(name, shape, dtype)[1]
+
     def to_device(self, name, a):
         if a.size == 0:
             return self.cuda.to_device(a, stream=self.stream)
@@ -473,6 +527,29 @@ class _Slot:
         for pin, a in self.pending:
             np.copyto(a, pin)
         self.pending.clear()
+
+
+_FILL = {}
+_FILL_SOURCE = ("def fill_kernel(a, v):\n"
+                "    i = cuda.grid(1)\n"
+                "    if i < a.size:\n"
+                "        a[i] = v\n")
+
+
+def fill(dev, value, stream=0):
+    """Set every element of the C-contiguous device array ``dev`` to ``value`` on the
+    device (a one-line kernel, compiled once per dtype): state starts on the device
+    instead of being built on the host and uploaded."""
+    if dev.size == 0:
+        return
+    cuda = _cuda()
+    if "kernel" not in _FILL:
+        ns = {"cuda": cuda}  # a global, which the simulator swaps for its own module
+        exec(compile(_FILL_SOURCE, "<gpuivp cuda fill>", "exec"), ns)
+        _FILL["kernel"] = cuda.jit(ns["fill_kernel"])
+    flat = dev.reshape(dev.size)
+    block = 256 if not simulated() else max(1, min(64, dev.size))
+    _FILL["kernel"][(dev.size + block - 1) // block, block, stream](flat, dev.dtype.type(value))
 
 
 def _running(state, fields, host, dev, mem):
