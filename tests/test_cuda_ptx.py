@@ -173,6 +173,25 @@ def test_link_errors_are_compile_errors(cb):
             raise LinkerError(msg + "\nptxas fatal   : Ptx assembly aborted")
 
 
+def _raises(t, y, c):
+    if c < 0:
+        raise ValueError("c must be >= 0")
+    return (-c * y[0],)
+
+
+def test_fun_that_raises_compiles_with_the_raised_flag(cb):
+    """A ``raise`` in ``fun`` compiles (numba.cuda drops the exception); the kernel sets the
+    per-trajectory ``raised`` flag around the engine call (two byte stores) and turns a set
+    flag into status -5 (the behaviour itself is tested under the simulator)."""
+    from gpuivp.methods import METHODS as TABLEAUS
+
+    problem = make_problem(_raises, "RK4", "float32", n=1, args=(np.ones(4),))
+    ptx = cb.kernel_ptx(problem, TABLEAUS["RK4"], cc=(9, 0))
+    assert len(re.findall(r"st\.global\.u8\b", ptx)) == 2
+    assert re.search(r"ld\.global\.(?:u8|s8)\b", ptx)
+    assert re.search(r"[ ,]-5;", ptx)
+
+
 def lorenz_event(t, y, sigma, rho, beta):
     return y[2] - rho
 
