@@ -56,3 +56,30 @@ def test_device_only_state_is_not_in_the_result():
     raw_ids = {id(v) for v in state.raw().values()}
     for name in cb.DEVICE_ONLY_FIELDS:
         assert id(getattr(state, name)) not in raw_ids, name
+
+
+def _helper(x):
+    if x < 0:
+        raise ValueError("negative")
+    return x
+
+
+def _calls_helper(t, y, c):
+    return (_helper(c) * y[0],)
+
+
+def _asserts(t, y, c):
+    assert c > 0
+    return (c * y[0],)
+
+
+@pytest.mark.parametrize("fun,expected", [
+    (lorenz, False), (_calls_helper, True), (_asserts, True), (_helper, True)])
+def test_may_raise_finds_raise_and_assert(fun, expected):
+    """Only kernels whose functions can raise carry the raised-flag code (it costs
+    registers); a raise one call down counts."""
+    from gpuivp.backends import cuda as cb
+    from problems import raises_for_fast
+
+    assert cb.may_raise([fun]) is expected
+    assert cb.may_raise([lorenz, raises_for_fast]) is True

@@ -107,20 +107,27 @@ def unavailable_reason():
     return None
 
 
-def _kernel_source(param_names, sim=False):
+def _kernel_source(param_names, sim=False, flagged=True):
     """``kernel(k, raised, ...)``: thread ``i`` runs trajectory ``i``.
 
     numba.cuda device code cannot report an exception (without ``debug=True``): a
     ``raise`` in ``fun`` returns from ``solve_one`` and from the kernel at once, skipping
-    the state stores. ``raised[i]`` is set before the call and cleared after it, so it
-    stays set exactly when the call raised; the next launch then gives that trajectory
-    the status ``FAIL_RAISED`` instead of running it again (from its last stored state,
-    where it would raise again). On the normal path the first store is dead code.
-    Under the simulator, where the exception would reach the host, ``except`` emulates
-    the device's early return, so CI runs this path.
+    the state stores. With ``flagged``, ``raised[i]`` is set before the call and cleared
+    after it, so it stays set exactly when the call raised; the next launch then gives
+    that trajectory the status ``FAIL_RAISED`` instead of running it again (from its last
+    stored state, where it would raise again). Code after the call costs registers (RK4
+    float32 Lorenz: 64 instead of 56), so only functions that can raise get it
+    (:func:`may_raise`); otherwise ``raised`` is unused. Under the simulator, where the
+    exception would reach the host, ``except`` emulates the device's early return, so CI
+    runs this path.
     """
     params = ", ".join(param_names)
     call = f"solve_one(i, {params})"
+    if not flagged:
+        return (f"def kernel(k, raised, {params}):\n"
+                f"    i = cuda.grid(1)\n"
+                f"    if i < k:\n"
+                f"        {call}\n")
     if sim:
         call = f"try:\n            {call}\n        except Exception:\n            return"
     return (f"def kernel(k, raised, {params}):\n"
@@ -132,6 +139,37 @@ def _kernel_source(param_names, sim=False):
             f"        raised[i] = 1\n"
             f"        {call}\n"
             f"        raised[i] = 0\n")
+
+
+def may_raise(funcs, depth=3):
+    """Whether any of ``funcs`` (or a Python or numba function they call by a global
+    name, ``depth`` levels down) has a ``raise`` or ``assert`` in its bytecode.
+
+    numba.cuda compiles with NumPy's error model (no ZeroDivisionError), so device code
+    raises only where the source does (numba's own checks aside: e.g. ``range`` with a
+    zero step).
+    """
+    import dis
+
+    seen = set()
+
+    def visit(f, d):
+        f = getattr(f, "py_func", f)  # a numba dispatcher: its Python function
+        code = getattr(f, "__code__", None)
+        if code is None or id(code) in seen:
+            return False
+        seen.add(id(code))
+        codes = [code] + [c for c in code.co_consts if hasattr(c, "co_code")]
+        for c in codes:
+            if any(ins.opname in ("RAISE_VARARGS", "RERAISE") for ins in dis.get_instructions(c)):
+                return True
+        if d == 0:
+            return False
+        g = getattr(f, "__globals__", {})
+        return any(visit(g[name], d - 1) for c in codes for name in c.co_names
+                   if callable(g.get(name)) and not isinstance(g.get(name), type))
+
+    return any(visit(f, depth) for f in funcs)
 
 
 _ALLOC_SOURCE = ("def alloc_state():\n"
@@ -178,7 +216,8 @@ def kernel_function(problem, tableau):
         math_fns = dict(nextafter=math.nextafter, isfinite=math.isfinite, sqrt=math.sqrt)
     solve_py = src.build(fun=fun, alloc_state=alloc_state, events=events, **math_fns)
     ns["solve_one"] = cuda.jit(**solve_opts)(solve_py)
-    exec(compile(_kernel_source(src.param_names, sim),
+    flagged = may_raise([problem.fun, *problem.events])
+    exec(compile(_kernel_source(src.param_names, sim, flagged),
                  f"<gpuivp cuda kernel {tableau.name} n={n}>", "exec"), ns)
     kernel = ns["kernel"]
     kernel.param_names = tuple(src.param_names)
