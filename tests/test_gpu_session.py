@@ -1,0 +1,117 @@
+"""The GPU session is prepared without a GPU: it fits the device time, brings back what it
+writes, and the benchmark pieces that need no GPU run here.
+
+``benchmarks/gpu_session.sh`` (two device commands), ``benchmarks/scale.py`` (JSON written
+as it goes) and ``benchmarks/ptxas_report.py`` (registers, in CI rather than on the device).
+"""
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SESSION = os.path.join(ROOT, "benchmarks", "gpu_session.sh")
+#: Device time of a session: 900 s, the machine's start (~3 min) and idle time included.
+LIMITS = {"1": 360, "2": 180}
+MAX_FILES = 6
+
+needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="no bash")
+
+
+def _plan(phase, tmp_path):
+    out = subprocess.run(["bash", SESSION, phase], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, DRY="1", OUT=str(tmp_path)))
+    steps = [line.split()[1:] for line in out.stdout.splitlines() if line.startswith("step ")]
+    return [(int(limit), name, int(files)) for limit, name, files in steps]
+
+
+@needs_bash
+@pytest.mark.parametrize("phase", sorted(LIMITS))
+def test_each_device_command_fits_its_time_and_file_limits(phase, tmp_path):
+    steps = _plan(phase, tmp_path)
+    assert steps
+    assert sum(limit for limit, _, _ in steps) <= LIMITS[phase], steps
+    assert sum(files for _, _, files in steps) <= MAX_FILES, steps
+    assert len({name for _, name, _ in steps}) == len(steps)
+    assert not list(tmp_path.iterdir()), "a dry run wrote files"
+
+
+@needs_bash
+def test_the_session_fits_fifteen_minutes_with_the_machine_start(tmp_path):
+    total = sum(limit for phase in LIMITS for limit, _, _ in _plan(phase, tmp_path))
+    assert total + 180 <= 900 - 120, f"{total} s of step limits leave under 2 min of margin"
+
+
+def test_every_step_runs_under_timeout():
+    with open(SESSION) as fh:
+        text = fh.read()
+    assert 'timeout -k 5 "$limit"' in text
+    body = text[text.index("case $phase in"):]
+    runs = [ln for ln in body.splitlines() if ln.strip().startswith(("$PY", "python", "pytest"))]
+    assert not runs, f"commands outside `step`: {runs}"
+
+
+def test_selected_gpu_tests_exist():
+    """The session's ``-k`` selection of the cuda agreement tests still selects them."""
+    import re
+
+    with open(SESSION) as fh:
+        select = re.search(r'test_gpu_agreement\.py \\\s*-k "([^"]+)"', fh.read()).group(1)
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only",
+                          "-p", "no:cacheprovider", "tests/gpu/test_gpu_agreement.py",
+                          "-k", select],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert "test_cuda_float64_agrees_with_numba_and_scipy[RK45-lorenz]" in out.stdout, \
+        out.stdout[-2000:]
+    assert "DOP853-lorenz" not in out.stdout
+    assert "test_cuda_events_and_dense_output" in out.stdout
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}",
+                                                  os.path.join(ROOT, "benchmarks", f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_scale_writes_its_json_after_every_row(tmp_path, monkeypatch):
+    """Stopped after its first size (a time limit), scale.py has written that row."""
+    scale = _load("scale")
+    real = scale.measure
+    calls = []
+
+    def measure(k, args, configs):
+        calls.append(k)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(k, args, configs)
+
+    monkeypatch.setattr(scale, "measure", measure)
+    path = tmp_path / "scale.json"
+    with pytest.raises(KeyboardInterrupt):
+        scale.main(["--backend", "numpy", "--sizes", "8,40", "--chunk", "16", "--rounds", "1",
+                    "--t1", "0.2", "--n-eval", "5", "--json", str(path)])
+    data = json.loads(path.read_text())
+    assert data["partial"] is True and [r["k"] for r in data["rows"]] == [8]
+
+
+@pytest.mark.skipif(shutil.which("ptxas") is None or
+                    importlib.util.find_spec("numba_cuda") is None,
+                    reason="needs ptxas and numba-cuda")
+def test_ptxas_report_runs_in_ci(capsys):
+    """The register report needs no GPU: it runs here, not in the device session."""
+    from gpuivp.backends import cuda as cbm
+    if cbm.simulated():
+        pytest.skip("the CUDA simulator is active in this process")
+    report = _load("ptxas_report")
+    report.main(["--methods", "RK4", "--dtypes", "float32"])
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| RK4 ")]
+    assert len(rows) == 1
+    regs, stack = rows[0].split("|")[3:5]
+    assert int(regs) <= 255 and int(stack) == 0, rows[0]
