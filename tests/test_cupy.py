@@ -6,6 +6,7 @@ The parity, method, failure, event and dense-output suites run ``backend="cupy"`
 ``conftest.py``); the tests here check what is particular to the fused engine.
 """
 import importlib.util
+import re
 import shutil
 
 import numpy as np
@@ -49,6 +50,12 @@ def test_kernels_compile_for_every_method(compiler, dtype, arch):
         if dtype == "float32":
             # In float32 every operation stays float32: no float64 in the PTX at all.
             assert ".f64" not in ptx
+            # CuPy's -ftz=true (compiled with here as CuPy does): float32 flushes subnormals.
+            assert re.search(r"\.ftz\.f32\b", ptx)
+        else:
+            # -ftz does not touch float64 (the reciprocal seed of IEEE division is always
+            # rcp.approx.ftz.f64, with or without it).
+            assert ".ftz.f64" not in ptx.replace("rcp.approx.ftz.f64", "")
 
 
 @pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas is not installed")
