@@ -87,7 +87,7 @@ def _problem(method="RK45", dtype="float64", t_eval=None, **kw):
 
 
 class CountingNumpy(host_kernels.NumpyAsCupy):
-    """Counts the host's looks at the device (``any`` of the status)."""
+    """Counts the host's looks at the device (``any`` or ``count_nonzero`` of the status)."""
 
     def __init__(self):
         self.checks = 0
@@ -95,6 +95,10 @@ class CountingNumpy(host_kernels.NumpyAsCupy):
     def any(self, *a, **kw):
         self.checks += 1
         return np.any(*a, **kw)
+
+    def count_nonzero(self, *a, **kw):
+        self.checks += 1
+        return np.count_nonzero(*a, **kw)
 
 
 def test_host_looks_at_the_device_only_every_few_steps(host):
@@ -115,6 +119,48 @@ def test_host_looks_at_the_device_only_every_few_steps(host):
     assert xp.checks <= steps // FusedLockstep.CHECK_EVERY + 2
     # One step: the step size, six stage inputs, the controller and the commit.
     assert len(launches) == steps * (3 + METHODS["RK45"].n_stages)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_fused_engine_compacts_to_the_running_columns(host, monkeypatch, dtype):
+    """Once most columns have finished, ``fun`` and the kernels run on the others only;
+    the results are those of the full-width run, bit for bit."""
+    fun, y0, _, t_span = ENSEMBLES["lorenz"]
+    # rho spread wide: the trajectories need very different step counts; rho = 1e300
+    # fails at t0 (status -3) and one per-trajectory arg follows the columns.
+    rho = np.r_[np.linspace(0.5, 28.0, 9), 1e300, 0.7, 99.0]
+    with np.errstate(over="ignore"):  # 1e300 is inf in float32: failing at t0 all the same
+        p = captured_problem(lambda: solve_ivp(fun, (0.0, 4.0), y0, args=(10.0, rho, 8 / 3),
+                                               t_eval=np.linspace(0.0, 4.0, 9), dtype=dtype,
+                                               backend="numpy", vectorized=True,
+                                               rtol=1e-7 if dtype == "float64" else 1e-4,
+                                               atol=1e-9 if dtype == "float64" else 1e-6))
+    tab = METHODS["RK45"]
+    with np.errstate(all="ignore"):
+        whole = FusedLockstep(p, tab, np, host(p.dtype, host_kernels._LIB[0])).run()
+        monkeypatch.setattr(FusedLockstep, "COMPACT_MIN", 2)
+        widths = []
+        launcher = host(p.dtype, host_kernels._LIB[0])
+
+        def launch(name, nk, size, *args):
+            if name == "gpuivp_prepare":
+                widths.append(size)
+            launcher(name, nk, size, *args)
+
+        calls = []
+        real_fun = p.fun
+
+        def spy(t, y, *args):
+            calls.append(y.shape[1])
+            return real_fun(t, y, *args)
+
+        import dataclasses
+        compacted = FusedLockstep(dataclasses.replace(p, fun=spy), tab, np, launch).run()
+    assert widths[0] == len(rho) and min(widths) < len(rho) // 2, sorted(set(widths))
+    assert min(calls) == min(widths)
+    for key in ("status", "nfev", "naccept", "nreject", "t_final", "y_final", "y_eval"):
+        np.testing.assert_array_equal(compacted[key], whole[key], err_msg=key)
+    assert whole["status"][9] == -3 and np.all(np.delete(whole["status"], 9) == 0)
 
 
 @pytest.mark.parametrize("method", ["RK23", "RK45", "DOP853", "Tsit5", "RK4"])
