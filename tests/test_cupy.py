@@ -204,3 +204,50 @@ def test_cupy_backend_runs_a_lorenz_sweep_like_numba(backend):
     assert got.backend == "cupy" and got.success
     np.testing.assert_array_equal(got.nfev, want.nfev)
     np.testing.assert_allclose(got.y_final, want.y_final, rtol=1e-12, atol=1e-12)
+
+
+def _fake_cupy():
+    """A stand-in ``cupy`` module: its arrays wrap NumPy's and say they are CuPy's."""
+    import types
+
+    mod = types.ModuleType("cupy")
+
+    class ndarray:
+        def __init__(self, a):
+            self.a = np.asarray(a)
+
+        def get(self):
+            return self.a
+
+    ndarray.__module__ = "cupy"
+    mod.ndarray = ndarray
+    mod.asarray = lambda a: a if isinstance(a, ndarray) else ndarray(a)
+    mod.asnumpy = lambda a: a.a if isinstance(a, ndarray) else np.asarray(a)
+    return mod
+
+
+def test_every_output_follows_cupy_inputs(monkeypatch):
+    """With CuPy inputs every array output is CuPy: also the per-event lists and sol(t)."""
+    import sys
+
+    from gpuivp import _ivp
+
+    def cross(t, y, w):
+        return y[0]
+
+    res = solve_ivp(lambda t, y, w: (y[1], -w * w * y[0]), (0.0, 3.0), np.c_[[1.0, 0.0]],
+                    args=(np.array([1.0, 2.0]),), events=[cross], dense_output=True,
+                    backend="numpy", vectorized=True)
+    cp = _fake_cupy()
+    monkeypatch.setitem(sys.modules, "cupy", cp)
+    out = _ivp._to_cupy(res)
+    for key in ("t", "y", "t_final", "y_final", "status", "nfev"):
+        assert isinstance(out[key], cp.ndarray), key
+    for key in ("t_events", "y_events", "n_events"):
+        assert all(isinstance(v, cp.ndarray) for v in out[key]), key
+        for got, want in zip(out[key], res[key]):
+            np.testing.assert_array_equal(got.a, want)
+    for t in (1.5, np.linspace(0.0, 3.0, 4), cp.asarray(np.linspace(0.0, 3.0, 4))):
+        got = out.sol(t)
+        assert isinstance(got, cp.ndarray)
+        np.testing.assert_array_equal(got.a, res.sol(cp.asnumpy(t)))
