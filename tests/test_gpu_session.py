@@ -115,3 +115,16 @@ def test_ptxas_report_runs_in_ci(capsys):
     assert len(rows) == 1
     regs, stack = rows[0].split("|")[3:5]
     assert int(regs) <= 255 and int(stack) == 0, rows[0]
+
+
+def test_gpu_benchmark_reads_versions_without_importing(monkeypatch):
+    """Versions come from package metadata: jax, torch and the like are never imported."""
+    from importlib import metadata
+
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    gpu = _load("gpu")
+    before = set(sys.modules)
+    monkeypatch.setattr(metadata, "version", lambda dist: f"{dist}-v")
+    got = gpu.versions()
+    assert got["jax"] == "jax-v" and got["torch"] == "torch-v" and got["numba-cuda"]
+    assert not {"jax", "torch", "diffrax", "torchdiffeq"} & (set(sys.modules) - before)

@@ -2,10 +2,17 @@
 
 The generated ``solve_one`` (:mod:`gpuivp.engines.per_trajectory`) becomes a
 ``cuda.jit(device=True)`` function, and a generated kernel runs it for thread
-``i = cuda.grid(1)``. The host copies the :class:`~gpuivp.engines.runner.EngineState`
-arrays to the device once, then launches the kernel in time slices (a bounded
+``i = cuda.grid(1)``. The host copies the inputs of the
+:class:`~gpuivp.engines.runner.EngineState` to the device once and fills its state there
+(:data:`DEVICE_FILL`), then launches the kernel in time slices (a bounded
 number of step attempts per launch; the integration is resumable, so slicing
-does not change results) until no trajectory is still running. Between launches
+does not change results) until no trajectory is still running. Only the outputs come
+back (not :data:`DEVICE_ONLY_FIELDS`).
+
+NumPy ufuncs numba-cuda cannot lower are registered first (:mod:`._cuda_math`); any
+failure to compile or link is a :class:`CompileError` (``auto`` moves on). A ``raise`` in
+``fun`` cannot be reported by device code: that trajectory ends with status -5
+(``FAIL_RAISED``; see :func:`_kernel_source`). Between launches
 it reads the status array back, updates the progress bar and lets Ctrl-C
 through, so a launch never runs long enough for a display watchdog to kill it.
 
