@@ -260,12 +260,13 @@ def cuda_kernel_time(problem, repeats):
         state = EngineState(problem, budget, tableau)
         dev = {name: cuda.to_device(a) if isinstance(a, np.ndarray) else a
                for name, a in zip(fields, state.arrays())}
+        raised = cuda.to_device(np.zeros(k, dtype=np.int8))  # the kernel's ``raised`` flags
         cuda.synchronize()
         total, launches = 0.0, 0
         while True:
             e0, e1 = cuda.event(), cuda.event()
             e0.record()
-            kernel[grid, block](k, *(dev[f] for f in fields))
+            kernel[grid, block](k, raised, *(dev[f] for f in fields))
             e1.record()
             e1.synchronize()
             total += e0.elapsed_time(e1)

@@ -122,9 +122,25 @@ def test_gpu_benchmark_reads_versions_without_importing(monkeypatch):
     from importlib import metadata
 
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    gpu = _load("gpu")
+    import gpu
+
     before = set(sys.modules)
     monkeypatch.setattr(metadata, "version", lambda dist: f"{dist}-v")
     got = gpu.versions()
     assert got["jax"] == "jax-v" and got["torch"] == "torch-v" and got["numba-cuda"]
     assert not {"jax", "torch", "diffrax", "torchdiffeq"} & (set(sys.modules) - before)
+
+
+def test_gpu_benchmark_launches_the_kernel_as_the_backend_does():
+    """``gpu.py``'s kernel timing calls the ``cuda`` kernel itself (its parameters): run
+    under the CUDA simulator, in a process of its own."""
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); import gpu\n"
+            "m, d, rho, kw = gpu.case_problem('RK4-f32', 4)\n"
+            "p = gpu.capture_problem(m, d, rho, kw)\n"
+            "best, launches, y, nfev, status = gpu.cuda_kernel_time(p, 1)\n"
+            "assert list(status) == [0] * 4 and launches == 1, (status, launches)\n"
+            "print('ok', int(nfev[0]))\n")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=ROOT)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env=env, timeout=600)
+    assert out.returncode == 0 and "ok 4001" in out.stdout, out.stderr[-3000:]
