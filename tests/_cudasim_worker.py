@@ -58,8 +58,8 @@ stop_late.terminal = True
 
 
 def raises_sometimes(t, y, omega):
-    """Harmonic; raises at t0 where omega < 0 and after t = 0.1 where omega > 2.5."""
-    if omega < 0.0 or (omega > 2.5 and t > 0.1):
+    """Harmonic; raises at t0 where omega < 0 and after t = 0.5 where omega > 2.5."""
+    if omega < 0.0 or (omega > 2.5 and t > 0.5):
         raise ValueError("omega out of range")
     return (y[1], -omega * omega * y[0])
 

@@ -119,6 +119,9 @@ def test_cuda_sim_raise_in_fun_is_status_minus5(sim):
 
     got = sim.case("raises_f64")
     np.testing.assert_array_equal(got["status"], [0, -5, -5, 0])
+    # raised in its first call: t0 and y0, nothing counted; raised later: a stored state
+    assert got["t_final"][1] == 0.0 and list(got["y_final"][:, 1]) == [1.0, 0.0]
+    assert got["nfev"][1] == 0 and 0.0 < got["t_final"][2] <= 0.5
     case = W.CASES["raises_f64"]
     kw = dict(case["kw"], args=(np.array([1.0, 2.0]),))
     ref = solve_ivp(W.raises_sometimes, case["t_span"], case["y0"], backend="numba", **kw)

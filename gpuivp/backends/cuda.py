@@ -141,6 +141,10 @@ def _kernel_source(param_names, sim=False, flagged=True):
             f"    i = cuda.grid(1)\n"
             f"    if i < k:\n"
             f"        if raised[i] != 0:\n"
+            f"            if st_status[i] == INIT:\n"  # raised in its first call: t0, y0
+            f"                st_t[i] = ctrl[CTRL_T0]\n"
+            f"                for j in range(N_STATE):\n"
+            f"                    st_y[j, i] = y0[j, i]\n"
             f"            st_status[i] = FAIL_RAISED\n"
             f"            return\n"
             f"        raised[i] = 1\n"
@@ -205,10 +209,12 @@ def kernel_function(problem, tableau):
     events = [cuda.jit(device=True)(py_function(e)) for e in problem.events]
     solve_opts = dict(device=True) if sim else dict(device=True, forceinline=True)
 
-    from .._status import FAIL_RAISED
+    from .._status import FAIL_RAISED, INIT
+    from ..engines.per_trajectory import CTRL_FIELDS
 
     ns = {"__name__": "gpuivp_cuda_kernel", "cuda": cuda, "N_STATE": n,
-          "STATE_DTYPE": numba.from_dtype(dtype), "FAIL_RAISED": np.int32(FAIL_RAISED)}
+          "STATE_DTYPE": numba.from_dtype(dtype), "FAIL_RAISED": np.int32(FAIL_RAISED),
+          "INIT": np.int32(INIT), "CTRL_T0": CTRL_FIELDS.index("t0")}
     exec(compile(_ALLOC_SOURCE, "<gpuivp cuda alloc_state>", "exec"), ns)
     # ``cuda.local.array`` must sit in the function that uses the array: inline
     # the allocator into ``solve_one`` at the Numba IR level.
