@@ -33,7 +33,7 @@ step() {  # step LIMIT_S NAME FILES COMMAND...: run under a limit, log to $OUT/N
     local limit=$1 name=$2 files=$3
     shift 3
     if [ "${DRY:-0}" = 1 ]; then
-        echo "step $limit $name $files"
+        echo "step $limit $name $files $(type -t "$1")"  # the command: file, not function
         return
     fi
     local t0=$SECONDS
@@ -59,10 +59,12 @@ print("NVVM", nvvm.NVVM().get_version())
 EOF
     $PY -m gpuivp info
 }
+export -f versions  # `timeout` runs commands, not functions: `bash -c versions` below
+export PY
 
 case $phase in
 1)
-    step 20 env 1 versions
+    step 20 env 1 bash -c versions
     step 80 smoke 1 "$PY" benchmarks/gpu_smoke.py
     step 80 rk4 2 "$PY" benchmarks/gpu.py --cases RK4-f32 --sizes 20,23 --only cuda,reference \
         --repeats 3 --time-limit 40 --json "$OUT/rk4.json"

@@ -27,7 +27,9 @@ def _plan(phase, tmp_path):
     out = subprocess.run(["bash", SESSION, phase], capture_output=True, text=True, check=True,
                          env=dict(os.environ, DRY="1", OUT=str(tmp_path)))
     steps = [line.split()[1:] for line in out.stdout.splitlines() if line.startswith("step ")]
-    return [(int(limit), name, int(files)) for limit, name, files in steps]
+    # `timeout` runs a file, never a shell function: each step's command must be one
+    assert all(kind == "file" for *_, kind in steps), steps
+    return [(int(limit), name, int(files)) for limit, name, files, _ in steps]
 
 
 @needs_bash
