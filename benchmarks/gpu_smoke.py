@@ -10,7 +10,7 @@ Every step prints one ``[ok]`` or ``[FAIL]`` line with its time and never stops 
 - ``cuda`` and ``cupy`` on a Lorenz ensemble (RK45 float64, 2^14 trajectories): first call
   (compile, link, run) and a warm repeat; statuses, nfev and final states against ``numba``;
 - the registers, local memory and maximum block size of the kernels numba-cuda linked
-  (``get_regs_per_thread``, ``get_local_mem_per_thread``), beside the ptxas figures CI
+  (``regs_per_thread``, ``local_mem_per_thread`` of the compiled kernel), beside the ptxas figures CI
   records without a GPU (``benchmarks/RESULTS.md``);
 - NumPy ufuncs in ``fun`` (``np.sqrt`` and friends, registered by
   ``gpuivp.backends._cuda_math``), a ``raise`` in ``fun`` (status -5 on ``cuda``), and a
@@ -123,10 +123,10 @@ def main(argv=None):
             p, tab = seen["p"], METHODS[method]
             kernel, _ = cb.compiled_kernel(p, tab)
             sig = cb.kernel_signature(EngineState(p, 1, tab))
-            kernel.compile(sig)
+            linked = kernel.compile(sig)  # the _Kernel numba-cuda launches (linked, loaded)
             out[f"{method} {np.dtype(dtype).name}"] = dict(
-                regs=kernel.get_regs_per_thread(sig), local=kernel.get_local_mem_per_thread(sig),
-                max_threads_per_block=kernel.get_max_threads_per_block(sig))
+                regs=linked.regs_per_thread, local=linked.local_mem_per_thread,
+                max_threads_per_block=linked.max_threads_per_block)
         return out
 
     step("linked kernels (registers / local memory / max threads per block)", resources)
