@@ -10,8 +10,8 @@ Every step prints one ``[ok]`` or ``[FAIL]`` line with its time and never stops 
 - ``cuda`` and ``cupy`` on a Lorenz ensemble (RK45 float64, 2^14 trajectories): first call
   (compile, link, run) and a warm repeat; statuses, nfev and final states against ``numba``;
 - the registers, local memory and maximum block size of the kernels numba-cuda linked
-  (``regs_per_thread``, ``local_mem_per_thread`` of the compiled kernel), beside the ptxas figures CI
-  records without a GPU (``benchmarks/RESULTS.md``);
+  (``regs_per_thread``, ``local_mem_per_thread`` of the compiled kernel), beside the ptxas
+  figures CI records without a GPU (``benchmarks/RESULTS.md``);
 - NumPy ufuncs in ``fun`` (``np.sqrt`` and friends, registered by
   ``gpuivp.backends._cuda_math``), a ``raise`` in ``fun`` (status -5 on ``cuda``), and a
   ``fun`` numba-cuda cannot compile (``auto`` falls back; ``backend="cuda"`` says why).

@@ -26,7 +26,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "gpu"))
 import problems  # noqa: E402
-from test_cuda_ptx import cb  # noqa: E402,F401  (fixture: skips without NVVM or under the simulator)
+from test_cuda_ptx import cb  # noqa: E402,F401  (fixture: skips without NVVM, or on the sim)
 
 import gpu_checks  # noqa: E402
 

@@ -12,7 +12,8 @@ most :attr:`COMPACT_BELOW` of the columns still run (and there are at least
 ``t_eval`` output, per-trajectory args) into narrower arrays and carries on with those,
 so one slow trajectory does not keep ``fun`` and the kernels at the full width; the
 finished columns go back into the full arrays then and at the end. A column's arithmetic
-does not depend on the width, so compaction does not change results. The kernels do the numpy engine's arithmetic operation by operation, so both
+does not depend on the width, so compaction does not change results. The kernels do the
+numpy engine's arithmetic operation by operation, so both
 take the same steps.
 
 The kernels are launched through a *launcher*, ``launch(name, size, *args)``, with the
