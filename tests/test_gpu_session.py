@@ -146,3 +146,17 @@ def test_gpu_benchmark_launches_the_kernel_as_the_backend_does():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          env=env, timeout=600)
     assert out.returncode == 0 and "ok 4001" in out.stdout, out.stderr[-3000:]
+
+
+def test_smoke_script_runs_under_the_simulator():
+    """The device session's smoke script itself works: its ``cuda`` steps pass under the
+    CUDA simulator (the linked-kernel and ``cupy`` steps need a GPU and CuPy)."""
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=ROOT)
+    out = subprocess.run([sys.executable, "benchmarks/gpu_smoke.py", "--k", "8"],
+                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith(("[ok]", "[FAIL]"))]
+    needs_gpu = ("linked kernels", "cupy")
+    failed = [ln for ln in lines if ln.startswith("[FAIL]") and not any(w in ln for w in needs_gpu)]
+    assert len(lines) == 11 and not failed, out.stdout
+    assert any("[ 0 -3  0]" in ln for ln in lines) and any("[ 0 -5  0]" in ln for ln in lines)
