@@ -251,3 +251,23 @@ def test_every_output_follows_cupy_inputs(monkeypatch):
         got = out.sol(t)
         assert isinstance(got, cp.ndarray)
         np.testing.assert_array_equal(got.a, res.sol(cp.asnumpy(t)))
+
+
+def test_progress_counts_every_column_after_compaction(host, monkeypatch):
+    """The progress bar sees all k trajectories, the finished ones out of the narrow arrays."""
+    monkeypatch.setattr(FusedLockstep, "COMPACT_MIN", 2)
+    p = _problem()
+    seen = []
+
+    class Bar:
+        def update_to(self, state):
+            seen.append((np.asarray(state.status).shape[-1], int(np.sum(state.status < 10))))
+
+    compactions = []
+    real = FusedLockstep.compact
+    monkeypatch.setattr(FusedLockstep, "compact",
+                        lambda self, running: (compactions.append(1), real(self, running)))
+    engine = FusedLockstep(p, METHODS["RK45"], np, host(p.dtype, host_kernels._LIB[0]))
+    engine.run(Bar())
+    assert compactions and all(width == p.k for width, _ in seen)
+    assert seen[-1][1] == p.k and engine.width == p.k

@@ -26,6 +26,7 @@ code of :class:`Lockstep` on CuPy arrays (a host synchronisation per step).
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import re
 from importlib import resources
@@ -124,6 +125,9 @@ def scalar_args(sig, dtype, args):
         else:
             out.append(np.dtype(dtype).type(a) if p.ctype == "T" else INT_TYPES[p.ctype](a))
     return out
+
+
+_Progress = collections.namedtuple("_Progress", ["t", "status"])
 
 
 def _padded(values, size, dtype):
@@ -311,4 +315,4 @@ class FusedLockstep(Lockstep):
             return self
         t, status = self.full["t"].copy(), self.full["status"].copy()
         t[..., self.cols], status[..., self.cols] = self.t, self.status
-        return dataclasses.make_dataclass("Progress", ["t", "status"])(t, status)
+        return _Progress(t, status)
