@@ -82,4 +82,5 @@ def test_may_raise_finds_raise_and_assert(fun, expected):
     from problems import raises_for_fast
 
     assert cb.may_raise([fun]) is expected
+    assert cb.may_raise([__import__("functools").partial(fun)]) is expected
     assert cb.may_raise([lorenz, raises_for_fast]) is True

@@ -166,6 +166,7 @@ def may_raise(funcs, depth=3):
 
     def visit(f, d):
         f = getattr(f, "py_func", f)  # a numba dispatcher: its Python function
+        f = getattr(f, "func", f)  # a functools.partial: the function it wraps
         code = getattr(f, "__code__", None)
         if code is None or id(code) in seen:
             return False
