@@ -53,8 +53,9 @@ backend's (max over trajectories of ``|y - y_cuda|_inf / (1 + |y_cuda|_inf)``; f
 same algorithm also the fraction of trajectories with the same nfev).
 
 FP32 instruction-issue bound (RK4-f32): the SASS of the ``cuda`` backend's RK4 float32
-kernel for the device's ``sm_XX`` (its PTX from numba.cuda through ptxas, then
-``cuobjdump -sass`` or ``nvdisasm``; method in ``reference/sass.py``) gives the
+kernel as numba-cuda links it on the device (``get_cubin`` of the compiled kernel; without a
+GPU, its PTX through ptxas for ``sm_XX``, which the report says), disassembled with
+``cuobjdump -sass`` or ``nvdisasm`` (method in ``reference/sass.py``), gives the
 instructions of the step loop per step (per iteration over the steps per iteration when
 the compiler unrolled it); ``bound = instructions x 1000 steps x N / (SMs x 128 x
 clock)``, with SMs and clock from ``cupy.cuda.runtime.getDeviceProperties(0)``.
@@ -259,12 +260,13 @@ def cuda_kernel_time(problem, repeats):
         state = EngineState(problem, budget, tableau)
         dev = {name: cuda.to_device(a) if isinstance(a, np.ndarray) else a
                for name, a in zip(fields, state.arrays())}
+        raised = cuda.to_device(np.zeros(k, dtype=np.int8))  # the kernel's ``raised`` flags
         cuda.synchronize()
         total, launches = 0.0, 0
         while True:
             e0, e1 = cuda.event(), cuda.event()
             e0.record()
-            kernel[grid, block](k, *(dev[f] for f in fields))
+            kernel[grid, block](k, raised, *(dev[f] for f in fields))
             e1.record()
             e1.synchronize()
             total += e0.elapsed_time(e1)
@@ -603,17 +605,40 @@ def device_info(smoke):
                 runtime=cupy.cuda.runtime.runtimeGetVersion())
 
 
+#: Distributions whose versions the report records, read with importlib.metadata: nothing is
+#: imported (importing jax or torch just to print a version costs seconds and GPU memory).
+DISTRIBUTIONS = ("gpuivp", "numpy", "scipy", "numba", "numba-cuda", "cuda-bindings",
+                 "cuda-core", "nvidia-nvjitlink", "nvidia-cuda-nvrtc", "cupy-cuda13x",
+                 "cupy-cuda12x", "jax", "jaxlib", "diffrax", "equinox", "torch", "torchdiffeq")
+
+
 def versions():
-    out = {"python": platform.python_version(), "numpy": np.__version__}
-    for mod in ("gpuivp", "numba", "numba_cuda", "cupy", "jax", "jaxlib", "diffrax", "equinox",
-                "torch", "torchdiffeq", "scipy"):
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for dist in DISTRIBUTIONS:
         try:
-            m = __import__(mod)
-            out[mod] = getattr(m, "__version__", "?")
-        except Exception:  # noqa: BLE001 - not installed or broken: say so
-            out[mod] = None
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
     out["nvcc"] = build.nvcc_version() if sass.find_tool("nvcc") else None
     return out
+
+
+def linked_cubin(problem, tableau):
+    """The cubin numba-cuda links for the ``cuda`` backend's kernel on the current device
+    (the kernel that runs: libdevice, nvJitLink/LTO, the driver's ptxas), in a temporary
+    file; its path. Needs a GPU."""
+    import tempfile
+
+    from gpuivp.backends import cuda as cb
+    from gpuivp.engines.runner import EngineState
+
+    kernel, _ = cb.compiled_kernel(problem, tableau)
+    compiled = kernel.compile(cb.kernel_signature(EngineState(problem, 1, tableau)))
+    path = Path(tempfile.mkdtemp(prefix="gpuivp_linked_")) / "kernel.cubin"
+    path.write_bytes(bytes(compiled._codelibrary.get_cubin()))
+    return path
 
 
 def step_loops(arch):
@@ -626,9 +651,15 @@ def step_loops(arch):
         from gpuivp.methods import METHODS
         method, dtype, rho, kw = case_problem("RK4-f32", 64)
         problem = capture_problem(method, dtype, rho, kw)
-        ptx = cb.kernel_ptx(problem, METHODS["RK4"], cc=(int(arch[3:-1]), int(arch[-1])))
-        out["cuda"] = sass.loop_count(sass.ptx_to_cubin(ptx, arch))
-        out["cuda"]["via"] = "numba.cuda PTX -> ptxas -> " + out["cuda"]["tool"]
+        if cb.unavailable_reason() is None and not cb.simulated():
+            # What runs: the kernel as numba-cuda links it for this device.
+            out["cuda"] = sass.loop_count(linked_cubin(problem, METHODS["RK4"]))
+            out["cuda"]["via"] = "numba-cuda linked cubin -> " + out["cuda"]["tool"]
+        else:
+            ptx = cb.kernel_ptx(problem, METHODS["RK4"], cc=(int(arch[3:-1]), int(arch[-1])))
+            out["cuda"] = sass.loop_count(sass.ptx_to_cubin(ptx, arch))
+            out["cuda"]["via"] = ("no GPU: numba.cuda PTX -> ptxas (not the linked kernel) -> "
+                                  + out["cuda"]["tool"])
     except Exception as exc:  # noqa: BLE001 - report, do not stop the benchmark
         out["cuda_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     try:

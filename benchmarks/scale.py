@@ -144,6 +144,20 @@ def main(argv=None):
         header += f" | {'no-overlap wall s':>17} {'traj/s':>9} | {'overlap gain':>12}"
     print(header)
     rows = []
+    meta = dict(backend=args.backend, t1=args.t1, n_eval=args.n_eval, chunk=args.chunk,
+                rounds=args.rounds, resident_chunks=resident,
+                bytes_per_trajectory=per_traj, memory_budget=budget,
+                machine=platform.machine(), processor=platform.processor(),
+                cpus=os.cpu_count(), numpy=np.__version__,
+                date=datetime.datetime.now().isoformat(timespec="seconds"))
+
+    def write(partial):
+        """The JSON after every row: a run stopped by a time limit keeps what it measured."""
+        if args.json:
+            Path(args.json).write_text(json.dumps(dict(meta=meta, rows=rows, partial=partial,
+                                                       sizes=sizes), indent=2))
+
+    write(True)
     for k in sizes:
         chunks = math.ceil(k / args.chunk) if k * per_traj > budget else 1
         configs = [budget] + [1 << 50] * args.compare + [(budget, False)] * no_overlap
@@ -162,14 +176,8 @@ def main(argv=None):
             line += f" | {wall0:>17.3f} {k / wall0:>9.0f} | {wall0 / wall:>11.2f}x"
         print(line, flush=True)
         rows.append(row)
-    if args.json:
-        meta = dict(backend=args.backend, t1=args.t1, n_eval=args.n_eval, chunk=args.chunk,
-                    rounds=args.rounds, resident_chunks=resident,
-                    bytes_per_trajectory=per_traj, memory_budget=budget,
-                    machine=platform.machine(), processor=platform.processor(),
-                    cpus=os.cpu_count(), numpy=np.__version__,
-                    date=datetime.datetime.now().isoformat(timespec="seconds"))
-        Path(args.json).write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
+        write(True)
+    write(False)
 
 
 if __name__ == "__main__":

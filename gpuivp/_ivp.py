@@ -591,10 +591,38 @@ def _solve_single_scipy(fun, t0, t1, y0, method, t_eval, dense_output, events, v
 
 
 def _to_cupy(res):
+    """Every array output as a CuPy array (the caller passed CuPy): also ``t_events``,
+    ``y_events`` and ``n_events`` (lists of arrays) and what ``sol(t)`` returns."""
     import cupy
+
+    def conv(value):
+        if isinstance(value, np.ndarray) and value.dtype != object:
+            return cupy.asarray(value)
+        if isinstance(value, list) and any(isinstance(v, np.ndarray) for v in value):
+            return [conv(v) for v in value]
+        return value
 
     out = EnsembleResult(res)
     for key, value in res.items():
-        if isinstance(value, np.ndarray) and value.dtype != object:
-            out[key] = cupy.asarray(value)
+        out[key] = conv(value)
+    if res.get("sol") is not None:
+        out["sol"] = CupySolution(res["sol"])
     return out
+
+
+class CupySolution:
+    """``sol`` of a result for CuPy inputs: ``sol(t)`` takes NumPy or CuPy ``t`` and returns
+    a CuPy array; every other attribute is the host solution's."""
+
+    def __init__(self, host):
+        self.host = host
+
+    def __call__(self, t):
+        import cupy
+
+        return cupy.asarray(self.host(P.to_numpy(t) if P.is_cupy(t) else t))
+
+    def __getattr__(self, name):
+        if name == "host":  # not yet set (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.host, name)

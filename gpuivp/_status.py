@@ -6,6 +6,8 @@ FAIL_STEP = -1
 FAIL_MAXSTEPS = -2
 FAIL_NONFINITE = -3
 FAIL_DENSE = -4
+#: ``cuda`` only: ``fun`` or an event function raised (device code cannot say what it raised).
+FAIL_RAISED = -5
 # Engine-internal states (never returned): not started, mid-run, mid-step after a rejection.
 INIT = 10
 RUNNING = 11
@@ -20,6 +22,8 @@ MESSAGES = {
     FAIL_NONFINITE: "The derivative or the error estimate was not finite (NaN or inf).",
     FAIL_DENSE: "Dense output stored `dense_max_steps` steps: the trajectory was stopped there. "
                 "Try increasing dense_max_steps.",
+    FAIL_RAISED: "`fun` or an event function raised an exception on the GPU (numba.cuda "
+                 "device code cannot report which); run this trajectory on `numba` to see it.",
 }
 
 

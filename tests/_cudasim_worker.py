@@ -70,6 +70,18 @@ def ring_high(t, y, F):
     return y[0] - 8.5
 
 
+def raises_sometimes(t, y, omega):
+    """Harmonic; raises at t0 where omega < 0 and after t = 0.5 where omega > 2.5."""
+    if omega < 0.0 or (omega > 2.5 and t > 0.5):
+        raise ValueError("omega out of range")
+    return (y[1], -omega * omega * y[0])
+
+
+#: Cases where ``fun`` raises: on ``cuda`` those trajectories get status -5 (FAIL_RAISED);
+#: on ``numba`` the exception propagates, so they are not compared with it.
+RAISES = ("raises_f64",)
+
+
 def _lorenz_args(k, dtype=float):
     return (dtype(10.0), np.linspace(0.5, 20.0, k), dtype(8.0 / 3.0))
 
@@ -159,6 +171,10 @@ def _cases():
                                    kw=dict(method="RK45", args=(np.array([6.0, 9.0]),),
                                            inplace=True, events=ring_high, rtol=1e-6,
                                            atol=1e-8, t_eval=np.linspace(0.0, 1.0, 3)))
+    # fun raising in the first call (omega < 0) and mid-run (omega > 2.5), over many slices.
+    c["raises_f64"] = dict(fun=raises_sometimes, t_span=(0.0, 1.0), y0=np.c_[[1.0, 0.0]],
+                           slice=7, kw=dict(method="RK45", args=(np.array([1.0, -1.0, 3.0, 2.0]),),
+                                            rtol=1e-8, atol=1e-10))
     # Chunked twins (key ``chunk``: trajectories per chunk on the cuda backend, through a
     # memory budget): solved in 3+ chunks pipelined over two streams, they must equal their
     # one-piece case bit for bit (``tests/test_cuda_sim.py``).

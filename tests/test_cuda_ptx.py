@@ -205,6 +205,59 @@ def test_plain_python_helpers_compile_as_device_functions(cb):
     assert len(re.findall(r"^\.visible \.entry ", ptx, re.M)) == 1
 
 
+def _spacing(t, y, a):
+    return (np.spacing(y[0]) * a,)  # a ufunc numba-cuda types but has no loop for
+
+
+def _generator(t, y, a):
+    return (sum(v for v in (y[0], a)),)  # numba-cuda's own UnsupportedError
+
+
+@pytest.mark.parametrize("fun,reason", [(_spacing, r"KeyError: <ufunc 'spacing'> has no "
+                                         r"numba-cuda implementation"),
+                                        (_generator, r"UnsupportedError: The use of yield")])
+def test_numba_cuda_errors_are_compile_errors(cb, fun, reason):
+    """numba-cuda's own error classes and a bare KeyError from ufunc lowering are
+    CompileErrors too, with numba's reason in one line."""
+    from gpuivp.methods import METHODS as TABLEAUS
+
+    problem = make_problem(fun, "RK4", "float32", n=1, args=(np.ones(4),))
+    with pytest.raises(cb.CompileError, match=reason) as info:
+        cb.kernel_ptx(problem, TABLEAUS["RK4"], cc=(9, 0))
+    assert "\n" not in str(info.value)
+    assert info.value.__cause__ is not None
+
+
+def test_link_errors_are_compile_errors(cb):
+    """What ptxas or the linker report while the kernel is bound (on a GPU, before the
+    first launch) is a CompileError as well."""
+    from numba.cuda.cudadrv.driver import LinkerError
+
+    msg = "ptxas error   : File uses too much global constant data (0x27100 bytes, 0x10000 max)"
+    with pytest.raises(cb.CompileError, match=r"LinkerError: ptxas error .*too much global"):
+        with cb._compile_errors():
+            raise LinkerError(msg + "\nptxas fatal   : Ptx assembly aborted")
+
+
+def _raises(t, y, c):
+    if c < 0:
+        raise ValueError("c must be >= 0")
+    return (-c * y[0],)
+
+
+def test_fun_that_raises_compiles_with_the_raised_flag(cb):
+    """A ``raise`` in ``fun`` compiles (numba.cuda drops the exception); the kernel sets the
+    per-trajectory ``raised`` flag around the engine call (two byte stores) and turns a set
+    flag into status -5 (the behaviour itself is tested under the simulator)."""
+    from gpuivp.methods import METHODS as TABLEAUS
+
+    problem = make_problem(_raises, "RK4", "float32", n=1, args=(np.ones(4),))
+    ptx = cb.kernel_ptx(problem, TABLEAUS["RK4"], cc=(9, 0))
+    assert len(re.findall(r"st\.global\.u8\b", ptx)) == 2
+    assert re.search(r"ld\.global\.(?:u8|s8)\b", ptx)
+    assert re.search(r"[ ,]-5;", ptx)
+
+
 def lorenz_event(t, y, sigma, rho, beta):
     return y[2] - rho
 

@@ -6,6 +6,7 @@ The parity, method, failure, event and dense-output suites run ``backend="cupy"`
 ``conftest.py``); the tests here check what is particular to the fused engine.
 """
 import importlib.util
+import re
 import shutil
 
 import numpy as np
@@ -49,6 +50,12 @@ def test_kernels_compile_for_every_method(compiler, dtype, arch):
         if dtype == "float32":
             # In float32 every operation stays float32: no float64 in the PTX at all.
             assert ".f64" not in ptx
+            # CuPy's -ftz=true (compiled with here as CuPy does): float32 flushes subnormals.
+            assert re.search(r"\.ftz\.f32\b", ptx)
+        else:
+            # -ftz does not touch float64 (the reciprocal seed of IEEE division is always
+            # rcp.approx.ftz.f64, with or without it).
+            assert ".ftz.f64" not in ptx.replace("rcp.approx.ftz.f64", "")
 
 
 @pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas is not installed")
@@ -80,7 +87,7 @@ def _problem(method="RK45", dtype="float64", t_eval=None, **kw):
 
 
 class CountingNumpy(host_kernels.NumpyAsCupy):
-    """Counts the host's looks at the device (``any`` of the status)."""
+    """Counts the host's looks at the device (``any`` or ``count_nonzero`` of the status)."""
 
     def __init__(self):
         self.checks = 0
@@ -88,6 +95,10 @@ class CountingNumpy(host_kernels.NumpyAsCupy):
     def any(self, *a, **kw):
         self.checks += 1
         return np.any(*a, **kw)
+
+    def count_nonzero(self, *a, **kw):
+        self.checks += 1
+        return np.count_nonzero(*a, **kw)
 
 
 def test_host_looks_at_the_device_only_every_few_steps(host):
@@ -108,6 +119,48 @@ def test_host_looks_at_the_device_only_every_few_steps(host):
     assert xp.checks <= steps // FusedLockstep.CHECK_EVERY + 2
     # One step: the step size, six stage inputs, the controller and the commit.
     assert len(launches) == steps * (3 + METHODS["RK45"].n_stages)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_fused_engine_compacts_to_the_running_columns(host, monkeypatch, dtype):
+    """Once most columns have finished, ``fun`` and the kernels run on the others only;
+    the results are those of the full-width run, bit for bit."""
+    fun, y0, _, t_span = ENSEMBLES["lorenz"]
+    # rho spread wide: the trajectories need very different step counts; rho = 1e300
+    # fails at t0 (status -3) and one per-trajectory arg follows the columns.
+    rho = np.r_[np.linspace(0.5, 28.0, 9), 1e300, 0.7, 99.0]
+    with np.errstate(over="ignore"):  # 1e300 is inf in float32: failing at t0 all the same
+        p = captured_problem(lambda: solve_ivp(fun, (0.0, 4.0), y0, args=(10.0, rho, 8 / 3),
+                                               t_eval=np.linspace(0.0, 4.0, 9), dtype=dtype,
+                                               backend="numpy", vectorized=True,
+                                               rtol=1e-7 if dtype == "float64" else 1e-4,
+                                               atol=1e-9 if dtype == "float64" else 1e-6))
+    tab = METHODS["RK45"]
+    with np.errstate(all="ignore"):
+        whole = FusedLockstep(p, tab, np, host(p.dtype, host_kernels._LIB[0])).run()
+        monkeypatch.setattr(FusedLockstep, "COMPACT_MIN", 2)
+        widths = []
+        launcher = host(p.dtype, host_kernels._LIB[0])
+
+        def launch(name, nk, size, *args):
+            if name == "gpuivp_prepare":
+                widths.append(size)
+            launcher(name, nk, size, *args)
+
+        calls = []
+        real_fun = p.fun
+
+        def spy(t, y, *args):
+            calls.append(y.shape[1])
+            return real_fun(t, y, *args)
+
+        import dataclasses
+        compacted = FusedLockstep(dataclasses.replace(p, fun=spy), tab, np, launch).run()
+    assert widths[0] == len(rho) and min(widths) < len(rho) // 2, sorted(set(widths))
+    assert min(calls) == min(widths)
+    for key in ("status", "nfev", "naccept", "nreject", "t_final", "y_final", "y_eval"):
+        np.testing.assert_array_equal(compacted[key], whole[key], err_msg=key)
+    assert whole["status"][9] == -3 and np.all(np.delete(whole["status"], 9) == 0)
 
 
 @pytest.mark.parametrize("method", ["RK23", "RK45", "DOP853", "Tsit5", "Vern7", "RK4"])
@@ -152,3 +205,70 @@ def test_cupy_backend_runs_a_lorenz_sweep_like_numba(backend):
     assert got.backend == "cupy" and got.success
     np.testing.assert_array_equal(got.nfev, want.nfev)
     np.testing.assert_allclose(got.y_final, want.y_final, rtol=1e-12, atol=1e-12)
+
+
+def _fake_cupy():
+    """A stand-in ``cupy`` module: its arrays wrap NumPy's and say they are CuPy's."""
+    import types
+
+    mod = types.ModuleType("cupy")
+
+    class ndarray:
+        def __init__(self, a):
+            self.a = np.asarray(a)
+
+        def get(self):
+            return self.a
+
+    ndarray.__module__ = "cupy"
+    mod.ndarray = ndarray
+    mod.asarray = lambda a: a if isinstance(a, ndarray) else ndarray(a)
+    mod.asnumpy = lambda a: a.a if isinstance(a, ndarray) else np.asarray(a)
+    return mod
+
+
+def test_every_output_follows_cupy_inputs(monkeypatch):
+    """With CuPy inputs every array output is CuPy: also the per-event lists and sol(t)."""
+    import sys
+
+    from gpuivp import _ivp
+
+    def cross(t, y, w):
+        return y[0]
+
+    res = solve_ivp(lambda t, y, w: (y[1], -w * w * y[0]), (0.0, 3.0), np.c_[[1.0, 0.0]],
+                    args=(np.array([1.0, 2.0]),), events=[cross], dense_output=True,
+                    backend="numpy", vectorized=True)
+    cp = _fake_cupy()
+    monkeypatch.setitem(sys.modules, "cupy", cp)
+    out = _ivp._to_cupy(res)
+    for key in ("t", "y", "t_final", "y_final", "status", "nfev"):
+        assert isinstance(out[key], cp.ndarray), key
+    for key in ("t_events", "y_events", "n_events"):
+        assert all(isinstance(v, cp.ndarray) for v in out[key]), key
+        for got, want in zip(out[key], res[key]):
+            np.testing.assert_array_equal(got.a, want)
+    for t in (1.5, np.linspace(0.0, 3.0, 4), cp.asarray(np.linspace(0.0, 3.0, 4))):
+        got = out.sol(t)
+        assert isinstance(got, cp.ndarray)
+        np.testing.assert_array_equal(got.a, res.sol(cp.asnumpy(t)))
+
+
+def test_progress_counts_every_column_after_compaction(host, monkeypatch):
+    """The progress bar sees all k trajectories, the finished ones out of the narrow arrays."""
+    monkeypatch.setattr(FusedLockstep, "COMPACT_MIN", 2)
+    p = _problem()
+    seen = []
+
+    class Bar:
+        def update_to(self, state):
+            seen.append((np.asarray(state.status).shape[-1], int(np.sum(state.status < 10))))
+
+    compactions = []
+    real = FusedLockstep.compact
+    monkeypatch.setattr(FusedLockstep, "compact",
+                        lambda self, running: (compactions.append(1), real(self, running)))
+    engine = FusedLockstep(p, METHODS["RK45"], np, host(p.dtype, host_kernels._LIB[0]))
+    engine.run(Bar())
+    assert compactions and all(width == p.k for width, _ in seen)
+    assert seen[-1][1] == p.k and engine.width == p.k

@@ -2,10 +2,17 @@
 
 The generated ``solve_one`` (:mod:`gpuivp.engines.per_trajectory`) becomes a
 ``cuda.jit(device=True)`` function, and a generated kernel runs it for thread
-``i = cuda.grid(1)``. The host copies the :class:`~gpuivp.engines.runner.EngineState`
-arrays to the device once, then launches the kernel in time slices (a bounded
+``i = cuda.grid(1)``. The host copies the inputs of the
+:class:`~gpuivp.engines.runner.EngineState` to the device once and fills its state there
+(:data:`DEVICE_FILL`), then launches the kernel in time slices (a bounded
 number of step attempts per launch; the integration is resumable, so slicing
-does not change results) until no trajectory is still running. Between launches
+does not change results) until no trajectory is still running. Only the outputs come
+back (not :data:`DEVICE_ONLY_FIELDS`).
+
+NumPy ufuncs numba-cuda cannot lower are registered first (:mod:`._cuda_math`); any
+failure to compile or link is a :class:`CompileError` (``auto`` moves on). A ``raise`` in
+``fun`` cannot be reported by device code: that trajectory ends with status -5
+(``FAIL_RAISED``; see :func:`_kernel_source`). Between launches
 it reads the status array back, updates the progress bar and lets Ctrl-C
 through, so a launch never runs long enough for a display watchdog to kill it.
 
@@ -45,8 +52,17 @@ BLOCK = 128
 GPU_SLICE = 20_000
 
 #: Engine parameters the kernel only reads: not copied back after the run (nor are the
-#: user's args); every other array parameter is state or output and comes back.
+#: user's args).
 INPUT_FIELDS = ("y0", "ctrl", "iparams", "atol", "t_eval")
+#: State the result does not use (step size, error norm, last derivative, event function
+#: values): it stays on the device. Every other array parameter comes back to the host.
+DEVICE_ONLY_FIELDS = ("st_h", "st_err", "st_f", "ev_g")
+#: Arrays whose initial contents are one value (what :class:`EngineState` fills them with
+#: on the host): allocated and filled on the device, never uploaded. The rest (inputs,
+#: dense-output buffers, the user's args) go up from the host.
+DEVICE_FILL = {"st_t": 0, "st_h": 0, "st_err": 0, "st_y": 0, "st_f": 0, "st_cnt": 0,
+               "st_status": None, "ev_g": 0, "ev_cnt": 0, "out_eval": np.nan, "ev_t": np.nan,
+               "ev_y": np.nan}  # None: INIT, the status of a trajectory not yet started
 #: Chunked runs (:func:`solve_chunks`) overlap transfer and compute over two streams; False
 #: runs the chunks one after the other, as :func:`solve` (for comparisons: benchmarks/scale.py).
 OVERLAP = True
@@ -101,13 +117,74 @@ def unavailable_reason():
     return None
 
 
-def _kernel_source(param_names):
-    """``kernel(k, ...)``: thread ``i`` runs trajectory ``i``."""
+def _kernel_source(param_names, sim=False, flagged=True):
+    """``kernel(k, raised, ...)``: thread ``i`` runs trajectory ``i``.
+
+    numba.cuda device code cannot report an exception (without ``debug=True``): a
+    ``raise`` in ``fun`` returns from ``solve_one`` and from the kernel at once, skipping
+    the state stores. With ``flagged``, ``raised[i]`` is set before the call and cleared
+    after it, so it stays set exactly when the call raised; the next launch then gives
+    that trajectory the status ``FAIL_RAISED`` instead of running it again (from its last
+    stored state, where it would raise again). Code after the call costs registers (RK4
+    float32 Lorenz: 64 instead of 56), so only functions that can raise get it
+    (:func:`may_raise`); otherwise ``raised`` is unused. Under the simulator, where the
+    exception would reach the host, ``except`` emulates the device's early return, so CI
+    runs this path.
+    """
     params = ", ".join(param_names)
-    return (f"def kernel(k, {params}):\n"
+    call = f"solve_one(i, {params})"
+    if not flagged:
+        return (f"def kernel(k, raised, {params}):\n"
+                f"    i = cuda.grid(1)\n"
+                f"    if i < k:\n"
+                f"        {call}\n")
+    if sim:
+        call = f"try:\n            {call}\n        except Exception:\n            return"
+    return (f"def kernel(k, raised, {params}):\n"
             f"    i = cuda.grid(1)\n"
             f"    if i < k:\n"
-            f"        solve_one(i, {params})\n")
+            f"        if raised[i] != 0:\n"
+            f"            if st_status[i] == INIT:\n"  # raised in its first call: t0, y0
+            f"                st_t[i] = ctrl[CTRL_T0]\n"
+            f"                for j in range(N_STATE):\n"
+            f"                    st_y[j, i] = y0[j, i]\n"
+            f"            st_status[i] = FAIL_RAISED\n"
+            f"            return\n"
+            f"        raised[i] = 1\n"
+            f"        {call}\n"
+            f"        raised[i] = 0\n")
+
+
+def may_raise(funcs, depth=3):
+    """Whether any of ``funcs`` (or a Python or numba function they call by a global
+    name, ``depth`` levels down) has a ``raise`` or ``assert`` in its bytecode.
+
+    numba.cuda compiles with NumPy's error model (no ZeroDivisionError), so device code
+    raises only where the source does (numba's own checks aside: e.g. ``range`` with a
+    zero step).
+    """
+    import dis
+
+    seen = set()
+
+    def visit(f, d):
+        f = getattr(f, "py_func", f)  # a numba dispatcher: its Python function
+        f = getattr(f, "func", f)  # a functools.partial: the function it wraps
+        code = getattr(f, "__code__", None)
+        if code is None or id(code) in seen:
+            return False
+        seen.add(id(code))
+        codes = [code] + [c for c in code.co_consts if hasattr(c, "co_code")]
+        for c in codes:
+            if any(ins.opname in ("RAISE_VARARGS", "RERAISE") for ins in dis.get_instructions(c)):
+                return True
+        if d == 0:
+            return False
+        g = getattr(f, "__globals__", {})
+        return any(visit(g[name], d - 1) for c in codes for name in c.co_names
+                   if callable(g.get(name)) and not isinstance(g.get(name), type))
+
+    return any(visit(f, depth) for f in funcs)
 
 
 _ALLOC_SOURCE = ("def alloc_state():\n"
@@ -138,6 +215,9 @@ def kernel_function(problem, tableau):
     if trouble:
         raise CompileError(trouble, "remove **kwargs from its signature")
     sim = simulated()
+    if not sim:
+        from ._cuda_math import register
+        register()  # NumPy ufuncs numba-cuda types but cannot lower (np.sqrt, np.exp, ...)
     dtype = np.dtype(problem.dtype)
     n = problem.n
     # The user's functions are left to NVVM's inliner (it inlines small functions
@@ -147,8 +227,12 @@ def kernel_function(problem, tableau):
     events = [cuda.jit(device=True)(py_function(e)) for e in problem.events]
     solve_opts = dict(device=True) if sim else dict(device=True, forceinline=True)
 
+    from .._status import FAIL_RAISED, INIT
+    from ..engines.per_trajectory import CTRL_FIELDS
+
     ns = {"__name__": "gpuivp_cuda_kernel", "cuda": cuda, "N_STATE": n,
-          "STATE_DTYPE": numba.from_dtype(dtype)}
+          "STATE_DTYPE": numba.from_dtype(dtype), "FAIL_RAISED": np.int32(FAIL_RAISED),
+          "INIT": np.int32(INIT), "CTRL_T0": CTRL_FIELDS.index("t0")}
     exec(compile(_ALLOC_SOURCE, "<gpuivp cuda alloc_state>", "exec"), ns)
     # ``cuda.local.array`` must sit in the function that uses the array: inline
     # the allocator into ``solve_one`` at the Numba IR level.
@@ -164,7 +248,8 @@ def kernel_function(problem, tableau):
     solve_py = src.build(jit_helper=cuda.jit(device=True), fun=fun, alloc_state=alloc_state,
                          events=events, **math_fns)
     ns["solve_one"] = cuda.jit(**solve_opts)(solve_py)
-    exec(compile(_kernel_source(src.param_names),
+    flagged = may_raise([problem.fun, *problem.events])
+    exec(compile(_kernel_source(src.param_names, sim, flagged),
                  f"<gpuivp cuda kernel {tableau.name} n={n}>", "exec"), ns)
     kernel = ns["kernel"]
     kernel.param_names = tuple(src.param_names)
@@ -173,23 +258,44 @@ def kernel_function(problem, tableau):
 
 def kernel_signature(state, arrays=None):
     """numba argument types of the kernel for ``state``'s host arrays, or for the
-    matching device ``arrays`` (for ``compile`` and ``compile_ptx``)."""
+    matching device ``arrays`` (for ``compile`` and ``compile_ptx``): ``k``, the
+    ``raised`` flags (int8, one per trajectory), then the engine's parameters."""
     import numba
 
     arrays = state.arrays() if arrays is None else arrays
-    return (numba.int64,) + tuple(numba.typeof(a) for a in arrays)
+    return (numba.int64, numba.int8[::1]) + tuple(numba.typeof(a) for a in arrays)
+
+
+def _one_line(exc):
+    """numba's reason for ``exc`` in one line: its message's first informative line, with
+    the exception's class (numba's messages start with "Failed in cuda mode pipeline")."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith(("Failed in ", "During: ", "File "))] or lines
+    reason = lines[0] if lines else repr(exc)
+    if isinstance(exc, KeyError) and "ufunc" in reason:
+        reason = f"{reason} has no numba-cuda implementation for these argument types"
+    return f"{type(exc).__name__}: {reason[:300]}"
 
 
 @contextlib.contextmanager
 def _compile_errors():
-    """Any failure while compiling (typing, lowering, NVVM, linking), whatever its class
-    (numba-cuda has its own error classes, ``numba.cuda.core.errors``, distinct from
-    ``numba.core.errors``; unsupported NumPy functions surface as a ``KeyError``), as a
-    :class:`CompileError`. Wraps compile calls only: launch errors are not compile errors."""
+    """Any failure while compiling (typing, lowering, NVVM, linking), whatever its class, as a
+    :class:`CompileError` (a :class:`BackendUnavailable`: ``auto`` tries the next backend).
+
+    numba-cuda raises its own classes (``numba.cuda.core.errors.NumbaError`` is not numba's
+    ``NumbaError``; ``UnsupportedBytecodeError`` derives from ``Exception``), a bare
+    ``KeyError`` for a ufunc it cannot lower, ``NvvmError`` and the bindings' ``nvvmError``
+    from NVVM, ``LinkerError`` or a driver error from ptxas and the linker. Only compile and
+    link run inside this context, so every ``Exception`` there is one; the message is numba's
+    reason in one line, the full error its ``__cause__``.
+    """
     try:
         yield
+    except CompileError:
+        raise
     except Exception as exc:
-        raise CompileError.from_exception(exc) from exc
+        raise CompileError(_one_line(exc)) from exc
 
 
 def compiled_kernel(problem, tableau):
@@ -322,9 +428,22 @@ class _Run:
         self.dev = {}
 
     def upload(self):
-        """Enqueue the copies of every array parameter to the device."""
-        self.dev = {name: self.mem.to_device(name, a) if isinstance(a, np.ndarray) else a
-                    for name, a in self.host.items()}
+        """Enqueue the copies of the inputs to the device; allocate and fill the state
+        (:data:`DEVICE_FILL`) and the ``raised`` flags there."""
+        from .._status import INIT
+
+        self.dev = {}
+        for name, a in self.host.items():
+            if not isinstance(a, np.ndarray):
+                self.dev[name] = a
+            elif name in DEVICE_FILL:
+                value = INIT if DEVICE_FILL[name] is None else DEVICE_FILL[name]
+                self.dev[name] = self.mem.alloc(name, a.shape, a.dtype)
+                fill(self.dev[name], value, self.mem.stream)
+            else:
+                self.dev[name] = self.mem.to_device(name, a)
+        self.raised = self.mem.alloc("raised", (self.problem.k,), np.dtype(np.int8))
+        fill(self.raised, 0, self.mem.stream)
 
     def slices(self):
         """Launch the kernel in time slices until no trajectory is still running.
@@ -341,16 +460,19 @@ class _Run:
         dense = getattr(state, "dense", None) is not None
 
         if not simulated():
-            # Compile before the first launch, so that a ``fun`` numba.cuda cannot
+            # Compile and link before the first launch, so that a ``fun`` numba.cuda cannot
             # compile is a CompileError (``auto`` falls back) and launch errors are not.
+            # bind() links (ptxas, nvJitLink) and loads the module: its failures too.
             with _compile_errors():
-                kernel.compile(kernel_signature(state, tuple(dev[f] for f in fields)))
+                kernel.compile(kernel_signature(state, tuple(dev[f] for f in fields))).bind()
+
+        raised = self.raised
 
         with progress_bar(problem) as bar:
             launches = 0
             try:
                 while True:
-                    kernel[grid, block, mem.stream](k, *(dev[f] for f in fields))
+                    kernel[grid, block, mem.stream](k, raised, *(dev[f] for f in fields))
                     launches += 1
                     if launches == 1:
                         yield
@@ -372,9 +494,10 @@ class _Run:
                     raise
 
     def download(self):
-        """Enqueue the copies of the state and outputs back to the host; record the end."""
+        """Enqueue the copies of the outputs back to the host; record the end."""
         for name in self.fields:
-            if name not in INPUT_FIELDS and not name.startswith("arg"):
+            if (name not in INPUT_FIELDS and name not in DEVICE_ONLY_FIELDS
+                    and not name.startswith("arg")):
                 self.mem.to_host(name, self.dev[name], self.host[name])
         self.mem.record()
 
@@ -395,6 +518,9 @@ class _Direct:
 
     def to_device(self, name, a):
         return self.cuda.to_device(a)
+
+    def alloc(self, name, shape, dtype):
+        return self.cuda.device_array(shape, dtype=dtype)
 
     def read(self, name, dev, a):
         dev.copy_to_host(a)
@@ -437,6 +563,11 @@ class _Slot:
         return (self.pinned[name][:size].reshape(shape),
                 self.device[name][:size].reshape(shape))
 
+    def alloc(self, name, shape, dtype):
+        if math.prod(shape) == 0:
+            return self.cuda.device_array(shape, dtype=dtype, stream=self.stream)
+        return self.buffers(name, shape, dtype)[1]
+
     def to_device(self, name, a):
         if a.size == 0:
             return self.cuda.to_device(a, stream=self.stream)
@@ -470,6 +601,29 @@ class _Slot:
         for pin, a in self.pending:
             np.copyto(a, pin)
         self.pending.clear()
+
+
+_FILL = {}
+_FILL_SOURCE = ("def fill_kernel(a, v):\n"
+                "    i = cuda.grid(1)\n"
+                "    if i < a.size:\n"
+                "        a[i] = v\n")
+
+
+def fill(dev, value, stream=0):
+    """Set every element of the C-contiguous device array ``dev`` to ``value`` on the
+    device (a one-line kernel, compiled once per dtype): state starts on the device
+    instead of being built on the host and uploaded."""
+    if dev.size == 0:
+        return
+    cuda = _cuda()
+    if "kernel" not in _FILL:
+        ns = {"cuda": cuda}  # a global, which the simulator swaps for its own module
+        exec(compile(_FILL_SOURCE, "<gpuivp cuda fill>", "exec"), ns)
+        _FILL["kernel"] = cuda.jit(ns["fill_kernel"])
+    flat = dev.reshape(dev.size)
+    block = 256 if not simulated() else max(1, min(64, dev.size))
+    _FILL["kernel"][(dev.size + block - 1) // block, block, stream](flat, dev.dtype.type(value))
 
 
 def _running(state, fields, host, dev, mem):

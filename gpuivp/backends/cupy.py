@@ -12,7 +12,14 @@ With ``events`` or ``dense_output`` the backend runs the array code of
 one host synchronisation per step.
 
 Kernels are compiled with ``--fmad=false``: no multiply-add contraction, so the GPU
-does the numpy engine's arithmetic and takes the same steps.
+does the numpy engine's arithmetic and takes the same steps. CuPy appends ``-ftz=true``
+to every NVRTC compile, after the caller's options (``cupy/cuda/compiler.py``,
+``_compile_with_cache_cuda``), so in float32 these kernels flush subnormal results and
+inputs (below 1.2e-38) to zero where NumPy keeps them: float32 runs agree with the
+``numpy`` backend step for step unless a value of the stepper goes subnormal. Float64 is
+unaffected (``-ftz`` applies to float32 only). This is accepted, not fought: the option
+is CuPy's, and a state that small is below any float32 tolerance. :data:`CUPY_APPENDED`
+names it, and :func:`kernel_ptx` compiles with it, so CI checks the PTX CuPy builds.
 """
 from __future__ import annotations
 
@@ -28,6 +35,9 @@ NAME = "cupy"
 BLOCK = 128
 #: NVRTC options: C++17, no FMA contraction (the numpy engine's rounding).
 NVRTC_OPTIONS = ("-std=c++17", "--fmad=false")
+#: What CuPy appends to every NVRTC compile after :data:`NVRTC_OPTIONS` (float32
+#: subnormals flush to zero; see the module docstring).
+CUPY_APPENDED = ("-ftz=true",)
 #: The kernels' source, as named in compiler errors.
 SOURCE_NAME = "kernels/lockstep.cu"
 
@@ -110,7 +120,8 @@ def kernel_ptx(dtype, nk, arch="sm_90", compiler=None):
 
     Compiled with ``nvcc -ptx`` when ``nvcc`` is on PATH (or ``compiler="nvcc"``), else with
     NVRTC through ``cuda.bindings`` (``compiler="nvrtc"``; the ``nvidia-cuda-nvrtc`` wheel), the
-    compiler CuPy uses, with the options the backend uses (:data:`NVRTC_OPTIONS`).
+    compiler CuPy uses, with the options CuPy compiles the backend's kernels with
+    (:data:`NVRTC_OPTIONS` then :data:`CUPY_APPENDED`).
     Raises ``RuntimeError`` with the compiler's log when the source does not compile.
     """
     import shutil
@@ -139,7 +150,8 @@ def _nvrtc_ptx(source, names, arch):
     try:
         for name in names:
             check(nvrtc.nvrtcAddNameExpression(prog, name.encode()), "name expression")
-        options = [f"--gpu-architecture={arch}".encode()] + [o.encode() for o in NVRTC_OPTIONS]
+        options = [f"--gpu-architecture={arch}".encode()] + [
+            o.encode() for o in NVRTC_OPTIONS + CUPY_APPENDED]
         err, = nvrtc.nvrtcCompileProgram(prog, len(options), options)
         if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
             size = check(nvrtc.nvrtcGetProgramLogSize(prog), "log size")
@@ -164,7 +176,7 @@ def _nvcc_ptx(source, arch):
         src, out = os.path.join(tmp, "lockstep.cu"), os.path.join(tmp, "lockstep.ptx")
         with open(src, "w") as fh:
             fh.write(source)
-        proc = subprocess.run(["nvcc", "-ptx", f"-arch={arch}", "-std=c++17", "--fmad=false",
+        proc = subprocess.run(["nvcc", "-ptx", f"-arch={arch}", *NVRTC_OPTIONS, *CUPY_APPENDED,
                                src, "-o", out], capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"nvcc could not compile {SOURCE_NAME} for {arch}:\n"

@@ -4,10 +4,16 @@ Every trajectory steps together as in :class:`~gpuivp.engines.lockstep.Lockstep`
 nothing between two calls of the user's vectorized ``fun`` is array code: the step size,
 each stage's input, the error norm and controller, the interpolation onto ``t_eval`` and
 the commit of accepted steps are the kernels of ``kernels/lockstep.cu``, one thread per
-trajectory. ``fun`` is called on all ``k`` columns every step (a column that does not
+trajectory. ``fun`` is called on all columns every step (a column that does not
 step gets ``h = 0`` and its result is ignored), so no step needs to know on the host
-which columns still run: the host checks for the end only every :attr:`CHECK_EVERY`
-steps. The kernels do the numpy engine's arithmetic operation by operation, so both
+which columns still run: the host checks only every :attr:`CHECK_EVERY` steps. Once at
+most :attr:`COMPACT_BELOW` of the columns still run (and there are at least
+:attr:`COMPACT_MIN`), the engine *compacts*: it gathers the running columns (state,
+``t_eval`` output, per-trajectory args) into narrower arrays and carries on with those,
+so one slow trajectory does not keep ``fun`` and the kernels at the full width; the
+finished columns go back into the full arrays then and at the end. A column's arithmetic
+does not depend on the width, so compaction does not change results. The kernels do the
+numpy engine's arithmetic operation by operation, so both
 take the same steps.
 
 The kernels are launched through a *launcher*, ``launch(name, size, *args)``, with the
@@ -20,6 +26,7 @@ code of :class:`Lockstep` on CuPy arrays (a host synchronisation per step).
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import re
 from importlib import resources
@@ -122,6 +129,9 @@ def scalar_args(sig, dtype, args):
     return out
 
 
+_Progress = collections.namedtuple("_Progress", ["t", "status"])
+
+
 def _padded(values, size, dtype):
     out = np.zeros(size, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64).ravel()
@@ -145,6 +155,12 @@ class FusedLockstep(Lockstep):
 
     #: Steps between two checks on the host whether any trajectory still runs.
     CHECK_EVERY = 8
+    #: Compact to the running columns once at most this fraction of the current width runs,
+    COMPACT_BELOW = 0.5
+    #: if the current width is at least this (narrowing small launches gains nothing).
+    COMPACT_MIN = 4096
+    #: Per-column state gathered and scattered by compaction (trajectory axis last).
+    COLUMN_STATE = ("t", "h_abs", "err", "status", "nfev", "nacc", "nrej", "ie", "y")
 
     def __init__(self, problem, tableau, xp, launch):
         if problem.events or problem.dense_output:
@@ -161,6 +177,7 @@ class FusedLockstep(Lockstep):
         self.ts, self.h, self.t_new = (xp.zeros(k, dtype=dt) for _ in range(3))
         self.live = xp.zeros(k, dtype=np.int32)
         self.accept = xp.zeros(k, dtype=np.int32)
+        self.width, self.cols, self.full = k, None, None
         dev = lambda a: xp.asarray(np.ascontiguousarray(a))  # noqa: E731
         # One coefficient row per stage input: a's rows, b, the interpolant's extra stages.
         rows = [(s, tab.a[s, :s], tab.c[s]) for s in range(1, S)] + [(S, tab.b, 1.0)]
@@ -189,7 +206,7 @@ class FusedLockstep(Lockstep):
     def step(self):
         """One attempt for every running column, without a host synchronisation."""
         p, tab, c, L, nk = self.p, self.tab, self.c, self.launch, self.nk
-        n, k, S, d = p.n, p.k, tab.n_stages, c(self.direction)
+        n, k, S, d = p.n, self.width, tab.n_stages, c(self.direction)
         K = self.K
         L("gpuivp_prepare", nk, k, k, int(self.fixed), d, p.t0, p.t1, p.dt or 0.0, p.max_step,
           p.max_steps, p.n_fixed, self.t, self.h_abs, self.err, self.status, self.nacc,
@@ -216,7 +233,13 @@ class FusedLockstep(Lockstep):
         # max_steps attempts: the loop cannot outlast this bound.
         limit = p.max_steps + self.CHECK_EVERY + 2
         steps = 0
-        while bool(xp.any(self.status >= _status.RUNNING)):
+        while True:
+            running = self.status >= _status.RUNNING
+            still = int(xp.count_nonzero(running))  # the host's one look at the device
+            if not still:
+                break
+            if self.width >= self.COMPACT_MIN and still <= self.COMPACT_BELOW * self.width:
+                self.compact(running)
             if steps > limit:  # pragma: no cover - a bug, never a hang
                 raise RuntimeError(f"gpuivp fused lockstep: trajectories still running after "
                                    f"{steps} steps (max_steps={p.max_steps}); please report.")
@@ -224,5 +247,70 @@ class FusedLockstep(Lockstep):
                 self.step()
             steps += self.CHECK_EVERY
             if bar is not None:
-                bar.update_to(self)
+                bar.update_to(self.progress())
+        self.expand()
         return self.raw()
+
+    # -- compaction ---------------------------------------------------------------------
+    def _column_arrays(self):
+        """``{name: array}`` of the per-column state, trajectory axis last."""
+        arrays = {name: getattr(self, name) for name in self.COLUMN_STATE}
+        arrays["f"] = self.K[0]
+        if self.n_eval:
+            arrays["out_eval"] = self.out_eval
+        return arrays
+
+    def _scatter(self):
+        """The working columns' state into the full arrays."""
+        for name, a in self._column_arrays().items():
+            self.full[name][..., self.cols] = a
+
+    def compact(self, running):
+        """Carry on with the columns where ``running`` (a mask over the current width)."""
+        xp, p = self.xp, self.p
+        if self.full is None:  # first compaction: the current arrays are the full ones
+            self.full = {name: a for name, a in self._column_arrays().items()}
+            self.full["args"] = self.args
+            self.cols = xp.arange(p.k)
+        else:
+            self._scatter()
+        self.cols = self.cols[xp.flatnonzero(running)]
+        self._gather()
+
+    def _gather(self):
+        xp, p, cols = self.xp, self.p, self.cols
+        m = int(cols.shape[0])
+        take = lambda a: xp.ascontiguousarray(a[..., cols])  # noqa: E731
+        for name in self.COLUMN_STATE:
+            setattr(self, name, take(self.full[name]))
+        self.K = xp.zeros((self.nk, p.n, m), dtype=self.dtype)
+        self.K[0] = self.full["f"][..., cols]
+        self.f = self.K[0]
+        if self.n_eval:
+            self.out_eval = self.out_dev = take(self.full["out_eval"])
+        self.args = tuple(take(a) if kind.startswith("traj") else a
+                          for a, kind in zip(self.full["args"], p.arg_kinds))
+        self.ys, self.y_new = (xp.zeros((p.n, m), dtype=self.dtype) for _ in range(2))
+        self.ts, self.h, self.t_new = (xp.zeros(m, dtype=self.dtype) for _ in range(3))
+        self.live, self.accept = (xp.zeros(m, dtype=np.int32) for _ in range(2))
+        self.width = m
+
+    def expand(self):
+        """Back to the full arrays (after a compaction), with every column's final state."""
+        if self.full is None:
+            return
+        self._scatter()
+        for name in self.COLUMN_STATE:
+            setattr(self, name, self.full[name])
+        if self.n_eval:
+            self.out_eval = self.out_dev = self.full["out_eval"]
+        self.args = self.full["args"]
+        self.full, self.cols, self.width = None, None, self.p.k
+
+    def progress(self):
+        """What the progress bar reads (``t``, ``status``) over every column."""
+        if self.full is None:
+            return self
+        t, status = self.full["t"].copy(), self.full["status"].copy()
+        t[..., self.cols], status[..., self.cols] = self.t, self.status
+        return _Progress(t, status)

@@ -1,20 +1,33 @@
-"""Checks shared by the real-GPU tests of both GPU backends."""
+"""Checks and functions shared by the real-GPU tests of both GPU backends.
+
+Every ``fun`` and event function the GPU tests run lives at module level (here or in
+``tests/problems.py``), so that ``tests/test_cuda_funs.py`` compiles each one to PTX
+without a GPU."""
 import numpy as np
 
 from gpuivp import solve_ivp
 from problems import harmonic
 
 
+def sqrt_decay(t, y, c):
+    """y' = -sqrt(c) y: NaN (status -3) for c < 0."""
+    return (-np.sqrt(c) * y[0],)
+
+
+def cross(t, y, w):
+    return y[0]
+
+
+def stop(t, y, w):
+    return t - 5.0 - w
+
+
+stop.terminal = True
+
+
 def assert_events_and_dense_output_agree(backend, reference, **kw):
     """Events (root finding on the interpolant, a terminal one) and dense output of
     ``backend`` against the CPU backend ``reference``."""
-    def cross(t, y, w):
-        return y[0]
-
-    def stop(t, y, w):
-        return t - 5.0 - w
-
-    stop.terminal = True
     kw = dict(kw, args=(np.array([1.0, 2.0, 3.0]),), rtol=1e-9, atol=1e-11, events=[cross, stop],
               dense_output=True)
     gpu = solve_ivp(harmonic, (0.0, 10.0), np.c_[[1.0, 0.0]], backend=backend, **kw)

@@ -18,7 +18,7 @@ from problems import ENSEMBLES, lorenz  # noqa: E402
 from gpuivp import solve_ivp  # noqa: E402
 
 sys.path.insert(0, HERE)
-from gpu_checks import assert_events_and_dense_output_agree  # noqa: E402
+from gpu_checks import assert_events_and_dense_output_agree, sqrt_decay  # noqa: E402
 from gpuivp.backends import cupy as cupy_backend  # noqa: E402
 
 WHY = cupy_backend.unavailable_reason()
@@ -73,10 +73,7 @@ def test_cupy_in_cupy_out_and_a_large_sweep():
 
 
 def test_cupy_failures_stay_per_trajectory():
-    def f(t, y, c):
-        return (-np.sqrt(c) * y[0],)
-
-    res = solve_ivp(f, (0.0, 1.0), np.c_[[1.0]], args=(np.array([1.0, -1.0, 4.0]),),
+    res = solve_ivp(sqrt_decay, (0.0, 1.0), np.c_[[1.0]], args=(np.array([1.0, -1.0, 4.0]),),
                     backend="cupy", vectorized=True, rtol=1e-8, atol=1e-10)
     np.testing.assert_array_equal(res.status, [0, -3, 0])
     np.testing.assert_allclose(res.y_final[0, [0, 2]], np.exp([-1.0, -2.0]), rtol=1e-6)
