@@ -48,6 +48,8 @@ Usage::
     python benchmarks/large.py --quick               # smoke test, small K
     python benchmarks/large.py --models kuramoto --outputs final --k-numba 200
     python benchmarks/large.py --json figures.json --markdown
+    python benchmarks/large.py --report a.json b.json --markdown   # re-render, merged
+    PYTHONPATH=/other/checkout python benchmarks/large.py --inplace  # another gpuivp
 
 Exits with status 1 if an implementation raises, a trajectory fails or a
 step check fails (not when a goal is missed).
