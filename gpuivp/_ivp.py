@@ -405,7 +405,9 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         event_funs = tuple(_complex.python_event(e, complex_n, dtype) for e in event_funs)
     # -- normalise into an ensemble problem ----------------------------------------------
     # A single IVP without t_eval returns every step, as scipy: the engines record the
-    # steps in their dense-output buffers and the result is read from there.
+    # steps in their dense-output buffers and the result is read from there. Without
+    # dense_output they record only each step's t and y ("record steps only": no
+    # interpolant rows, no extra interpolant stages, so nfev is scipy's).
     record_steps = single and t_eval is None
     if record_steps and not dense_output:
         dense_max_steps = max(dense_max_steps, max_steps)
@@ -425,6 +427,7 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
                         events=event_funs, event_spec=event_spec, max_events=max_events,
                         dense_output=bool(dense_output) or record_steps,
                         dense_max_steps=dense_max_steps,
+                        record_steps=record_steps and not dense_output,
                         first=P.FIRST_TRAJECTORY.get(), inplace=inplace, complex_n=complex_n)
     if backend != "auto":
         reason = unavailable_reason(backend)

@@ -417,6 +417,10 @@ class Problem:
     max_events: int = 0       # events stored per trajectory and event function
     dense_output: bool = False
     dense_max_steps: int = 0  # per trajectory; past it the trajectory fails (-4)
+    # With dense_output: "record steps only", the dense buffers hold each accepted step's t
+    # and y but no interpolant rows, and no extra interpolant stages are spent on them (a
+    # single IVP without t_eval, whose caller did not ask for dense output: its every step).
+    record_steps: bool = False
     memory_budget: int | None = None  # bytes one chunk may use; None: the default (_chunking)
     first: int = 0            # index of trajectory 0 in the caller's ensemble (a chunk's start)
     inplace: bool = False     # fun(t, y, dydt, *args) fills dydt and returns nothing
@@ -425,6 +429,16 @@ class Problem:
     @property
     def n(self):
         return self.y0.shape[0]
+
+    @property
+    def interpolant_stored(self):
+        """Whether the engines store each step's interpolant (dense output proper), not
+        only its t and y (``record_steps``)."""
+        return self.dense_output and not self.record_steps
+
+    def dense_rows(self, tableau):
+        """Interpolant rows per step in the dense buffers (0 when recording steps only)."""
+        return tableau.n_interp_rows if self.interpolant_stored else 0
 
     @property
     def k(self):

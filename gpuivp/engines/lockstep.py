@@ -60,7 +60,7 @@ class Lockstep:
         self.ie = xp.zeros(k, dtype=np.int64)
         self._args_cache = (None, None)
         if p.dense_output:
-            self.dense = DenseBuffers(xp, n, k, tableau.n_interp_rows, self.dtype, p.t0)
+            self.dense = DenseBuffers(xp, n, k, p.dense_rows(tableau), self.dtype, p.t0)
         n_ev = len(p.events)
         if n_ev:
             self.ev_g = xp.zeros((n_ev, k), dtype=self.dtype)
@@ -258,17 +258,18 @@ class Lockstep:
             ia, ta, ha, tn = idx[a], t[a], h[a], t_new[a]
             ya, yna = y[:, a], y_new[:, a]
             # Every stage is needed only for interpolation (t_eval, events, dense output).
-            need_all = self.n_eval or p.events or p.dense_output
+            need_all = self.n_eval or p.events or p.interpolant_stored
             Ka = [k_[:, a] for k_ in K] if need_all else [None] * tab.n_stages + [K[-1][:, a]]
         step = _Step(ia, ta, ya, yna, Ka, ha, tn)
         active = self.detect_events(step)
         if tab.n_extra:
-            need = active | (self.t_eval_pending(step, tn)[1] > 0) | p.dense_output
+            need = active | (self.t_eval_pending(step, tn)[1] > 0) | p.interpolant_stored
             self.add_extra_stages(step, need)
         t_end, terminating = self.handle_events(step, active)
         if p.dense_output:
-            self.dense.store(self.nacc[ia], ia, t_end, ha, ya,
-                             self.coef_rows(ta, ya, yna, step.K, ha))
+            # Recording steps only (p.record_steps): t and y, no interpolant rows.
+            rows = self.coef_rows(ta, ya, yna, step.K, ha) if p.interpolant_stored else ()
+            self.dense.store(self.nacc[ia], ia, t_end, ha, ya, rows)
         if self.n_eval:
             self.save_t_eval(step, t_end)
         self.nacc[ia] += 1

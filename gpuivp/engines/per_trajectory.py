@@ -100,6 +100,9 @@ class EngineSource:
     dense : bool
         Store every step's interpolant (dense output). A trajectory whose buffer is full
         pauses (the host grows the buffer and resumes) until ``dense_max`` steps, then fails.
+    steps_only : bool
+        With ``dense``: record each accepted step's t and y only (``dn_c`` has one row), no
+        interpolant rows and no extra interpolant stages (a single IVP's every step).
     t_eval : bool
         Generate the output at ``t_eval`` (without it the code is smaller and compiles faster).
     inplace : bool
@@ -110,13 +113,14 @@ class EngineSource:
 
     def __init__(self, tableau: Tableau, n: int, arg_kinds: tuple, dtype, fixed: bool,
                  target: str, events: tuple = (), dense: bool = False, t_eval: bool = True,
-                 inplace: bool = False, looped: bool | None = None):
+                 inplace: bool = False, looped: bool | None = None, steps_only: bool = False):
         self.tab = tableau
         self.inplace = bool(inplace)
         self.looped = loops_for(n) if looped is None else bool(looped)
         self.helpers = []
         self.events = tuple(events)
         self.dense = dense
+        self.steps_only = bool(dense and steps_only)
         self.with_t_eval = t_eval
         self.n = n
         self.arg_kinds = tuple(arg_kinds)
@@ -365,14 +369,18 @@ else:
             self._interp_body(src, ind, j)
 
     def _store_dense(self, src, ind):
-        """Dense output of this step: t_old, h, y_old and the coefficient rows."""
-        self._extra_stages(src, ind)
+        """Dense output of this step: t_old, h, y_old and the coefficient rows (only t and
+        y_old when recording steps: no extra stages, no rows)."""
+        if not self.steps_only:
+            self._extra_stages(src, ind)
         src(ind, """
 slot = nacc - 1
 dn_t[slot + 1, i] = t_end
 dn_h[slot, i] = h""")
         def body(j):
             src(ind1, f"dn_c[slot, 0, {j}, i] = {self.v('y', j)}")
+            if self.steps_only:
+                return
             self._coefs(src, ind1, j)
             for r in range(self.tab.n_interp_rows):
                 src(ind1, f"dn_c[slot, {1 + r}, {j}, i] = F{r}")
@@ -874,7 +882,8 @@ st_cnt[{CNT_IE}, i] = ie""")
         """The source specialised for ``problem`` (its n, args, dtype, fixed steps, events)."""
         return cls(tableau, problem.n, problem.arg_kinds, problem.dtype, problem.dt is not None,
                    target, problem.event_spec, problem.dense_output, problem.t_eval is not None,
-                   inplace=getattr(problem, "inplace", False))
+                   inplace=getattr(problem, "inplace", False),
+                   steps_only=getattr(problem, "record_steps", False))
 
     @staticmethod
     def cache_key(problem, tableau, target):
@@ -883,7 +892,7 @@ st_cnt[{CNT_IE}, i] = ie""")
         return (target, fun_key(problem.fun), tuple(fun_key(e) for e in problem.events),
                 problem.event_spec, tableau.name, problem.n, problem.arg_kinds,
                 problem.dtype.str, problem.dt is not None, problem.dense_output,
-                problem.t_eval is not None, getattr(problem, "inplace", False),
+                getattr(problem, "record_steps", False), problem.t_eval is not None, getattr(problem, "inplace", False),
                 loops_for(problem.n))
 
     def namespace(self, fun, alloc_state, nextafter, isfinite, sqrt, events=()):

@@ -43,7 +43,7 @@ class EngineState:
         self.dense = None
         self.dense_max = p.dense_max_steps
         if p.dense_output:
-            self.dense = DenseBuffers(np, n, k, tableau.n_interp_rows, dt, p.t0)
+            self.dense = DenseBuffers(np, n, k, p.dense_rows(tableau), dt, p.t0)
         self.events = None
         if p.events:
             self.ev_g = np.zeros((len(p.events), k), dtype=dt)
