@@ -249,10 +249,72 @@ def compile_engine(run, arrays):
         raise CompileError.from_exception(exc) from exc
 
 
+#: Which engine runs a problem: ``"auto"`` (the lane engine where it supports the problem
+#: and wins: see :func:`engine_for`), ``"lanes"`` (always the lane engine; a ``ValueError``
+#: for a problem it does not support) or ``"scalar"`` (always the per-trajectory engine).
+#: The environment variable ``GPUIVP_NUMBA_ENGINE`` sets it at import.
+ENGINE = os.environ.get("GPUIVP_NUMBA_ENGINE", "auto")
+ENGINES = ("auto", "lanes", "scalar")
+
+
+def _lane_engine(problem, tableau):
+    """The compiled lane engine (:mod:`gpuivp.engines.lanes`), cached in-process; a
+    :class:`CompileError` when ``fun`` cannot run in lanes (``y`` as a tuple)."""
+    from ..engines import lanes
+
+    def build():
+        try:
+            run, _ = lanes.build(problem, tableau, JIT_OPTIONS)
+            state = EngineState(problem, 1, tableau)
+            compile_engine(run, state.arrays())
+        except Exception as exc:  # any failure to compile, whatever numba's class for it
+            return CompileError.from_exception(exc)
+        return run
+
+    key = ("lanes", lanes.WIDTH) + EngineSource.cache_key(problem, tableau, NAME)
+    engine = cached(key, build)
+    if isinstance(engine, CompileError):
+        raise engine.copy()
+    return engine
+
+
+def engine_for(problem, tableau):
+    """``"lanes"`` or ``"scalar"``: the engine that runs ``problem`` (a prepared problem).
+
+    ``ENGINE == "auto"`` picks the lane engine for what it supports
+    (:func:`gpuivp.engines.lanes.unsupported`) up to ``lanes.MAX_AUTO_N`` components.
+    """
+    from ..engines import lanes
+
+    mode = ENGINE
+    if mode not in ENGINES:
+        raise ValueError(f"gpuivp.backends.numba.ENGINE (or GPUIVP_NUMBA_ENGINE) must be one "
+                         f"of {ENGINES}, got {mode!r}")
+    if mode == "scalar":
+        return "scalar"
+    why = lanes.unsupported(problem, tableau)
+    if mode == "lanes":
+        if why is not None:
+            raise ValueError(f"the numba lane engine (ENGINE='lanes') does not support this "
+                             f"problem: {why}; set gpuivp.backends.numba.ENGINE (or "
+                             f"GPUIVP_NUMBA_ENGINE) to 'auto' or 'scalar'")
+        return "lanes"
+    return "lanes" if why is None and problem.n <= lanes.MAX_AUTO_N else "scalar"
+
+
 def solve(problem, tableau):
     """Run the ensemble; returns the raw result dict."""
     problem = prepare(problem)
-    run = compiled_engine(problem, tableau)
+    run = None
+    if engine_for(problem, tableau) == "lanes":
+        try:
+            run = _lane_engine(problem, tableau)
+        except CompileError:
+            if ENGINE == "lanes":
+                raise
+            # auto: fun does not take y as a tuple (e.g. array arithmetic on y)
+    if run is None:
+        run = compiled_engine(problem, tableau)
     budget = slice_budget(problem)
     state = EngineState(problem, budget, tableau)
     compile_engine(run, state.arrays())

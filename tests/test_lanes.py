@@ -1,0 +1,123 @@
+"""The numba backend's lane engine (gpuivp.engines.lanes): the scalar engine's results, bit
+for bit, whatever the order of the trajectories; failures stay in their trajectory; the
+backend picks it only where it supports the problem.
+
+Few compiles: one small ensemble per method, each engine compiled once per method.
+"""
+import numpy as np
+import pytest
+
+import gpuivp
+import gpuivp.backends.numba as nb
+from gpuivp.engines import lanes
+
+pytest.importorskip("numba")
+
+
+def lorenz(t, y, sigma, rho, beta):
+    return (sigma * (y[1] - y[0]), y[0] * (rho - y[2]) - y[1], y[0] * y[1] - beta * y[2])
+
+
+def _ensemble(k=53, seed=0):
+    """Lorenz trajectories with failures mixed in: a NaN start (FAIL_NONFINITE at t0), an
+    overflow (rho huge: non-finite mid-run), and k not a multiple of the lane width."""
+    rng = np.random.default_rng(seed)
+    rho = np.linspace(0.0, 28.0, k)
+    y0 = np.tile([[1.0], [0.0], [0.0]], (1, k)) + 0.1 * rng.standard_normal((3, k))
+    y0[:, 5] = np.nan
+    rho[11] = 1e300
+    rho[17] = -1e200
+    return y0, rho
+
+
+def _solve(engine, y0, rho, method, **kw):
+    old = nb.ENGINE
+    nb.ENGINE = engine
+    try:
+        return gpuivp.solve_ivp(lorenz, (0.0, 3.0), y0, args=(10.0, rho, 8 / 3), method=method,
+                                rtol=1e-6, atol=1e-8, backend="numba", **kw)
+    finally:
+        nb.ENGINE = old
+
+
+def _same(a, b):
+    np.testing.assert_array_equal(a.status, b.status)
+    np.testing.assert_array_equal(a.nfev, b.nfev)
+    np.testing.assert_array_equal(a.naccept, b.naccept)
+    np.testing.assert_array_equal(a.nreject, b.nreject)
+    np.testing.assert_array_equal(a.t_final, b.t_final)
+    np.testing.assert_array_equal(a.y_final, b.y_final)  # NaN == NaN here
+
+
+@pytest.mark.parametrize("method", ["RK23", "RK45", "DOP853", "Tsit5", "Vern7"])
+def test_lanes_bit_identical_to_scalar_engine_with_failures_and_shuffled(method):
+    y0, rho = _ensemble()
+    ref = _solve("scalar", y0, rho, method, max_steps=400)
+    got = _solve("lanes", y0, rho, method, max_steps=400)
+    assert {0, -3}.issubset(set(ref.status.tolist()))  # successes and failures mixed
+    _same(ref, got)
+    # shuffled input: the same per-trajectory results (refill: no order dependence)
+    perm = np.random.default_rng(1).permutation(y0.shape[1])
+    shuf = _solve("lanes", y0[:, perm], rho[perm], method, max_steps=400)
+    for name in ("status", "nfev", "t_final"):
+        np.testing.assert_array_equal(getattr(shuf, name), getattr(ref, name)[perm])
+    np.testing.assert_array_equal(shuf.y_final, ref.y_final[:, perm])
+
+
+def test_lanes_max_steps_first_step_and_backward_match_scalar():
+    y0, rho = _ensemble(k=21)
+    for kw in (dict(max_steps=30), dict(first_step=1e-3)):
+        _same(_solve("scalar", y0, rho, "RK45", **kw), _solve("lanes", y0, rho, "RK45", **kw))
+    assert (_solve("lanes", y0, rho, "RK45", max_steps=30).status == -2).any()
+    # backward in time, t0 == t1
+    for span in ((3.0, 0.0), (1.0, 1.0)):
+        old = nb.ENGINE
+        out = []
+        for eng in ("scalar", "lanes"):
+            nb.ENGINE = eng
+            try:
+                out.append(gpuivp.solve_ivp(lorenz, span, y0, args=(10.0, rho, 8 / 3),
+                                            method="RK45", backend="numba"))
+            finally:
+                nb.ENGINE = old
+        _same(*out)
+
+
+def test_lane_engine_chosen_only_where_supported():
+    from gpuivp.methods import METHODS
+
+    y0, rho = _ensemble(k=4)
+    res = _solve("auto", y0, rho, "RK45")
+    assert res.status.shape == (4,)
+    prob = nb.prepare(_problem_of(y0, rho))
+    old = nb.ENGINE
+    try:
+        nb.ENGINE = "auto"
+        assert nb.engine_for(prob, METHODS["RK45"]) == "lanes"
+        assert nb.engine_for(prob, METHODS["RK4"]) == "scalar"          # fixed step
+        import dataclasses
+        with_eval = dataclasses.replace(prob, t_eval=np.array([0.0, 1.0]))
+        assert nb.engine_for(with_eval, METHODS["RK45"]) == "scalar"
+        assert lanes.unsupported(with_eval, METHODS["RK45"]) == "t_eval"
+        nb.ENGINE = "scalar"
+        assert nb.engine_for(prob, METHODS["RK45"]) == "scalar"
+        nb.ENGINE = "lanes"
+        with pytest.raises(ValueError, match="t_eval"):
+            nb.engine_for(with_eval, METHODS["RK45"])
+        nb.ENGINE = "bogus"
+        with pytest.raises(ValueError, match="GPUIVP_NUMBA_ENGINE"):
+            nb.engine_for(prob, METHODS["RK45"])
+    finally:
+        nb.ENGINE = old
+
+
+def _problem_of(y0, rho):
+    """The validated problem the backend gets (through the public entry point's parts)."""
+    from gpuivp._problem import Problem
+
+    return Problem(fun=lorenz, t0=0.0, t1=3.0, y0=np.ascontiguousarray(y0),
+                   args=(10.0, np.ascontiguousarray(rho), 8 / 3),
+                   arg_kinds=("scalar", "traj1", "scalar"), t_eval=None, rtol=1e-6,
+                   atol=np.full(3, 1e-8), first_step=None, max_step=np.inf, dt=None,
+                   max_steps=10_000, dtype=np.dtype(np.float64), vectorized=False,
+                   method="RK45")
