@@ -19,12 +19,12 @@ def lorenz(t, y, sigma, rho, beta):
 
 
 def _ensemble(k=53, seed=0):
-    """Lorenz trajectories with failures mixed in: a NaN start (FAIL_NONFINITE at t0), an
-    overflow (rho huge: non-finite mid-run), and k not a multiple of the lane width."""
+    """Lorenz trajectories with failures mixed in: f(t0, y0) overflows (FAIL_NONFINITE at
+    t0), an overflow (rho huge: non-finite mid-run), and k not a multiple of the lane width."""
     rng = np.random.default_rng(seed)
     rho = np.linspace(0.0, 28.0, k)
     y0 = np.tile([[1.0], [0.0], [0.0]], (1, k)) + 0.1 * rng.standard_normal((3, k))
-    y0[:, 5] = np.nan
+    y0[:, 5] = (1e200, 1e200, 0.0)
     rho[11] = 1e300
     rho[17] = -1e200
     return y0, rho
@@ -86,9 +86,8 @@ def test_lanes_max_steps_first_step_and_backward_match_scalar():
 def test_lane_engine_chosen_only_where_supported():
     from gpuivp.methods import METHODS
 
-    y0, rho = _ensemble(k=4)
-    res = _solve("auto", y0, rho, "RK45")
-    assert res.status.shape == (4,)
+    y0, rho = _ensemble(k=21)
+    _same(_solve("auto", y0, rho, "RK45"), _solve("scalar", y0, rho, "RK45"))
     prob = nb.prepare(_problem_of(y0, rho))
     old = nb.ENGINE
     try:
@@ -121,3 +120,21 @@ def _problem_of(y0, rho):
                    atol=np.full(3, 1e-8), first_step=None, max_step=np.inf, dt=None,
                    max_steps=10_000, dtype=np.dtype(np.float64), vectorized=False,
                    method="RK45")
+
+
+def decay(t, y):
+    return -0.5 * y  # array arithmetic on y: cannot run with y as a tuple
+
+
+def test_fun_that_needs_an_array_y_falls_back_in_auto_and_raises_when_forced():
+    y0 = np.ones((2, 5))
+    old = nb.ENGINE
+    try:
+        nb.ENGINE = "auto"
+        res = gpuivp.solve_ivp(decay, (0.0, 1.0), y0, backend="numba")
+        np.testing.assert_allclose(res.y_final, np.exp(-0.5) * y0, rtol=1e-3)
+        nb.ENGINE = "lanes"
+        with pytest.raises(gpuivp.backends.numba.CompileError):
+            gpuivp.solve_ivp(decay, (0.0, 1.0), y0, backend="numba")
+    finally:
+        nb.ENGINE = old

@@ -114,16 +114,17 @@ def _stop(futures, iparams):
     concurrent.futures.wait([f for f in futures if f is not None])
 
 
-def _run_parallel(run_range, k, arrays, on_error):
+def _run_parallel(run_range, k, arrays, on_error, min_chunk=1):
     """Run every trajectory, split into chunks over the thread pool when worth it.
 
     An exception from the chunk of trajectories ``a <= i < b`` goes through
-    ``on_error(exc, a, b)`` before it propagates. On any exception, ``KeyboardInterrupt``
+    ``on_error(exc, a, b)`` before it propagates. Chunks hold at least ``min_chunk``
+    trajectories where there are enough (the lane engine: several per lane). On any exception, ``KeyboardInterrupt``
     included, the other chunks are stopped (:func:`_stop`) before it propagates.
     """
     run_range(0, 0, *arrays)  # compile here (a TypingError), not racing in the workers
     threads = n_threads()
-    parts = 1 if threads == 1 or k < 64 else 8 * threads
+    parts = 1 if threads == 1 or k < 64 else min(8 * threads, max(1, k // min_chunk))
     bounds = np.linspace(0, k, parts + 1).astype(np.int64)
     chunks = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
     futures = ([None] if len(chunks) == 1 else
@@ -313,15 +314,20 @@ def solve(problem, tableau):
             if ENGINE == "lanes":
                 raise
             # auto: fun does not take y as a tuple (e.g. array arithmetic on y)
+    min_chunk = 1
     if run is None:
         run = compiled_engine(problem, tableau)
+    else:
+        from ..engines.lanes import WIDTH
+        min_chunk = 4 * WIDTH
     budget = slice_budget(problem)
     state = EngineState(problem, budget, tableau)
     compile_engine(run, state.arrays())
     with progress_bar(problem) as bar:
         for calls in itertools.count(1):
             _run_parallel(run, problem.k, state.arrays(),
-                          functools.partial(_name_failing_trajectory, run, problem, tableau))
+                          functools.partial(_name_failing_trajectory, run, problem, tableau),
+                          min_chunk)
             bar.update_to(state)
             if not state.running():
                 break
