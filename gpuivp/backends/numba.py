@@ -13,6 +13,12 @@ on it); on ``KeyboardInterrupt`` (or any other exception) the chunks not started
 cancelled and the running ones stop at their next trajectory or slice boundary before the
 exception propagates. The pool is created anew in a forked child (it inherits the pool
 object but not its threads).
+
+Two engines: the per-trajectory engine (:mod:`gpuivp.engines.per_trajectory`) and, where it
+supports the problem, the lane engine (:mod:`gpuivp.engines.lanes`: W trajectories in SIMD
+lanes, the same results bit for bit). :data:`ENGINE` (``GPUIVP_NUMBA_ENGINE``) chooses:
+``"auto"``, ``"lanes"`` or ``"scalar"``. The lane engine runs each chunk to completion (no time
+slices: it serves no progress bar); on Ctrl-C it stops at its next step attempt.
 """
 from __future__ import annotations
 
