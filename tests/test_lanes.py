@@ -84,17 +84,24 @@ def test_lanes_max_steps_first_step_and_backward_match_scalar():
 
 
 def test_lane_engine_chosen_only_where_supported():
+    import dataclasses
+
     from gpuivp.methods import METHODS
 
     y0, rho = _ensemble(k=21)
-    _same(_solve("auto", y0, rho, "RK45"), _solve("scalar", y0, rho, "RK45"))
-    prob = nb.prepare(_problem_of(y0, rho))
+    small = nb.prepare(_problem_of(y0, rho))
+    big_k = lanes.MIN_AUTO_K
+    prob = dataclasses.replace(small, y0=np.ones((3, big_k)),
+                               args=(10.0, np.linspace(0, 28, big_k), 8 / 3))
     old = nb.ENGINE
     try:
         nb.ENGINE = "auto"
+        assert nb.engine_for(small, METHODS["RK45"]) == "scalar"          # few trajectories
         assert nb.engine_for(prob, METHODS["RK45"]) == "lanes"
+        big_n = dataclasses.replace(prob, fun=None, y0=np.ones((lanes.MAX_AUTO_N + 1, big_k)),
+                                    atol=np.full(lanes.MAX_AUTO_N + 1, 1e-8))
+        assert nb.engine_for(big_n, METHODS["RK45"]) == "scalar"         # large n
         assert nb.engine_for(prob, METHODS["RK4"]) == "scalar"          # fixed step
-        import dataclasses
         with_eval = dataclasses.replace(prob, t_eval=np.array([0.0, 1.0]))
         assert nb.engine_for(with_eval, METHODS["RK45"]) == "scalar"
         assert lanes.unsupported(with_eval, METHODS["RK45"]) == "t_eval"
@@ -127,7 +134,7 @@ def decay(t, y):
 
 
 def test_fun_that_needs_an_array_y_falls_back_in_auto_and_raises_when_forced():
-    y0 = np.ones((2, 5))
+    y0 = np.ones((2, lanes.MIN_AUTO_K))  # enough trajectories for auto to try the lanes
     old = nb.ENGINE
     try:
         nb.ENGINE = "auto"

@@ -289,7 +289,9 @@ def engine_for(problem, tableau):
     """``"lanes"`` or ``"scalar"``: the engine that runs ``problem`` (a prepared problem).
 
     ``ENGINE == "auto"`` picks the lane engine for what it supports
-    (:func:`gpuivp.engines.lanes.unsupported`) up to ``lanes.MAX_AUTO_N`` components.
+    (:func:`gpuivp.engines.lanes.unsupported`) up to ``lanes.MAX_AUTO_N`` components and from
+    ``lanes.MIN_AUTO_K`` trajectories in the call (a measured trade of run time against its
+    longer compile, which the disk cache does not hold yet).
     """
     from ..engines import lanes
 
@@ -306,7 +308,9 @@ def engine_for(problem, tableau):
                              f"problem: {why}; set gpuivp.backends.numba.ENGINE (or "
                              f"GPUIVP_NUMBA_ENGINE) to 'auto' or 'scalar'")
         return "lanes"
-    return "lanes" if why is None and problem.n <= lanes.MAX_AUTO_N else "scalar"
+    if why is None and problem.n <= lanes.MAX_AUTO_N and problem.k >= lanes.MIN_AUTO_K:
+        return "lanes"
+    return "scalar"
 
 
 def solve(problem, tableau):
