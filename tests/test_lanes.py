@@ -145,3 +145,31 @@ def test_fun_that_needs_an_array_y_falls_back_in_auto_and_raises_when_forced():
             gpuivp.solve_ivp(decay, (0.0, 1.0), y0, backend="numba")
     finally:
         nb.ENGINE = old
+
+
+def test_lane_loops_are_vectorised_without_masked_stores():
+    """The speed rests on LLVM vectorising every lane loop (see gpuivp.engines.lanes); a numba
+    or LLVM upgrade can silently undo that. On an AVX2 machine: packed-double ymm arithmetic
+    dominates the step attempt, and no masked loads/stores (vmaskmovpd) appear."""
+    import re
+
+    from llvmlite import binding
+
+    from gpuivp.methods import METHODS
+
+    if not binding.get_host_cpu_features().get("avx2", False):
+        pytest.skip("needs AVX2")
+    y0, rho = _ensemble(k=21)
+    _solve("lanes", y0, rho, "RK45")  # compiled (cached) by the tests above
+    old = nb.ENGINE
+    try:
+        nb.ENGINE = "lanes"
+        run = nb._lane_engine(nb.prepare(_problem_of(y0, rho)), METHODS["RK45"])
+    finally:
+        nb.ENGINE = old
+    attempt = run.py_func.__globals__["attempt"]
+    asm = "\n".join(attempt.inspect_asm().values())
+    packed = len(re.findall(r"\bv(?:add|sub|mul|div|sqrt)pd\s+[^\n]*ymm", asm))
+    scalar = len(re.findall(r"\bv(?:add|sub|mul|div|sqrt)sd\b", asm))
+    assert "vmaskmov" not in asm
+    assert packed > 300 and packed > 4 * scalar, (packed, scalar)
