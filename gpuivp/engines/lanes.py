@@ -476,8 +476,12 @@ def _define_intrinsics():
     sel, as_i64, as_f64 = _sel, _as_i64, _as_f64
 
 
-def build(problem, tableau, jit_options, width=WIDTH):
+def build(problem, tableau, jit_options, width=WIDTH, fast_pow=False):
     """Compile the lane engine's ``run_range`` for ``problem`` (a prepared problem).
+
+    ``fast_pow``: the controller's ``err ** (-1/(q+1))`` by :func:`_fast_pow_source`
+    (vectorised; within a few ulp of libm's ``pow``, so results are no longer bit-identical
+    to the scalar engine's) instead of libm's scalar ``pow``.
 
     Raises whatever numba raises when ``fun`` cannot be typed with ``y`` as a tuple.
     """
@@ -491,7 +495,7 @@ def build(problem, tableau, jit_options, width=WIDTH):
     fun = numba.njit(inline="always", **jit_options)(py_function(problem.fun))
     ns["fun"] = fun
     ns["POW"] = numba.njit(inline="always", **jit_options)(
-        _pow_function(float(tableau.error_exponent)))
+        _pow_function(float(tableau.error_exponent), fast_pow))
     exec(compile(src.src, f"<gpuivp lane engine {tableau.name} n={problem.n} W={width}>",
                  "exec"), ns)
     for name in ("attempt", "init_lane", "scatter"):
@@ -499,7 +503,51 @@ def build(problem, tableau, jit_options, width=WIDTH):
     return numba.njit(**jit_options)(ns["run_range"]), src
 
 
-def _pow_function(expo):
+def _pow_function(expo, fast=False):
+    """``x ** expo`` for the controller: libm's ``pow`` (bit-identical to the scalar engine),
+    or with ``fast`` the branch-free :func:`_fast_pow_source` (vectorised, a few ulp)."""
     ns = {"EXPO": np.float64(expo)}
-    exec("def pow_expo(x):\n    return x ** EXPO\n", ns)
+    if not fast:
+        exec("def pow_expo(x):\n    return x ** EXPO\n", ns)
+        return ns["pow_expo"]
+    m = round(-1.0 / expo)
+    src, consts = _fast_pow_source(m)
+    ns.update(consts, sel=sel, as_i64=as_i64, as_f64=as_f64, floor=math.floor, INF=np.inf)
+    exec(src, ns)
     return ns["pow_expo"]
+
+
+def _fast_pow_source(m):
+    """Source of ``pow_expo(x)`` = ``x ** (-1/m)`` for ``x >= 0`` without a call or a branch:
+    ``x = 2^e * u`` (u in [1, 2)), ``e = m q + r``; ``u ** (-1/m)`` from a degree-5 fit and two
+    Newton steps on ``y^-m = u``, times ``2^(-r/m)`` (a select chain) and ``2^-q``. 0 -> inf,
+    inf -> 0, NaN -> NaN; a subnormal ``x`` gives a huge value (the controller clamps it)."""
+    u = np.linspace(1.0, 2.0, 4001)
+    coefs = [float(c) for c in np.polyfit(u, u ** (-1.0 / m), 5)]
+    consts = {f"PC{i}": c for i, c in enumerate(coefs)}
+    consts.update({f"R{r}": float(2.0 ** (-r / m)) for r in range(1, m)})
+    consts.update(M=float(m), INV_M=1.0 / m)
+    poly = "PC0"
+    for i in range(1, len(coefs)):
+        poly = f"({poly}) * u + PC{i}"
+    ym = " * ".join(["y"] * m)
+    chain = "ONE_"
+    for r in range(1, m):
+        chain = f"sel(r == {float(r)}, R{r}, {chain})"
+    src = f"""
+ONE_ = 1.0
+def pow_expo(x):
+    bits = as_i64(x)
+    e = np.float64((bits >> 52) - 1023)
+    u = as_f64((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000)
+    q = floor(e / M)
+    r = e - M * q
+    y = {poly}
+    y = y + y * (1.0 - u * ({ym})) * INV_M
+    y = y + y * (1.0 - u * ({ym})) * INV_M
+    res = y * {chain} * as_f64((1023 - np.int64(q)) << 52)
+    res = sel(x == 0.0, INF, res)
+    return sel(x == INF, 0.0, sel(x != x, x, res))
+"""
+    consts["np"] = np
+    return src, consts
