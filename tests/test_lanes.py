@@ -191,3 +191,28 @@ def test_fast_pow_stays_within_its_documented_accuracy():
     ok = ref.status == 0
     # tolerance: h differs from libm-pow steps by ~1e-15 relative, amplified by the dynamics
     np.testing.assert_allclose(got.y_final[:, ok], ref.y_final[:, ok], rtol=1e-6, atol=1e-8)
+
+
+def test_lane_engine_stops_when_the_backend_stops_it():
+    """A budget of 0 (what the backend sets on Ctrl-C or another chunk's error) makes a
+    running lane engine return at its next step attempt: no trajectory runs to its end."""
+    from gpuivp._status import INIT
+    from gpuivp.engines.runner import EngineState
+    from gpuivp.methods import METHODS
+
+    y0, rho = _ensemble(k=21)
+    prob = nb.prepare(_problem_of(y0, rho))
+    old = nb.ENGINE
+    try:
+        nb.ENGINE = "lanes"
+        run = nb._lane_engine(prob, METHODS["RK45"])
+    finally:
+        nb.ENGINE = old
+    state = EngineState(prob, 0, METHODS["RK45"])
+    run(0, prob.k, *state.arrays())
+    # only the trajectory that fails at t0 (index 5) is finished; the others never ran a step
+    assert state.st_status[5] == -3
+    assert np.all(np.delete(state.st_status, 5) == INIT)
+    state = EngineState(prob, 1 << 62, METHODS["RK45"])
+    run(0, prob.k, *state.arrays())
+    assert np.all(state.st_status < INIT)
