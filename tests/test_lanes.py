@@ -159,14 +159,13 @@ def test_lane_loops_are_vectorised_without_masked_stores():
 
     if not binding.get_host_cpu_features().get("avx2", False):
         pytest.skip("needs AVX2")
+    from gpuivp.engines.runner import EngineState
+
     y0, rho = _ensemble(k=21)
-    _solve("lanes", y0, rho, "RK45")  # compiled (cached) by the tests above
-    old = nb.ENGINE
-    try:
-        nb.ENGINE = "lanes"
-        run = nb._lane_engine(nb.prepare(_problem_of(y0, rho)), METHODS["RK45"])
-    finally:
-        nb.ENGINE = old
+    prob = nb.prepare(_problem_of(y0, rho))
+    # compiled here, not loaded from the disk cache (whose run_range skips compiling attempt)
+    run, _ = lanes.build(prob, METHODS["RK45"], nb.JIT_OPTIONS)
+    run(0, 0, *EngineState(prob, 1, METHODS["RK45"]).arrays())
     attempt = run.py_func.__globals__["attempt"]
     asm = "\n".join(attempt.inspect_asm().values())
     packed = len(re.findall(r"\bv(?:add|sub|mul|div|sqrt)pd\s+[^\n]*ymm", asm))
@@ -216,3 +215,30 @@ def test_lane_engine_stops_when_the_backend_stops_it():
     state = EngineState(prob, 1 << 62, METHODS["RK45"])
     run(0, prob.k, *state.arrays())
     assert np.all(state.st_status < INIT)
+
+
+def test_lane_engine_comes_back_from_the_disk_cache(tmp_path, monkeypatch):
+    """Written once (fun's module, the engine's module, numba's cache of run_range), then
+    loaded: numba finds the compiled code, and the results are the scalar engine's."""
+    from gpuivp.engines import disk_cache
+    from gpuivp.engines.runner import EngineState
+    from gpuivp.methods import METHODS
+
+    monkeypatch.setenv("GPUIVP_CACHE_DIR", str(tmp_path))
+    y0, rho = _ensemble(k=21)
+    prob = nb.prepare(_problem_of(y0, rho))
+    before = dict(disk_cache.STATS)
+    states = []
+    for _ in range(2):
+        run = lanes.load_from_disk(prob, METHODS["RK45"], nb.JIT_OPTIONS)
+        assert run is not None
+        state = EngineState(prob, 1 << 62, METHODS["RK45"])
+        run(0, prob.k, *state.arrays())
+        states.append(state)
+    assert disk_cache.STATS["write"] == before.get("write", 0) + 1
+    assert disk_cache.STATS["hit"] == before.get("hit", 0) + 1
+    assert run.stats.cache_hits  # the second dispatcher loaded numba's compiled code
+    ref = _solve("scalar", y0, rho, "RK45", max_steps=10_000)
+    for state in states:
+        np.testing.assert_array_equal(state.st_y, ref.y_final)
+        np.testing.assert_array_equal(state.st_cnt[0], ref.nfev)

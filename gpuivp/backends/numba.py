@@ -278,7 +278,9 @@ def _lane_engine(problem, tableau):
 
     def build():
         try:
-            run, _ = lanes.build(problem, tableau, JIT_OPTIONS, fast_pow=fast)
+            run = lanes.load_from_disk(problem, tableau, JIT_OPTIONS, fast_pow=fast)
+            if run is None:
+                run, _ = lanes.build(problem, tableau, JIT_OPTIONS, fast_pow=fast)
             state = EngineState(problem, 1, tableau)
             compile_engine(run, state.arrays())
         except Exception as exc:  # any failure to compile, whatever numba's class for it
@@ -298,7 +300,7 @@ def engine_for(problem, tableau):
     ``ENGINE == "auto"`` picks the lane engine for what it supports
     (:func:`gpuivp.engines.lanes.unsupported`) up to ``lanes.MAX_AUTO_N`` components and from
     ``lanes.MIN_AUTO_K`` trajectories in the call (a measured trade of run time against its
-    longer compile, which the disk cache does not hold yet).
+    longer first compile).
     """
     from ..engines import lanes
 

@@ -26,7 +26,8 @@ inlined.
 Scope (the backend uses the scalar engine otherwise, see :func:`unsupported`): adaptive
 explicit methods, float64, final state only (no ``t_eval``, events, dense output, progress
 bar), ``fun`` returning its derivative and accepting ``y`` as a tuple, per-trajectory
-arguments only as one float64 scalar per trajectory. Finished and idle lanes evaluate
+arguments only as one float64 scalar per trajectory. Compiled engines go to the disk cache
+(:func:`load_from_disk`) as the per-trajectory engine's do. Finished and idle lanes evaluate
 ``fun`` at their last state (a finished trajectory's lane at ``t1`` with ``h = 0``).
 """
 from __future__ import annotations
@@ -45,9 +46,9 @@ WIDTH = 16
 #: to 16 s at n = 8 and 55-84 s at n = 12-16 (benchmarks/RESULTS.md, "CPU lanes").
 MAX_AUTO_N = 8
 #: Fewest trajectories in one call for which ``"auto"`` picks the lane engine: it saves
-#: about 20 CPU us per trajectory (Lorenz) but compiles 2-12 s longer than the
-#: per-trajectory engine and is not in the disk cache, so small calls (and cold starts
-#: that load the per-trajectory engine from the disk cache in 0.2 s) keep that engine.
+#: about 20 CPU us per trajectory (Lorenz) but its first compile takes 2-12 s longer than
+#: the per-trajectory engine's (later processes load it from the disk cache), so small
+#: calls keep that engine.
 MIN_AUTO_K = 10_000
 
 
@@ -551,3 +552,70 @@ def pow_expo(x):
 """
     consts["np"] = np
     return src, consts
+
+
+def load_from_disk(problem, tableau, jit_options, width=WIDTH, fast_pow=False):
+    """The lane engine's ``run_range`` from the disk cache (:mod:`gpuivp.engines.disk_cache`:
+    ``fun``'s module and the engine's module written as files, ``run_range`` compiled with
+    ``cache=True``), or ``None`` where the cache is off or cannot hold ``fun``."""
+    import hashlib
+    import os
+
+    from . import disk_cache as D
+
+    root = D.cache_dir()
+    if root is None:
+        return None
+    P = D._P
+    src = LaneSource(tableau, problem.n, problem.arg_kinds, width)
+    jit = dict(jit_options)
+    jit.pop("cache", None)
+    try:
+        user = D._Module()
+        user.function(problem.fun, f"{P}fun", dict(jit, inline="always"))
+        user_text = D._PRELUDE + "\n\n" + "\n\n".join(user.body) + "\n"
+        special = {"np", "sqrt", "isfinite", "DT", "sel", "as_i64", "as_f64"}
+        ns = src.namespace()
+        lines = ["import numpy as np", "from math import sqrt, isfinite, floor",
+                 f"from gpuivp.engines import lanes as {P}lanes",
+                 f"{P}lanes._define_intrinsics()",
+                 f"sel, as_i64, as_f64 = {P}lanes.sel, {P}lanes.as_i64, {P}lanes.as_f64",
+                 "DT = np.float64", f"fun = {P}user.{P}fun", f"{P}jit = {P}nb.njit(**{jit!r})"]
+        lines += [f"{name} = {D.value_source(ns[name])}" for name in sorted(ns)
+                  if name not in special]
+        expo = float(tableau.error_exponent)
+        if fast_pow:
+            ptext, consts = _fast_pow_source(round(-1.0 / expo))
+            consts.pop("np")
+            lines += [f"{name} = {D.value_source(v)}" for name, v in sorted(consts.items())]
+        else:
+            ptext = f"def pow_expo(x):\n    return x ** {P}EXPO\n"
+            lines.append(f"{P}EXPO = {D.value_source(np.float64(expo))}")
+        lines += [ptext.replace("ONE_ = 1.0\n", ""),
+                  f"POW = {P}nb.njit(**{dict(jit, inline='always')!r})(pow_expo)",
+                  "ONE_ = 1.0", src.src]
+        lines += [f"{name} = {P}jit({name})" for name in ("attempt", "init_lane", "scatter")]
+        lines.append(f"run_range = {P}nb.njit(**{ {**jit, 'cache': True}!r})(run_range)")
+        engine_text = "\n".join([D._PRELUDE, *lines, ""])
+    except D.Unsupported as exc:
+        D.STATS["fallback"] += 1
+        D.LOG.debug("disk cache: lane engine compiled in-process: %s", exc)
+        return None
+    key = hashlib.sha256("\0".join((D._versions(), "lanes", user_text, engine_text))
+                         .encode()).hexdigest()[:32]
+    folder = os.path.join(root, "numba")
+    user_path = os.path.join(folder, f"u{key}.py")
+    engine_path = os.path.join(folder, f"l{key}.py")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        wrote = D._write(user_path, user_text)
+        wrote = D._write(engine_path, engine_text) or wrote
+        umod = D._import(user_path, f"_gpuivp_cache_u{key}")
+        emod = D._import(engine_path, f"_gpuivp_cache_l{key}", {f"{P}user": umod})
+    except Exception as exc:  # an unwritable directory, a value that does not import again
+        D.STATS["fallback"] += 1
+        D.LOG.debug("disk cache: lane engine compiled in-process: %r", exc)
+        return None
+    D.STATS["write" if wrote else "hit"] += 1
+    D._guard(emod.run_range)
+    return emod.run_range
