@@ -13,6 +13,12 @@ on it); on ``KeyboardInterrupt`` (or any other exception) the chunks not started
 cancelled and the running ones stop at their next trajectory or slice boundary before the
 exception propagates. The pool is created anew in a forked child (it inherits the pool
 object but not its threads).
+
+Two engines: the per-trajectory engine (:mod:`gpuivp.engines.per_trajectory`) and, where it
+supports the problem, the lane engine (:mod:`gpuivp.engines.lanes`: W trajectories in SIMD
+lanes, the same results bit for bit). :data:`ENGINE` (``GPUIVP_NUMBA_ENGINE``) chooses:
+``"auto"``, ``"lanes"`` or ``"scalar"``. The lane engine runs each chunk to completion (no time
+slices: it serves no progress bar); on Ctrl-C it stops at its next step attempt.
 """
 from __future__ import annotations
 
@@ -114,16 +120,17 @@ def _stop(futures, iparams):
     concurrent.futures.wait([f for f in futures if f is not None])
 
 
-def _run_parallel(run_range, k, arrays, on_error):
+def _run_parallel(run_range, k, arrays, on_error, min_chunk=1):
     """Run every trajectory, split into chunks over the thread pool when worth it.
 
     An exception from the chunk of trajectories ``a <= i < b`` goes through
-    ``on_error(exc, a, b)`` before it propagates. On any exception, ``KeyboardInterrupt``
+    ``on_error(exc, a, b)`` before it propagates. Chunks hold at least ``min_chunk``
+    trajectories where there are enough (the lane engine: several per lane). On any exception, ``KeyboardInterrupt``
     included, the other chunks are stopped (:func:`_stop`) before it propagates.
     """
     run_range(0, 0, *arrays)  # compile here (a TypingError), not racing in the workers
     threads = n_threads()
-    parts = 1 if threads == 1 or k < 64 else 8 * threads
+    parts = 1 if threads == 1 or k < 64 else min(8 * threads, max(1, k // min_chunk))
     bounds = np.linspace(0, k, parts + 1).astype(np.int64)
     chunks = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
     futures = ([None] if len(chunks) == 1 else
@@ -249,17 +256,97 @@ def compile_engine(run, arrays):
         raise CompileError.from_exception(exc) from exc
 
 
+#: Which engine runs a problem: ``"auto"`` (the lane engine where it supports the problem
+#: and wins: see :func:`engine_for`), ``"lanes"`` (always the lane engine; a ``ValueError``
+#: for a problem it does not support) or ``"scalar"`` (always the per-trajectory engine).
+#: The environment variable ``GPUIVP_NUMBA_ENGINE`` sets it at import.
+ENGINE = os.environ.get("GPUIVP_NUMBA_ENGINE", "auto")
+ENGINES = ("auto", "lanes", "scalar")
+#: Opt-in for the lane engine: the controller's ``err ** (-1/(q+1))`` computed by a
+#: vectorised branch-free routine (within 5 ulp of libm's ``pow`` where the controller's
+#: factor is not clamped) instead of libm's scalar ``pow``: faster, but results are then no
+#: longer bit-identical to the per-trajectory engine's. ``GPUIVP_LANES_FAST_POW=1`` sets it.
+FAST_POW = os.environ.get("GPUIVP_LANES_FAST_POW", "0") == "1"
+
+
+def _lane_engine(problem, tableau):
+    """The compiled lane engine (:mod:`gpuivp.engines.lanes`), cached in-process; a
+    :class:`CompileError` when ``fun`` cannot run in lanes (``y`` as a tuple)."""
+    from ..engines import lanes
+
+    fast = bool(FAST_POW)
+
+    def build():
+        try:
+            run = lanes.load_from_disk(problem, tableau, JIT_OPTIONS, fast_pow=fast)
+            if run is None:
+                run, _ = lanes.build(problem, tableau, JIT_OPTIONS, fast_pow=fast)
+            state = EngineState(problem, 1, tableau)
+            compile_engine(run, state.arrays())
+        except Exception as exc:  # any failure to compile, whatever numba's class for it
+            return CompileError.from_exception(exc)
+        return run
+
+    key = ("lanes", lanes.WIDTH, fast) + EngineSource.cache_key(problem, tableau, NAME)
+    engine = cached(key, build)
+    if isinstance(engine, CompileError):
+        raise engine.copy()
+    return engine
+
+
+def engine_for(problem, tableau):
+    """``"lanes"`` or ``"scalar"``: the engine that runs ``problem`` (a prepared problem).
+
+    ``ENGINE == "auto"`` picks the lane engine for what it supports
+    (:func:`gpuivp.engines.lanes.unsupported`) up to ``lanes.MAX_AUTO_N`` components and from
+    ``lanes.MIN_AUTO_K`` trajectories in the call (a measured trade of run time against its
+    longer first compile).
+    """
+    from ..engines import lanes
+
+    mode = ENGINE
+    if mode not in ENGINES:
+        raise ValueError(f"gpuivp.backends.numba.ENGINE (or GPUIVP_NUMBA_ENGINE) must be one "
+                         f"of {ENGINES}, got {mode!r}")
+    if mode == "scalar":
+        return "scalar"
+    why = lanes.unsupported(problem, tableau)
+    if mode == "lanes":
+        if why is not None:
+            raise ValueError(f"the numba lane engine (ENGINE='lanes') does not support this "
+                             f"problem: {why}; set gpuivp.backends.numba.ENGINE (or "
+                             f"GPUIVP_NUMBA_ENGINE) to 'auto' or 'scalar'")
+        return "lanes"
+    if why is None and problem.n <= lanes.MAX_AUTO_N and problem.k >= lanes.MIN_AUTO_K:
+        return "lanes"
+    return "scalar"
+
+
 def solve(problem, tableau):
     """Run the ensemble; returns the raw result dict."""
     problem = prepare(problem)
-    run = compiled_engine(problem, tableau)
+    run = None
+    if engine_for(problem, tableau) == "lanes":
+        try:
+            run = _lane_engine(problem, tableau)
+        except CompileError:
+            if ENGINE == "lanes":
+                raise
+            # auto: fun does not take y as a tuple (e.g. array arithmetic on y)
+    min_chunk = 1
+    if run is None:
+        run = compiled_engine(problem, tableau)
+    else:
+        from ..engines.lanes import WIDTH
+        min_chunk = 4 * WIDTH
     budget = slice_budget(problem)
     state = EngineState(problem, budget, tableau)
     compile_engine(run, state.arrays())
     with progress_bar(problem) as bar:
         for calls in itertools.count(1):
             _run_parallel(run, problem.k, state.arrays(),
-                          functools.partial(_name_failing_trajectory, run, problem, tableau))
+                          functools.partial(_name_failing_trajectory, run, problem, tableau),
+                          min_chunk)
             bar.update_to(state)
             if not state.running():
                 break
