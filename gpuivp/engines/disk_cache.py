@@ -56,6 +56,7 @@ import types
 import numpy as np
 
 from .compile_cache import py_function
+from .fun_compile import SOURCE_ATTR
 
 LOG = logging.getLogger("gpuivp.disk_cache")
 
@@ -211,7 +212,9 @@ def function_source(py, name, imports=()):
     """
     code = py.__code__
     try:
-        text = textwrap.dedent("".join(inspect.getsourcelines(py)[0]))
+        text = getattr(py, SOURCE_ATTR, None)  # a function gpuivp rewrote: its own text
+        if text is None:
+            text = textwrap.dedent("".join(inspect.getsourcelines(py)[0]))
         tree = ast.parse(text)
     except (OSError, TypeError, SyntaxError, IndentationError) as exc:
         raise Unsupported(f"no source for {py.__qualname__} ({exc})") from None
@@ -358,7 +361,8 @@ def module_texts(problem, src, driver, jit_options, host_functions):
     for name in sorted(ns):
         value = ns[name]
         lines.append(f"{name} = " + (value.src if isinstance(value, _Sym) else value_source(value)))
-    engine_text = "\n".join([_PRELUDE, *lines, "", "", src.src, "",
+    helpers = [f"{name} = {_P}jit({name})" for name in src.helpers]  # the looped engine's
+    engine_text = "\n".join([_PRELUDE, *lines, "", "", src.src, "", *helpers,
                              f"solve_one = {_P}jit(solve_one)", "", "", driver, "",
                              f"run_range = {_P}nb.njit(**{ {**jit, 'cache': True}!r})(run_range)",
                              ""])

@@ -42,6 +42,9 @@ _LIBRARY_MODULES = {"numpy", "scipy", "numba", "math", "cmath", "gpuivp", "built
 
 #: Marks a problem already prepared (its ``fun`` carries the key).
 _KEY_ATTR = "__gpuivp_key__"
+#: The source text a function made here was compiled from (``inspect.getsource`` would give
+#: the user's original ``def``): what the disk cache writes (:mod:`.disk_cache`).
+SOURCE_ATTR = "__gpuivp_source__"
 
 
 def is_helper(value):
@@ -248,7 +251,9 @@ def _rewrite(plan, slots, compiler):
     ns = compiler.new_globals(plan.py, {name: compiler.value(v) for name, v in plan.fixed.items()})
     local = {}
     exec(compile(module, plan.py.__code__.co_filename, "exec"), ns, local)
-    return local[template.name], tuple(names)
+    f = local[template.name]
+    setattr(f, SOURCE_ATTR, ast.unparse(template))
+    return f, tuple(names)
 
 
 def _wrapper(inner, n_pass, n_hidden, name):
@@ -260,6 +265,7 @@ def _wrapper(inner, n_pass, n_hidden, name):
            f"    return inner({', '.join(params)})\n")
     ns = {"inner": inner}
     exec(compile(src, f"<gpuivp wrapper of {name}>", "exec"), ns)
+    setattr(ns[name], SOURCE_ATTR, src)
     return ns[name]
 
 
