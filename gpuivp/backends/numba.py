@@ -162,13 +162,17 @@ def prepare(problem):
     return fun_compile.prepare(problem, numba.njit(**JIT_OPTIONS))
 
 
-def fun_signature(problem):
-    """numba types of ``fun(t, y, *args)`` as the engine calls it (scalar ``t`` and a 1-D
-    ``y`` of the working dtype, each trajectory's args): for compiling ``fun`` alone."""
+def fun_signature(problem, event=False):
+    """numba types of ``fun(t, y, *args)`` (in place: ``fun(t, y, dydt, *args)``) or of an
+    event function (``event=True``: ``(t, y, *args)``) as the engine calls it (scalar ``t``
+    and 1-D arrays of the working dtype, each trajectory's args): for compiling it alone."""
     import numba
 
     scalar = numba.from_dtype(problem.dtype)
-    types = [scalar, numba.types.Array(scalar, 1, "C")]
+    vector = numba.types.Array(scalar, 1, "C")
+    types = [scalar, vector]
+    if getattr(problem, "inplace", False) and not event:
+        types.append(vector)
     for a, kind in zip(problem.args, problem.arg_kinds):
         if kind.startswith("traj"):  # trajectory 0's: a scalar, or a column ('A' layout)
             a = a[(slice(None),) * (a.ndim - 1) + (0,)]
@@ -183,10 +187,9 @@ def _check_compiles(functions, problem):
     trouble = fun_compile.signature_trouble(functions)
     if trouble:
         raise CompileError(trouble, "remove **kwargs from its signature")
-    sig = fun_signature(problem)
-    for f in functions:
+    for j, f in enumerate(functions):  # fun, then the event functions
         try:
-            f.compile(sig)
+            f.compile(fun_signature(problem, event=j > 0))
         except Exception as exc:  # any failure to compile, whatever numba's class for it
             raise CompileError.from_exception(exc) from exc
 
@@ -206,10 +209,16 @@ def compiled_engine(problem, tableau):
 
         src = EngineSource.for_problem(problem, tableau, "cpu")
         # The disk cache first (compiled engines that survive the process), else in-process.
-        engine = disk_cache.load_engine(problem, src, _driver(src.param_names), JIT_OPTIONS,
+        loaded = disk_cache.load_engine(problem, src, _driver(src.param_names), JIT_OPTIONS,
                                         HOST_FUNCTIONS)
-        if engine is not None:
-            return engine
+        if loaded is not None:
+            if loaded.written:  # a new entry: fun compiles alone first, as below
+                try:
+                    _check_compiles([loaded.fun, *loaded.events], problem)
+                except CompileError as exc:
+                    loaded.discard()
+                    return exc
+            return loaded.run_range
         dtype = problem.dtype
         n = problem.n
 

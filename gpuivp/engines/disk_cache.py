@@ -63,7 +63,8 @@ LOG = logging.getLogger("gpuivp.disk_cache")
 #: Events of this process: ``hit`` (a valid entry was imported), ``write`` (an entry was
 #: written), ``rebuilt`` (an entry on disk did not match its hash and was written again),
 #: ``numba_repair`` (numba cache files that failed to load were removed), ``fallback``
-#: (the engine could not be cached: compiled in-process).
+#: (the engine could not be cached: compiled in-process), ``discarded`` (an entry just
+#: written was removed: its ``fun`` does not compile).
 STATS = collections.Counter()
 
 FORMAT = 1                   # bump when the layout of an entry changes
@@ -474,9 +475,23 @@ def entry(problem, src, driver, jit_options, host_functions):
     return key[:32], user_text, engine_text
 
 
+class Loaded(types.SimpleNamespace):
+    """An imported entry: ``run_range`` (the engine's entry point), ``fun`` and ``events``
+    (the numba dispatchers it calls), ``written`` (this process wrote the entry: nothing
+    has compiled from it yet) and ``paths`` (its two modules)."""
+
+    def discard(self):
+        """Remove the entry's modules (``fun`` turned out not to compile: a later process
+        must not load it, but compile ``fun`` alone and fail fast, as in-process)."""
+        for path in self.paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        STATS["discarded"] += 1
+
+
 def load_engine(problem, src, driver, jit_options, host_functions):
-    """The cached ``run_range`` dispatcher for engine ``src`` of ``problem``, or ``None``
-    where the disk cache is off or cannot hold this problem (then compile in-process).
+    """The cached engine for ``src`` of ``problem`` (:class:`Loaded`), or ``None`` where the
+    disk cache is off or cannot hold this problem (then compile in-process).
 
     ``driver`` is the source of ``run_range``; ``jit_options`` numba's options for the
     engine and ``fun`` (``run_range`` gets ``cache=True``); ``host_functions`` the namespace
@@ -509,4 +524,6 @@ def load_engine(problem, src, driver, jit_options, host_functions):
         for value in list(vars(module).values()):
             if hasattr(value, "_cache") and hasattr(value, "py_func"):
                 _guard(value)
-    return engine.run_range
+    return Loaded(run_range=engine.run_range, fun=getattr(user, f"{_P}fun"),
+                  events=[getattr(user, f"{_P}event{e}") for e in range(len(problem.events))],
+                  written=wrote, paths=(user_path, engine_path))

@@ -287,9 +287,9 @@ def prepare(problem, jit):
     if hasattr(py_function(problem.fun), _KEY_ATTR):
         return problem
     compiler = _Compiler(jit)
-    n_pass = 2 + len(problem.args)
-    funs = [problem.fun, *problem.events]
-    plans = [_Plan(f, n_pass) for f in funs]
+    n_pass = 2 + len(problem.args)  # t, y, *args; an in-place fun also takes dydt
+    inplace = int(bool(getattr(problem, "inplace", False)))
+    plans = [_Plan(problem.fun, n_pass + inplace), *(_Plan(e, n_pass) for e in problem.events)]
     slots = []  # (name, value): one hidden argument each, shared where the same object
     for plan in plans:
         for name, value in plan.hidden.items():
@@ -307,7 +307,7 @@ def prepare(problem, jit):
             f = compiler.top(py)
             key = ("as-is", fun_key(py), len(slots))
             if slots:
-                f = _wrapper(compiler.jit(f), n_pass, len(slots),
+                f = _wrapper(compiler.jit(f), plan.n_pass, len(slots),
                              py.__name__ if py.__name__.isidentifier() else "gpuivp_lambda")
         setattr(f, _KEY_ATTR, key)
         new.append(f)

@@ -824,8 +824,7 @@ if status == INIT:
         src(2, f"if not ({self._finite(src, 2, 'f')}):")
         src(3, "status = FAIL_NONFINITE")
         src(3, "if n_eval > 0 and t_eval[0] == t0:")  # failed at t0: its state there is y0
-        for j in range(n):
-            src(4, f"out_eval[0, {j}, i] = y_{j}")
+        self._per(src, 4, lambda j: f"out_eval[0, {j}, i] = {self.v('y', j)}")
         src(2, "elif t0 == t1:")
         src(3, "status = SUCCESS")
         src(3, "while ie < n_eval:")
