@@ -274,9 +274,8 @@ def test_unwritable_functions_fall_back_to_in_process(tmp_path):
     assert "-y[0]" not in _key(model.two, arg_kinds=())[1]
     assert "-y[0]" in _key(model.other, arg_kinds=())[1]
     problem = types.SimpleNamespace(fun=no_source, events=(), n=2, dtype=np.dtype(np.float64))
-    src = EngineSource(METHODS["RK45"], 2, (), np.float64, False, "cpu")
     before = disk_cache.STATS["fallback"]
-    assert disk_cache.load_engine(problem, src, "", {}, numba_backend.HOST_FUNCTIONS) is None
+    assert disk_cache.load_user(problem, {}) is None
     assert disk_cache.STATS["fallback"] == before + 1
 
 

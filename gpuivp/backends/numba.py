@@ -207,18 +207,25 @@ def compiled_engine(problem, tableau):
         def jit(f):
             return numba.njit(**JIT_OPTIONS)(py_function(f))
 
-        src = EngineSource.for_problem(problem, tableau, "cpu")
         # The disk cache first (compiled engines that survive the process), else in-process.
-        loaded = disk_cache.load_engine(problem, src, _driver(src.param_names), JIT_OPTIONS,
-                                        HOST_FUNCTIONS)
-        if loaded is not None:
-            if loaded.written:  # a new entry: fun compiles alone first, as below
-                try:
-                    _check_compiles([loaded.fun, *loaded.events], problem)
-                except CompileError as exc:
-                    loaded.discard()
-                    return exc
-            return loaded.run_range
+        user = disk_cache.load_user(problem, JIT_OPTIONS)
+        if user is not None:
+            fun, events = user.fun, user.events
+        else:
+            fun, events = jit(problem.fun), [jit(e) for e in problem.events]
+        if user is None or user.written:  # a user module loaded again compiled before
+            try:
+                _check_compiles([fun, *events], problem)
+            except CompileError as exc:
+                if user is not None:
+                    user.discard()
+                return exc  # cached: the next call does not try again
+        src = EngineSource.for_problem(problem, tableau, "cpu")
+        if user is not None:
+            engine = disk_cache.load_engine(user, problem, src, _driver(src.param_names),
+                                            JIT_OPTIONS, HOST_FUNCTIONS)
+            if engine is not None:
+                return engine
         dtype = problem.dtype
         n = problem.n
 
@@ -226,12 +233,6 @@ def compiled_engine(problem, tableau):
         def alloc_state():
             return np.empty(n, dtype)
 
-        fun = jit(problem.fun)
-        events = [jit(e) for e in problem.events]
-        try:
-            _check_compiles([fun, *events], problem)
-        except CompileError as exc:
-            return exc  # cached: the next call does not try again
         solve_one = jit(src.build(jit_helper=jit, fun=fun, alloc_state=alloc_state,
                                   events=events, **HOST_FUNCTIONS))
         ns = {"solve_one": solve_one}
