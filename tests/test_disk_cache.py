@@ -72,8 +72,8 @@ RUNS["changed"] = run("numba")
 RUNS["changed_scipy"] = run("scipy")  # fun called from Python: reads W as it is now
 ''' + REPORT
 
-# The looped engine (n >= LOOP_MIN_N: loops and the helper function `interp`), an in-place
-# fun, dense output (interp is called for it).
+# The looped engine (n >= LOOP_MIN_N: loops and the helper function `interp`, called for
+# t_eval), an in-place fun reading a global array.
 LOOPED_STUDY = '''
 import json, sys
 import numpy as np
@@ -81,10 +81,12 @@ from gpuivp import solve_ivp
 from gpuivp.engines import disk_cache
 from gpuivp.engines.per_trajectory import LOOP_MIN_N
 
+DAMP = np.array([1.0, 0.5])  # read by the in-place fun: a hidden argument after dydt
+
 def l96(t, y, dydt, F):
     n = y.shape[0]
     for i in range(n):
-        dydt[i] = (y[(i + 1) % n] - y[i - 2]) * y[i - 1] - y[i] + F
+        dydt[i] = (y[(i + 1) % n] - y[i - 2]) * y[i - 1] - DAMP[i % 2] * y[i] + F
 
 y0 = np.full((LOOP_MIN_N, 2), 8.0)
 y0[0] += [0.01, 0.02]
@@ -279,15 +281,22 @@ def test_unwritable_functions_fall_back_to_in_process(tmp_path):
     assert disk_cache.STATS["fallback"] == before + 1
 
 
-@pytest.mark.parametrize("study", [HELPER_STUDY, LOOPED_STUDY], ids=["helper-array", "looped"])
-def test_warm_process_loads_rewritten_funs_and_looped_engines(tmp_path, study):
+@pytest.mark.parametrize("study, written", [
+    (HELPER_STUDY, ["def _gpuivp_fun(t, y, a, W):", "rate = _gpuivp_nb.njit("]),
+    (LOOPED_STUDY, ["def _gpuivp_fun(t, y, dydt, F, DAMP):", "interp = _gpuivp_jit(interp)"]),
+], ids=["helper-array", "looped"])
+def test_warm_process_loads_rewritten_funs_and_looped_engines(tmp_path, study, written):
     cache = tmp_path / "cache"
     cold = run_study(tmp_path, cache, study)
     assert cold["stats"] == {"write": 1} and cold["misses"] == 1
     warm = run_study(tmp_path, cache, study)
     assert warm["stats"] == {"hit": 1}
     assert warm["hits"] == 1 and warm["misses"] == 0  # nothing compiled
-    assert len(entry_files(cache)) == 2
+    files = entry_files(cache)
+    assert len(files) == 2
+    text = "".join(open(path).read() for path in files)
+    for line in written:  # the global array an argument; the helpers compiled
+        assert line in text, line
     for name in cold:
         if name not in ("stats", "hits", "misses"):
             assert warm[name] == cold[name], name
