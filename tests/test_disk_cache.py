@@ -46,8 +46,9 @@ res = solve_ivp(decay, (0, 1), np.c_[[1.0, 2.0]], args=(np.array([1.0, 2.0, 3.0]
 RUNS = {"res": res}
 ''' + REPORT
 
-# fun calls a plain Python helper (compiled with it) and reads a global array (a hidden
-# argument): the array is changed in place between two calls of one process.
+# fun calls a plain Python helper (compiled with it), a method of an imported module and
+# reads a global array (a hidden argument): the array is changed in place between two
+# calls of one process.
 HELPER_STUDY = '''
 import json, sys
 import numpy as np
@@ -60,7 +61,7 @@ def rate(x):
     return x * x + 1.0
 
 def reads(t, y, a):
-    return (-a * rate(W[0]) * y[0], W[1] * y[0] - y[1])
+    return (-a * rate(W[0]) * y[0], np.sqrt(W[1]) * y[0] - y[1])
 
 def run(backend):
     return solve_ivp(reads, (0, 1), np.c_[[1.0, 2.0]], args=(np.array([0.5, 1.0, 1.5]),),

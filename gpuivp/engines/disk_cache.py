@@ -223,8 +223,10 @@ def function_source(py, name, imports=()):
     """
     code = py.__code__
     try:
-        text = getattr(py, SOURCE_ATTR, None)  # a function gpuivp rewrote: its own text
-        if text is None:
+        text = getattr(py, SOURCE_ATTR, None)  # a function gpuivp rewrote: its own text,
+        if text is not None:  # compiled alone (np.f(...) by LOAD_METHOD, not LOAD_ATTR)
+            imports = ()
+        else:
             text = textwrap.dedent("".join(inspect.getsourcelines(py)[0]))
         tree = ast.parse(text)
     except (OSError, TypeError, SyntaxError, IndentationError) as exc:
