@@ -323,3 +323,22 @@ def test_environment_moves_or_disables_the_cache(monkeypatch, tmp_path, env, whe
         monkeypatch.setenv(name, value)
     expected = None if where is None else str(tmp_path / where)
     assert disk_cache.cache_dir() == expected
+
+
+def test_fun_that_does_not_compile_leaves_no_entry(monkeypatch, tmp_path):
+    import gpuivp
+
+    model = _import_file(tmp_path / "bad.py", '''
+        def with_try(t, y, a):
+            try:
+                v = -a * y[0]
+            except Exception as e:  # numba does not bind exceptions
+                v = 0.0
+            return (v,)
+        ''')
+    monkeypatch.setenv("GPUIVP_CACHE_DIR", str(tmp_path / "cache"))
+    before = disk_cache.STATS["discarded"]
+    with pytest.raises(gpuivp.backends.BackendUnavailable, match="could not be compiled"):
+        gpuivp.solve_ivp(model.with_try, (0, 1), np.c_[[1.0]], args=(0.5,), backend="numba")
+    assert disk_cache.STATS["discarded"] == before + 1  # its user module was written, then
+    assert entry_files(tmp_path / "cache") == []  # removed: the next process fails as fast
