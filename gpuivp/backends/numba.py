@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import inspect
 import itertools
 import math
 import os
@@ -180,6 +181,18 @@ def fun_signature(problem, event=False):
     return tuple(types)
 
 
+def _folded(f, sig):
+    """``sig`` as numba's explicit ``compile`` takes it for ``f``: the types a ``*args``
+    parameter receives folded into one tuple (as numba does for a call)."""
+    import numba
+
+    code = getattr(py_function(f), "__code__", None)
+    if code is None or not code.co_flags & inspect.CO_VARARGS:
+        return sig
+    n = code.co_argcount
+    return sig[:n] + (numba.types.StarArgTuple.from_types(sig[n:]),)
+
+
 def _check_compiles(functions, problem):
     """Compile ``fun`` and the event functions alone first: a ``fun`` numba cannot compile
     fails here in a moment, not after (or in the middle of) the whole engine's compile.
@@ -189,7 +202,7 @@ def _check_compiles(functions, problem):
         raise CompileError(trouble, "remove **kwargs from its signature")
     for j, f in enumerate(functions):  # fun, then the event functions
         try:
-            f.compile(fun_signature(problem, event=j > 0))
+            f.compile(_folded(f, fun_signature(problem, event=j > 0)))
         except Exception as exc:  # any failure to compile, whatever numba's class for it
             raise CompileError.from_exception(exc) from exc
 
