@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import inspect
 import itertools
 import math
 import os
@@ -169,18 +170,34 @@ def prepare(problem):
     return fun_compile.prepare(problem, numba.njit(**JIT_OPTIONS))
 
 
-def fun_signature(problem):
-    """numba types of ``fun(t, y, *args)`` as the engine calls it (scalar ``t`` and a 1-D
-    ``y`` of the working dtype, each trajectory's args): for compiling ``fun`` alone."""
+def fun_signature(problem, event=False):
+    """numba types of ``fun(t, y, *args)`` (in place: ``fun(t, y, dydt, *args)``) or of an
+    event function (``event=True``: ``(t, y, *args)``) as the engine calls it (scalar ``t``
+    and 1-D arrays of the working dtype, each trajectory's args): for compiling it alone."""
     import numba
 
     scalar = numba.from_dtype(problem.dtype)
-    types = [scalar, numba.types.Array(scalar, 1, "C")]
+    vector = numba.types.Array(scalar, 1, "C")
+    types = [scalar, vector]
+    if getattr(problem, "inplace", False) and not event:
+        types.append(vector)
     for a, kind in zip(problem.args, problem.arg_kinds):
         if kind.startswith("traj"):  # trajectory 0's: a scalar, or a column ('A' layout)
             a = a[(slice(None),) * (a.ndim - 1) + (0,)]
         types.append(numba.typeof(a))
     return tuple(types)
+
+
+def _folded(f, sig):
+    """``sig`` as numba's explicit ``compile`` takes it for ``f``: the types a ``*args``
+    parameter receives folded into one tuple (as numba does for a call)."""
+    import numba
+
+    code = getattr(py_function(f), "__code__", None)
+    if code is None or not code.co_flags & inspect.CO_VARARGS:
+        return sig
+    n = code.co_argcount
+    return sig[:n] + (numba.types.StarArgTuple.from_types(sig[n:]),)
 
 
 def _check_compiles(functions, problem):
@@ -190,10 +207,9 @@ def _check_compiles(functions, problem):
     trouble = fun_compile.signature_trouble(functions)
     if trouble:
         raise CompileError(trouble, "remove **kwargs from its signature")
-    sig = fun_signature(problem)
-    for f in functions:
+    for j, f in enumerate(functions):  # fun, then the event functions
         try:
-            f.compile(sig)
+            f.compile(_folded(f, fun_signature(problem, event=j > 0)))
         except Exception as exc:  # any failure to compile, whatever numba's class for it
             raise CompileError.from_exception(exc) from exc
 
@@ -211,12 +227,25 @@ def compiled_engine(problem, tableau):
         def jit(f):
             return numba.njit(**JIT_OPTIONS)(py_function(f))
 
-        src = EngineSource.for_problem(problem, tableau, "cpu")
         # The disk cache first (compiled engines that survive the process), else in-process.
-        engine = disk_cache.load_engine(problem, src, _driver(src.param_names), JIT_OPTIONS,
-                                        HOST_FUNCTIONS)
-        if engine is not None:
-            return engine
+        user = disk_cache.load_user(problem, JIT_OPTIONS)
+        if user is not None:
+            fun, events = user.fun, user.events
+        else:
+            fun, events = jit(problem.fun), [jit(e) for e in problem.events]
+        if user is None or user.written:  # a user module loaded again compiled before
+            try:
+                _check_compiles([fun, *events], problem)
+            except CompileError as exc:
+                if user is not None:
+                    user.discard()
+                return exc  # cached: the next call does not try again
+        src = EngineSource.for_problem(problem, tableau, "cpu")
+        if user is not None:
+            engine = disk_cache.load_engine(user, problem, src, _driver(src.param_names),
+                                            JIT_OPTIONS, HOST_FUNCTIONS)
+            if engine is not None:
+                return engine
         dtype = problem.dtype
         n = problem.n
 
@@ -224,12 +253,6 @@ def compiled_engine(problem, tableau):
         def alloc_state():
             return np.empty(n, dtype)
 
-        fun = jit(problem.fun)
-        events = [jit(e) for e in problem.events]
-        try:
-            _check_compiles([fun, *events], problem)
-        except CompileError as exc:
-            return exc  # cached: the next call does not try again
         solve_one = jit(src.build(jit_helper=jit, fun=fun, alloc_state=alloc_state,
                                   events=events, **HOST_FUNCTIONS))
         ns = {"solve_one": solve_one}
