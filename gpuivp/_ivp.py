@@ -184,10 +184,11 @@ def choose_backend(problem, single):
     order = []
     if usable("cuda") and not backend_module("cuda").simulated():
         order.append("cuda")  # never auto-pick numba's CUDA simulator: it is for tests
-    if usable("cupy") and problem.vectorized:
+    lockstep = not problem.per  # the lockstep engine takes no per-trajectory data yet
+    if usable("cupy") and problem.vectorized and lockstep:
         order.append("cupy")
     order.append("numba")
-    if problem.vectorized:
+    if problem.vectorized and lockstep:
         order.append("numpy")
     if P.scipy_refusal(problem.method, problem.dt) is None:
         order.append("scipy")
@@ -379,10 +380,16 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         y0_in = y0_in.astype(np.result_type(dtype, np.complex64))
     else:
         y0_in = y0_in.astype(dtype, copy=False)
-    if not isinstance(rtol, float) and backend not in ("auto", "scipy"):
+    if np.ndim(rtol) == 1 and backend not in ("auto", "scipy"):
         raise ValueError(f"`rtol` with different components runs on the 'scipy' backend only "
                          f"(got backend={backend!r}): pass a scalar `rtol`, or "
                          f"backend='scipy'.")
+    per_given = P.per_trajectory_lengths(dict(t0=t0, t1=t1, rtol=rtol, atol=atol, dt=dt,
+                                              first_step=first_step, max_step=max_step,
+                                              t_eval=t_eval))
+    if single and per_given:
+        raise ValueError(f"{', '.join(f'`{name}`' for name in per_given)} given per trajectory "
+                         f"with a 1-D `y0` (one IVP): pass y0 of shape (n, k) for an ensemble.")
     if single and (backend == "scipy" or backend == "auto" and scipy_refusal is None):
         if inplace:
             fun = returning(fun)
@@ -416,6 +423,13 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         values = args
         y0_2d = y0_in
     arg_values, arg_kinds, k = P.ensemble_args(values, y0_2d.shape[1], dtype, n)
+    if k == 1 and per_given and not any(kd.startswith("traj") for kd in arg_kinds):
+        k = max(per_given.values())  # y0 (n, 1) broadcast to the per-trajectory data
+    shared_values, per = P.split_per_trajectory(
+        dict(t0=t0, t1=t1, rtol=rtol, atol=atol, dt=dt, first_step=first_step,
+             max_step=max_step, t_eval=t_eval), k, n)
+    t0, t1, rtol, atol, dt, first_step, max_step, t_eval = (shared_values[f]
+                                                            for f in P.PER_FIELDS)
     y0_2d = np.ascontiguousarray(np.broadcast_to(y0_2d, (n, k)), dtype=dtype)
     problem = P.Problem(fun=fun, t0=t0, t1=t1, y0=y0_2d, args=arg_values, arg_kinds=arg_kinds,
                         t_eval=t_eval, rtol=rtol, atol=atol, first_step=first_step,
@@ -425,11 +439,17 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
                         events=event_funs, event_spec=event_spec, max_events=max_events,
                         dense_output=bool(dense_output) or record_steps,
                         dense_max_steps=dense_max_steps,
-                        first=P.FIRST_TRAJECTORY.get(), inplace=inplace, complex_n=complex_n)
+                        first=P.FIRST_TRAJECTORY.get(), inplace=inplace, complex_n=complex_n,
+                        per=per)
     if backend != "auto":
         reason = unavailable_reason(backend)
         if reason is not None:
             raise RuntimeError(f"Backend {backend!r} is not usable here: {reason}.")
+        if backend in ("numpy", "cupy") and per:
+            raise ValueError(f"{', '.join(f'`{name}`' for name in per)} given per trajectory: "
+                             f"backend {backend!r} (the lockstep engine) does not take "
+                             f"per-trajectory problem data yet; use backend 'numba', 'cuda' "
+                             f"or 'scipy', or give shared (scalar) values.")
         if backend in ("numpy", "cupy") and not vectorized:
             raise ValueError(f"Backend {backend!r} calls `fun` on all trajectories at once: "
                              f"pass vectorized=True (and make `fun` accept y of shape (n, m)).")
