@@ -213,9 +213,12 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         Python functions it calls are compiled along with it; arrays and floats it reads
         from its globals or closure are read afresh on every call (changing them in place
         needs no recompile).
-    t_span : 2-tuple of float
+    t_span : 2-tuple of float or array_like
         ``(t0, t1)``: ``t0`` finite, ``t1`` finite or infinite (then a terminal event or
-        ``max_steps`` ends the integration); ``t1 < t0`` integrates backwards.
+        ``max_steps`` ends the integration); ``t1 < t0`` integrates backwards. In an
+        ensemble each may be an array of length ``k``: every trajectory integrates from its
+        own ``t0`` to its own ``t1``, in its own direction (``numba``, ``cuda``, ``scipy``;
+        per-trajectory data are not yet taken by ``numpy`` and ``cupy``, which raise).
     y0 : array_like, shape (n,) or (n, k)
         One IVP, or an ensemble of ``k`` (column ``i`` is trajectory ``i``). Real or complex
         (complex64, complex128): the ensemble engines run ``n`` complex components as ``2n``
@@ -226,7 +229,10 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         those names are the same methods), ``"Tsit5"``, ``"Vern7"``; ``"Radau"``, ``"BDF"``,
         ``"LSODA"`` or another ``OdeSolver`` subclass run on the ``scipy`` backend.
     t_eval : array_like, optional
-        Times at which to store the solution, sorted in the direction of integration.
+        Times at which to store the solution, sorted in the direction of integration. In an
+        ensemble ``(n_t, k)`` gives each trajectory its own (column ``i``, inside its span);
+        ``(n_t,)`` shared by trajectories with their own spans must be strictly monotone:
+        each fills the points inside its span, in its direction (NaN elsewhere).
     dense_output : bool
         Build ``sol``: ``sol(t)`` gives ``(n, k)`` (``(n, k, len(t))`` for an array ``t``),
         NaN outside each trajectory's span; scipy's shapes for a single IVP.
@@ -245,15 +251,16 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         moves on to the next backend when ``fun`` does not compile for one, with a
         :class:`gpuivp.BackendFallbackWarning` (once per call) that says why.
     rtol, atol : float or array_like
-        Tolerances as in scipy: a scalar or shape ``(n,)``. An ``rtol`` whose components
+        Tolerances as in scipy: a scalar or shape ``(n,)``; per trajectory ``(n, k)`` or
+        ``(1, k)`` (``rtol``: the same for every component of a trajectory). An ``rtol`` whose components
         differ runs on the ``scipy`` backend only (``auto`` picks it). ``rtol`` below
         ``100 * eps`` of the working dtype is raised to it, with scipy's warning.
-    first_step, max_step : float
-        As in scipy.
-    dt : float, optional
+    first_step, max_step : float or array_like
+        As in scipy; per trajectory, shape ``(k,)``.
+    dt : float or array_like, optional
         Fixed step size: ``N = ceil(|t1 - t0| / dt - 1e-12)`` steps, the last ending at ``t1``.
         An adaptive method given ``dt`` runs at that fixed step on every engine backend; the
-        ``"scipy"`` backend cannot and refuses it.
+        ``"scipy"`` backend cannot and refuses it. Per trajectory, shape ``(k,)``.
     max_steps : int
         Step attempts (accepted and rejected) allowed per trajectory before status ``-2``.
     max_events : int, optional
