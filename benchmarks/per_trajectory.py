@@ -21,7 +21,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 CHILD = r"""
-import json, sys, time
+import json, os, sys, time
+# The tree on PYTHONPATH, not an editable install's finder.
+sys.meta_path = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+sys.path.insert(0, os.environ["PYTHONPATH"])
 import numpy as np
 import gpuivp
 k, repeats, per = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "per"

@@ -184,11 +184,10 @@ def choose_backend(problem, single):
     order = []
     if usable("cuda") and not backend_module("cuda").simulated():
         order.append("cuda")  # never auto-pick numba's CUDA simulator: it is for tests
-    lockstep = not problem.per  # the lockstep engine takes no per-trajectory data yet
-    if usable("cupy") and problem.vectorized and lockstep:
+    if usable("cupy") and problem.vectorized:
         order.append("cupy")
     order.append("numba")
-    if problem.vectorized and lockstep:
+    if problem.vectorized:
         order.append("numpy")
     if P.scipy_refusal(problem.method, problem.dt) is None:
         order.append("scipy")
@@ -217,8 +216,7 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         ``(t0, t1)``: ``t0`` finite, ``t1`` finite or infinite (then a terminal event or
         ``max_steps`` ends the integration); ``t1 < t0`` integrates backwards. In an
         ensemble each may be an array of length ``k``: every trajectory integrates from its
-        own ``t0`` to its own ``t1``, in its own direction (``numba``, ``cuda``, ``scipy``;
-        per-trajectory data are not yet taken by ``numpy`` and ``cupy``, which raise).
+        own ``t0`` to its own ``t1``, in its own direction (on every backend).
     y0 : array_like, shape (n,) or (n, k)
         One IVP, or an ensemble of ``k`` (column ``i`` is trajectory ``i``). Real or complex
         (complex64, complex128): the ensemble engines run ``n`` complex components as ``2n``
@@ -452,11 +450,6 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         reason = unavailable_reason(backend)
         if reason is not None:
             raise RuntimeError(f"Backend {backend!r} is not usable here: {reason}.")
-        if backend in ("numpy", "cupy") and per:
-            raise ValueError(f"{', '.join(f'`{name}`' for name in per)} given per trajectory: "
-                             f"backend {backend!r} (the lockstep engine) does not take "
-                             f"per-trajectory problem data yet; use backend 'numba', 'cuda' "
-                             f"or 'scipy', or give shared (scalar) values.")
         if backend in ("numpy", "cupy") and not vectorized:
             raise ValueError(f"Backend {backend!r} calls `fun` on all trajectories at once: "
                              f"pass vectorized=True (and make `fun` accept y of shape (n, m)).")

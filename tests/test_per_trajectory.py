@@ -5,14 +5,32 @@ A trajectory's results equal those of a scipy call with its own arguments: the s
 ``sin`` / ``cos`` may round differently between numba and NumPy). Chunked and Dask runs
 equal one piece bit for bit.
 """
+import os
+import sys
+
 import numpy as np
 import pytest
 import scipy.integrate as si
 
 import gpuivp
-from gpuivp import solve_ivp
 
-BACKENDS = ["numba", "scipy"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import host_kernels  # noqa: E402
+
+#: ``cupy`` runs on the host (tests/host_kernels.py); ``cuda``: tests/_cudasim_worker.py.
+BACKENDS = ["numba", "scipy", "numpy", "cupy"]
+
+
+@pytest.fixture
+def host_cupy(monkeypatch):
+    """``backend="cupy"`` on the host, for the tests that ask for it."""
+    return lambda: host_kernels.activate(monkeypatch)
+
+
+def solve_ivp(fun, t_span, y0, backend="numba", **kw):
+    if backend in ("numpy", "cupy"):
+        kw["vectorized"] = True
+    return gpuivp.solve_ivp(fun, t_span, y0, backend=backend, **kw)
 #: Values agree to this (see the module docstring).
 VALUE_RTOL = 1e-12
 
@@ -41,7 +59,9 @@ def assert_matches(res, i, ref, cols=None):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_own_spans_and_tolerances_match_scipy_per_trajectory(backend):
+def test_own_spans_and_tolerances_match_scipy_per_trajectory(backend, host_cupy):
+    if backend == "cupy":
+        host_cupy()
     rtol = np.geomspace(1e-7, 1e-4, K)[None]      # (1, k)
     atol = np.tile(np.geomspace(1e-10, 1e-7, K), (2, 1))  # (n, k)
     res = solve_ivp(forced, (T0, T1), Y0, args=(A,), rtol=rtol, atol=atol, backend=backend)
@@ -52,7 +72,9 @@ def test_own_spans_and_tolerances_match_scipy_per_trajectory(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_own_first_and_max_step_match_scipy_per_trajectory(backend):
+def test_own_first_and_max_step_match_scipy_per_trajectory(backend, host_cupy):
+    if backend == "cupy":
+        host_cupy()
     first = np.array([1e-3, 1e-2, 1e-4, 1e-2, 1e-3, 1e-3])
     max_step = np.array([0.5, np.inf, 0.1, 0.2, 1.0, 0.3])
     t1 = np.r_[T1[:-1], 3.5]  # (first_step on an empty span exceeds its bounds, as in scipy)
@@ -63,7 +85,9 @@ def test_own_first_and_max_step_match_scipy_per_trajectory(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_shared_t_eval_is_nan_outside_each_span(backend):
+def test_shared_t_eval_is_nan_outside_each_span(backend, host_cupy):
+    if backend == "cupy":
+        host_cupy()
     t_eval = np.linspace(-2.0, 5.0, 15)
     res = solve_ivp(forced, (T0, T1), Y0, args=(A,), t_eval=t_eval, backend=backend)
     np.testing.assert_array_equal(res.t, t_eval)
@@ -82,7 +106,9 @@ def test_shared_t_eval_is_nan_outside_each_span(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_t_eval_per_trajectory_columns(backend):
+def test_t_eval_per_trajectory_columns(backend, host_cupy):
+    if backend == "cupy":
+        host_cupy()
     t1 = np.array([5.0, -2.0, 4.0, 0.5, 1.0, 3.0])
     t0 = np.zeros(K)
     t_eval = np.linspace(t0, t1, 4)          # (n_t, k): column i inside span i
@@ -95,38 +121,43 @@ def test_t_eval_per_trajectory_columns(backend):
         assert res.nfev[i] == ref.nfev
 
 
-def test_own_dt_equals_separate_runs():
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_own_dt_equals_separate_runs(backend):
     """Fixed steps (which scipy has not): each trajectory equals a run of its own."""
     dt = np.array([0.1, 0.05, 0.2, 0.1, 0.3, 0.1])
     t1 = np.r_[T1[:-1], 3.5]
     t_eval = np.linspace(T0, t1, 3)
     res = solve_ivp(forced, (T0, t1), Y0, args=(A,), method="RK4", dt=dt, t_eval=t_eval,
-                    backend="numba")
+                    backend=backend)
     for i in range(K):
         one = solve_ivp(forced, (T0[i], t1[i]), Y0, args=(A[i:i + 1],), method="RK4",
-                        dt=dt[i], t_eval=t_eval[:, i], backend="numba")
+                        dt=dt[i], t_eval=t_eval[:, i], backend=backend)
         for f in ("nfev", "status", "t_final", "y_final"):
             np.testing.assert_array_equal(res[f][..., i], one[f][..., 0], err_msg=f)
         np.testing.assert_array_equal(res.y[:, i], one.y[:, 0])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_chunked_and_dask_runs_equal_one_piece(backend):
+def test_chunked_and_dask_runs_equal_one_piece(backend, host_cupy):
+    if backend == "cupy":
+        host_cupy()
     pytest.importorskip("dask")
     import gpuivp.dask
     kw = dict(args=(A,), rtol=np.geomspace(1e-7, 1e-4, K)[None], atol=1e-9,
               t_eval=np.linspace(-2.0, 5.0, 8), max_step=np.linspace(0.2, 1.0, K))
     whole = solve_ivp(forced, (T0, T1), Y0, backend=backend, **kw)
     chunked = solve_ivp(forced, (T0, T1), Y0, backend=backend, memory_budget=1, **kw)
-    dasked = gpuivp.dask.solve_ivp(forced, (T0, T1), Y0, backend=backend, chunks=4, **kw)
+    dasked = gpuivp.dask.solve_ivp(forced, (T0, T1), Y0, backend=backend, chunks=4,
+                                   vectorized=backend in ("numpy", "cupy"), **kw)
     for other in (chunked, dasked):
         for f in ("t", "y", "t_final", "y_final", "status", "nfev", "naccept", "nreject"):
             np.testing.assert_array_equal(other[f], whole[f], err_msg=f)
 
 
-def test_shared_values_are_the_broadcast_case():
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_shared_values_are_the_broadcast_case(backend):
     """Per-trajectory arrays of one repeated value give the shared run, bit for bit."""
-    kw = dict(args=(A,), t_eval=np.linspace(0.0, 2.0, 5), backend="numba")
+    kw = dict(args=(A,), t_eval=np.linspace(0.0, 2.0, 5), backend=backend)
     shared = solve_ivp(forced, (0.0, 2.0), Y0, rtol=1e-6, atol=1e-9, max_step=0.4, **kw)
     per = solve_ivp(forced, (np.zeros(K), np.full(K, 2.0)), Y0, rtol=np.full((1, K), 1e-6),
                     atol=np.full((2, K), 1e-9), max_step=np.full(K, 0.4), **kw)
@@ -147,7 +178,6 @@ def test_shared_values_are_the_broadcast_case():
     (dict(t_eval=np.linspace(0, 2, 3)[:, None] * np.ones(K), t_span=(0.0, np.ones(K))),
      "t_eval"),
     (dict(t_eval=np.array([0.0, 2.0, 1.0]), t_span=(0.0, np.ones(K))), "t_eval"),
-    (dict(t_span=(0.0, np.ones(K)), backend="numpy", vectorized=True), "t1"),
 ])
 def test_wrong_shapes_name_the_argument(kw, name):
     kw = dict(dict(t_span=(0.0, 1.0), args=(A,), backend="numba"), **kw)
