@@ -106,7 +106,10 @@ def check_t_span(t_span):
     out = []
     for v in (t0, t1):
         try:
-            a = np.asarray(to_numpy(v), dtype=float)
+            a = np.asarray(to_numpy(v))
+            if np.iscomplexobj(a) or a.dtype == object:
+                raise TypeError
+            a = a.astype(float)
         except (TypeError, ValueError):
             raise ValueError(f"{rule}, got {reprlib.repr(t_span)}.") from None
         if a.ndim > 1:
