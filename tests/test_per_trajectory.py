@@ -189,3 +189,19 @@ def test_wrong_shapes_name_the_argument(kw, name):
 def test_per_trajectory_data_needs_an_ensemble_y0():
     with pytest.raises(ValueError, match="`t1`.*1-D `y0`"):
         solve_ivp(forced, (0.0, np.ones(2)), Y0[:, 0], args=(1.0,))
+
+
+@pytest.mark.parametrize("backend", ["numba", "scipy", "numpy"])
+def test_dense_output_follows_each_span(backend):
+    res = solve_ivp(forced, (T0, T1), Y0, args=(A,), dense_output=True, rtol=1e-8,
+                    atol=1e-10, backend=backend)
+    t = np.linspace(-2.0, 5.0, 29)
+    ys = res.sol(t)
+    for i in range(K):
+        lo, hi = sorted((T0[i], T1[i]))
+        inside = (t >= lo) & (t <= hi)
+        assert np.all(np.isnan(ys[:, i, ~inside])), i
+        if T0[i] != T1[i]:
+            ref = scipy_ref(i, rtol=1e-8, atol=1e-10, dense_output=True)
+            np.testing.assert_allclose(ys[:, i, inside], ref.sol(t[inside]), rtol=1e-10,
+                                       atol=1e-12)
