@@ -587,13 +587,14 @@ def _empty_raw(p):
     n_eval = 0 if p.t_eval is None else len(p.t_eval)
     z = np.zeros(p.k, np.int64)
     # n = 0: nothing to integrate, every trajectory reaches t1 (scipy does the same).
-    raw = dict(t_final=np.full(p.k, p.t1), y_final=np.zeros((p.n, p.k)), status=z, nfev=z,
-               naccept=z, nreject=z,
+    raw = dict(t_final=np.array(p.column("t1"), dtype=float), y_final=np.zeros((p.n, p.k)),
+               status=z, nfev=z, naccept=z, nreject=z,
                y_eval=None if p.t_eval is None else np.zeros((n_eval, p.n, p.k)))
     if p.events:
         raw.update(event_buffers(np, p, p.dtype))
     if p.dense_output:
-        raw.update(DenseBuffers(np, p.n, p.k, 1, p.dtype, p.t0, capacity=1).raw())
+        raw.update(DenseBuffers(np, p.n, p.k, 1, p.dtype, p.per.get("t0", p.t0),
+                                capacity=1).raw())
     return raw
 
 
