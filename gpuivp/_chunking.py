@@ -411,8 +411,9 @@ class Assembler:
     Add each slice's ensemble result with :meth:`add` (in any order); :meth:`result` gives
     the whole. Per-trajectory fields (:data:`TRAJ_AXIS`) are copied into arrays allocated
     on the first :meth:`add`, so the pieces can be dropped as they arrive; ``t`` is taken
-    from the first piece (assembled along its axis 1 when it is per trajectory, 2-D); ``success``, ``message`` and ``backend`` are recomputed and ``sol``
-    becomes a :class:`ChunkedSol`. Any other field keeps the first piece's value.
+    from the first piece (assembled along its axis 1 when it is per trajectory, 2-D);
+    ``success``, ``message`` and ``backend`` are recomputed and ``sol`` becomes a
+    :class:`ChunkedSol`. Any other field keeps the first piece's value.
 
     Parameters
     ----------

@@ -250,9 +250,10 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         :class:`gpuivp.BackendFallbackWarning` (once per call) that says why.
     rtol, atol : float or array_like
         Tolerances as in scipy: a scalar or shape ``(n,)``; per trajectory ``(n, k)`` or
-        ``(1, k)`` (``rtol``: the same for every component of a trajectory). An ``rtol`` whose components
-        differ runs on the ``scipy`` backend only (``auto`` picks it). ``rtol`` below
-        ``100 * eps`` of the working dtype is raised to it, with scipy's warning.
+        ``(1, k)`` (``rtol``: the same for every component of a trajectory). An ``rtol``
+        whose components differ runs on the ``scipy`` backend only (``auto`` picks it).
+        ``rtol`` below ``100 * eps`` of the working dtype is raised to it, with scipy's
+        warning.
     first_step, max_step : float or array_like
         As in scipy; per trajectory, shape ``(k,)``.
     dt : float or array_like, optional

@@ -87,7 +87,8 @@ def ensemble_result(problem, raw, backend):
     sol = None
     if p.dense_output and "sols" in raw:
         from ._dense import ListSolution
-        sol = ListSolution(raw["sols"], p.per.get("t0", p.t0), raw["t_final"], p.n, dtype=dt, y0=p.y0)
+        sol = ListSolution(raw["sols"], p.per.get("t0", p.t0), raw["t_final"], p.n, dtype=dt,
+                           y0=p.y0)
     elif p.dense_output:
         from ._dense import EnsembleSolution
         from .methods import METHODS

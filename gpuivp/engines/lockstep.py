@@ -51,7 +51,8 @@ class Lockstep:
         if self.per:
             from .runner import control_columns
             ctrl, ip, t_eval = control_columns(p, 0)
-            col = lambda v, dt=self.dtype: xp.asarray(np.broadcast_to(v, (k,)), dtype=dt)  # noqa: E731
+            def col(v, dt=self.dtype):
+                return xp.asarray(np.broadcast_to(v, (k,)), dtype=dt)
             self.cols = dict(t0=col(ctrl["t0"]), t1=col(ctrl["t1"]), d=col(ctrl["direction"]),
                              rtol=col(ctrl["rtol"]), max_step=col(ctrl["max_step"]),
                              dt=col(ctrl["dt"]), first_step=col(ctrl["first_step"]),
