@@ -358,7 +358,9 @@ def module_texts(problem, src, driver, jit_options, host_functions):
     for name in sorted(ns):
         value = ns[name]
         lines.append(f"{name} = " + (value.src if isinstance(value, _Sym) else value_source(value)))
-    engine_text = "\n".join([_PRELUDE, *lines, "", "", src.src, "",
+    # The looped engine's helpers (``interp``) are compiled before ``solve_one`` calls them.
+    helpers = [f"{name} = {_P}jit({name})" for name in src.helpers]
+    engine_text = "\n".join([_PRELUDE, *lines, "", "", src.src, "", *helpers,
                              f"solve_one = {_P}jit(solve_one)", "", "", driver, "",
                              f"run_range = {_P}nb.njit(**{ {**jit, 'cache': True}!r})(run_range)",
                              ""])
