@@ -148,18 +148,24 @@ def solve(problem, tableau):
                njev=np.zeros(k, np.int64), nlu=np.zeros(k, np.int64),
                y_eval=np.full((n_eval, n, k), np.nan) if n_eval else None)
     atol = p.atol if np.ptp(p.atol) > 0 else float(p.atol[0])
+    per = p.per
     n_ev = len(p.events)
     if n_ev:
         out.update(event_buffers(np, p, np.float64))
     with progress_bar(p) as bar, _warnings_once():
         for i in range(k):
             y0 = p.y0[:, i].astype(np.float64)
+            # Trajectory i's own problem data (the shared values where not per trajectory).
+            t0, t1 = p.traj_value("t0", i), p.traj_value("t1", i)
+            t_eval = p.traj_value("t_eval", i) if n_eval else None
+            atol_i = p.traj_value("atol", i) if "atol" in per else atol
             try:
-                res, info = solve_single(p.fun, (p.t0, p.t1), y0, p.method, p.t_eval,
+                res, info = solve_single(p.fun, (t0, t1), y0, p.method, t_eval,
                                          p.dense_output,
-                                         list(p.events) or None, False, p.traj_args(i), p.rtol,
-                                         atol,
-                                         p.first_step, p.max_step, p.options, p.max_steps)
+                                         list(p.events) or None, False, p.traj_args(i),
+                                         p.traj_value("rtol", i), atol_i,
+                                         p.traj_value("first_step", i),
+                                         p.traj_value("max_step", i), p.options, p.max_steps)
             except Exception as exc:
                 p.name_trajectory(exc, i)
                 raise
@@ -179,10 +185,11 @@ def solve(problem, tableau):
                 out["ev_y"][e, :m, :, i] = ye[:m]
             if n_eval:
                 ys = np.asarray(res.y, dtype=float).reshape(n, -1)   # [] when none stored
-                if p.t0 == p.t1 and info["status"] == 0:
+                rows = p.traj_t_eval_rows(i)
+                if t0 == t1 and info["status"] == 0:
                     # scipy stores nothing on an empty span; every t_eval point is t0.
-                    ys = np.repeat(y0[:, None], n_eval, axis=1)
-                out["y_eval"][:ys.shape[1], :, i] = ys.T
+                    ys = np.repeat(y0[:, None], len(rows), axis=1)
+                out["y_eval"][rows[:ys.shape[1]], :, i] = ys.T
             bar.update_to(_Progress(out, i, p))
     return out
 
@@ -210,5 +217,5 @@ class _Progress:
     """What the progress bar reads: trajectories before ``i`` done, the rest not started."""
 
     def __init__(self, out, i, p):
-        self.t = np.where(np.arange(p.k) <= i, p.t1, p.t0)
+        self.t = np.where(np.arange(p.k) <= i, p.column("t1"), p.column("t0"))
         self.status = np.where(np.arange(p.k) <= i, 0, 10)

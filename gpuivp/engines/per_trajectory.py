@@ -40,9 +40,13 @@ STATUS_NAMES = ("SUCCESS", "TERMINATED", "FAIL_STEP", "FAIL_MAXSTEPS", "FAIL_NON
 
 # Integer positions inside the ``st_cnt`` (4, k) counter array.
 CNT_NFEV, CNT_NACC, CNT_NREJ, CNT_IE = range(4)
-# Positions inside the ``ctrl`` float array and the ``iparams`` int array.
+# Rows of the ``ctrl`` float array and the ``iparams`` int array, both (fields, 1) when every
+# trajectory shares them, else (fields, k): column i for trajectory i. A trajectory's t_eval
+# points are rows eval_row0 + m * eval_step (m < n_eval) of ``t_eval`` (n_t, 1 or k) and of
+# ``out_eval``.
 CTRL_FIELDS = ("t0", "t1", "rtol", "first_step", "max_step", "dt", "direction")
-IPARAM_FIELDS = ("max_steps", "budget", "n_fixed", "n_eval", "dense_max")
+IPARAM_FIELDS = ("max_steps", "budget", "n_fixed", "n_eval", "dense_max", "eval_row0",
+                 "eval_step")
 BASE_PARAMS = ("y0", "ctrl", "iparams", "atol", "t_eval", "out_eval", "st_t", "st_h", "st_err",
                "st_y", "st_f", "st_status", "st_cnt")
 # Event state: g at the last step end (n_ev, k), counts (n_ev, k), times
@@ -240,7 +244,7 @@ class EngineSource:
         """scipy's error norm of the step into ``err``."""
         tab, n, v = self.tab, self.n, self.v
         names = self._knames(tab.n_stages + 1)
-        atol = "atol[{}]" if self.looped else "atol_{}"
+        atol = "atol[{}, ica]" if self.looped else "atol_{}"
         scale = lambda j: f"""
 a = abs({v('y', j)})
 b = abs({v('yn', j)})
@@ -414,11 +418,12 @@ dn_h[slot, i] = h""")
             return
         src(ind, """
 while ie < n_eval:
-    te = t_eval[ie]
+    row = eval_row0 + ie * eval_step
+    te = t_eval[row, icte]
     if direction * (te - t_end) > ZERO:
         break""")
         self._interpolate(src, ind + 1)
-        self._per(src, ind + 1, lambda j: f"out_eval[ie, {j}, i] = yv[{j}]")
+        self._per(src, ind + 1, lambda j: f"out_eval[row, {j}, i] = yv[{j}]")
         src(ind + 1, "ie += 1")
 
     def _event_call(self, src, ind, e, t_expr, out):
@@ -561,7 +566,7 @@ root_{e} = xcur""")
             # d0, d1 and d2 as sums in loops; the scale sc[j] kept in an array for d2.
             src(ind, "d0 = ZERO\nd1 = ZERO\nfor j in range(nst):")
             src(ind + 1, """
-sc[j] = atol[j] + abs(y[j]) * rtol
+sc[j] = atol[j, ica] + abs(y[j]) * rtol
 d0 += (y[j] / sc[j]) * (y[j] / sc[j])
 d1 += (f[j] / sc[j]) * (f[j] / sc[j])""")
             src(ind, "d0 = sqrt(d0) / SQRTN\nd1 = sqrt(d1) / SQRTN")
@@ -793,10 +798,15 @@ if status < INIT:
 yv = ALLOC_STATE()""")
         for line in unpack:
             src(1, line)
+        # Per-trajectory problem data: column i, or column 0 shared by all.
+        src(1, """
+ic = i if ctrl.shape[1] > 1 else 0
+ica = i if atol.shape[1] > 1 else 0
+icte = i if t_eval.shape[1] > 1 else 0""")
         for m, name in enumerate(CTRL_FIELDS):
-            src(1, f"{name} = ctrl[{m}]")
+            src(1, f"{name} = ctrl[{m}, ic]")
         for m, name in enumerate(IPARAM_FIELDS):
-            src(1, f"{name} = iparams[{m}]")
+            src(1, f"{name} = iparams[{m}, ic]")
         if self.looped:
             # The loops' trip count: a constant on the CPU; on the GPU the state's size read
             # at run time, so that NVVM does not unroll the loops and promote the arrays to
@@ -810,7 +820,7 @@ yv = ALLOC_STATE()""")
                 src(1, f"{name} = ALLOC_STATE()")
         else:
             for j in range(n):
-                src(1, f"atol_{j} = atol[{j}]")
+                src(1, f"atol_{j} = atol[{j}, ica]")
             if self.inplace:
                 src(1, "dv = ALLOC_STATE()")
         self._state_point(src, 1, load=True)
@@ -836,12 +846,14 @@ if status == INIT:
             src(2, "dn_t[0, i] = t0")
         src(2, f"if not ({self._finite(src, 2, 'f')}):")
         src(3, "status = FAIL_NONFINITE")
-        src(3, "if n_eval > 0 and t_eval[0] == t0:")  # failed at t0: its state there is y0
-        self._per(src, 4, lambda j: f"out_eval[0, {j}, i] = {self.v('y', j)}")
+        # failed at t0: its state there is y0
+        src(3, "if n_eval > 0 and t_eval[eval_row0, icte] == t0:")
+        self._per(src, 4, lambda j: f"out_eval[eval_row0, {j}, i] = {self.v('y', j)}")
         src(2, "elif t0 == t1:")
         src(3, "status = SUCCESS")
         src(3, "while ie < n_eval:")
-        self._per(src, 4, lambda j: f"out_eval[ie, {j}, i] = {self.v('y', j)}")
+        src(4, "row = eval_row0 + ie * eval_step")
+        self._per(src, 4, lambda j: f"out_eval[row, {j}, i] = {self.v('y', j)}")
         src(4, "ie += 1")
         src(2, "else:")
         src(3, "status = RUNNING")
