@@ -81,10 +81,8 @@ def unsupported(problem, tableau):
     for a, kind in zip(problem.args, problem.arg_kinds):
         if kind.startswith("traj") and (kind != "traj1" or a.dtype != np.float64):
             return "per-trajectory arguments other than one float64 scalar per trajectory"
-    # Per-trajectory t0 / t1 / tolerances (if the problem carries them) are not read here.
-    for name in ("t0_traj", "t1_traj", "rtol_traj", "atol_traj", "per_traj"):
-        if getattr(problem, name, None) is not None:
-            return "per-trajectory t0/t1/tolerances"
+    if problem.per:  # per-trajectory t0/t1/tolerances/steps (Problem.per) are not read here
+        return "per-trajectory t0/t1/tolerances"
     if np.ndim(problem.t0) or np.ndim(problem.t1) or np.ndim(problem.rtol):
         return "per-trajectory t0/t1/tolerances"
     if np.ndim(problem.atol) != 1:
@@ -359,9 +357,9 @@ st_cnt[{CNT_NREJ}, i] = np.int64({at('CREJ')})""")
         emit(1, f"""
 if b <= a:
     return
-t0 = ctrl[0]
-first_step = ctrl[3]
-c = (ctrl[1], ctrl[2], ctrl[4], DT(iparams[0]), ctrl[6]{''.join(f', atol[{j}]' for j in range(n))})
+t0 = ctrl[0, 0]  # (fields, 1): the lane engine runs shared control values only
+first_step = ctrl[3, 0]
+c = (ctrl[1, 0], ctrl[2, 0], ctrl[4, 0], DT(iparams[0, 0]), ctrl[6, 0]{''.join(f', atol[{j}, 0]' for j in range(n))})
 S = np.zeros({self.nv * W})
 nxt = a
 for l in range({W}):
@@ -391,7 +389,7 @@ for l in range({W}):
             if r != {self.rows['LIVE']} and r != {self.rows['IDX']}:
                 S[r * {W} + l] = S[r * {W} + src]
 while n_live > 0:
-    if iparams[1] == 0:  # stopped (Ctrl-C or another chunk's error)
+    if iparams[1, 0] == 0:  # stopped (Ctrl-C or another chunk's error)
         return
     now = attempt(S, c{arglist})
     if now == n_live:
