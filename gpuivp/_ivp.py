@@ -191,6 +191,15 @@ def choose_backend(problem, single):
         order.append("numpy")
     if P.scipy_refusal(problem.method, problem.dt) is None:
         order.append("scipy")
+    runs = P.method_backends(problem.method)
+    if runs is not None:
+        order = [b for b in order if b in runs]
+        if not [b for b in order if usable(b)]:
+            raise ValueError(f"Method {problem.method!r} runs on the backends {list(runs)} "
+                             f"only, and none of them can run this call"
+                             f"{'' if problem.vectorized else ' (the array backends need vectorized=True)'}"
+                             f": pass vectorized=True with a `fun` that accepts y of shape "
+                             f"(n, m), or choose another method.")
     return [b for b in order if usable(b)]
 
 
@@ -371,6 +380,8 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     if backend == "scipy" and scipy_refusal is not None:
         raise ValueError(scipy_refusal)
     dense_max_steps = P.check_dense(dense_output, dense_max_steps)
+    options = dict(options)
+    jac = P.check_jac(method, options, backend)
     if not isinstance(inplace, (bool, np.bool_)):
         raise TypeError(f"`inplace` must be True or False, got {inplace!r}.")
     inplace = bool(inplace)
@@ -425,7 +436,8 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
                         events=event_funs, event_spec=event_spec, max_events=max_events,
                         dense_output=bool(dense_output) or record_steps,
                         dense_max_steps=dense_max_steps,
-                        first=P.FIRST_TRAJECTORY.get(), inplace=inplace, complex_n=complex_n)
+                        first=P.FIRST_TRAJECTORY.get(), inplace=inplace, complex_n=complex_n,
+                        jac=jac)
     if backend != "auto":
         reason = unavailable_reason(backend)
         if reason is not None:
