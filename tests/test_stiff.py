@@ -1,0 +1,200 @@
+"""Stiff methods (Rosenbrock23): Test Set problems against stored Radau references,
+convergence order, Jacobians, failures, and the backends that refuse them."""
+import os
+
+import numpy as np
+import pytest
+
+import gpuivp
+from gpuivp._status import FAIL_SINGULAR, MESSAGES
+
+# -- problems (the reference script imports these) -------------------------------------
+ROBER_T = 1e5
+ROBER_K1 = np.array([0.04, 0.02, 0.08])
+ROBER_K3 = np.array([1e4, 5e3, 2e4])
+VDPOL_T = 2.0
+VDPOL_EPS = np.array([1e-6, 1e-5])   # mu = 1e3 (and ~316) in Hairer's scaled form
+
+
+def rober(t, y, k1, k2, k3):
+    """Robertson's kinetics (ROBER of the Test Set for IVP Solvers)."""
+    y1, y2, y3 = y
+    return (-k1 * y1 + k3 * y2 * y3, k1 * y1 - k2 * y2 * y2 - k3 * y2 * y3, k2 * y2 * y2)
+
+
+def rober_jac(t, y, k1, k2, k3):
+    y1, y2, y3 = y
+    z = 0 * y1
+    return ((z - k1, k3 * y3, k3 * y2),
+            (z + k1, -2 * k2 * y2 - k3 * y3, -k3 * y2),
+            (z, 2 * k2 * y2, z))
+
+
+def rober_y0():
+    return np.array([1.0, 0.0, 0.0])
+
+
+def vdpol(t, y, eps):
+    """Van der Pol, scaled (VDPOL of the Test Set): mu = 1 / sqrt(eps)."""
+    return (y[1], ((1 - y[0] * y[0]) * y[1] - y[0]) / eps)
+
+
+def vdpol_jac(t, y, eps):
+    z = 0 * y[0]
+    return ((z, z + 1), ((-2 * y[0] * y[1] - 1) / eps, (1 - y[0] * y[0]) / eps))
+
+
+def vdpol_y0():
+    return np.array([2.0, -0.66])
+
+
+REFS = os.path.join(os.path.dirname(__file__), "data", "stiff_refs.npz")
+
+
+def ensemble(y0, k):
+    return np.tile(y0[:, None], (1, k))
+
+
+def scaled_error(y, ref, rtol, atol):
+    return np.max(np.abs(y - ref) / (atol + rtol * np.abs(ref)))
+
+
+# -- accuracy against the references -------------------------------------------------------
+@pytest.mark.parametrize("use_jac", [True, False], ids=["jac", "finite-differences"])
+def test_rober_to_1e5_matches_radau_reference_within_tolerance(use_jac):
+    ref = np.load(REFS)["rober"]
+    rtol, atol = 1e-6, 1e-10
+    k = len(ROBER_K1)
+    r = gpuivp.solve_ivp(rober, (0, ROBER_T), ensemble(rober_y0(), k), method="Rosenbrock23",
+                         vectorized=True, args=(ROBER_K1, 3e7, ROBER_K3), backend="numpy",
+                         rtol=rtol, atol=atol, jac=rober_jac if use_jac else None)
+    assert np.all(r.status == 0)
+    # A global error of a few tens of local tolerances: an order-2 method over 1e5 time units.
+    assert scaled_error(r.y_final, ref, rtol, atol) < 50
+    assert np.all(r.njev > 0) and np.all(r.nlu >= r.njev)
+    assert np.all(r.nlu == r.naccept + r.nreject)
+    # Each attempt: 2 evaluations; each Jacobian: 1 for df/dt (+ n by differences).
+    per_jac = 1 if use_jac else 4
+    assert np.array_equal(r.nfev, 2 + 2 * r.nlu + per_jac * r.njev)
+
+
+def test_vdpol_mu_1e3_matches_radau_reference_within_tolerance():
+    ref = np.load(REFS)["vdpol"]
+    rtol = atol = 1e-6
+    k = len(VDPOL_EPS)
+    r = gpuivp.solve_ivp(vdpol, (0, VDPOL_T), ensemble(vdpol_y0(), k), method="Rosenbrock23",
+                         vectorized=True, args=(VDPOL_EPS,), backend="numpy", rtol=rtol,
+                         atol=atol, jac=vdpol_jac)
+    assert np.all(r.status == 0)
+    assert scaled_error(r.y_final, ref, rtol, atol) < 50
+
+
+def test_rober_stays_cheap_where_explicit_methods_need_max_steps():
+    r = gpuivp.solve_ivp(rober, (0, ROBER_T), ensemble(rober_y0(), 1), method="Rosenbrock23",
+                         vectorized=True, args=(0.04, 3e7, 1e4), backend="numpy", rtol=1e-4,
+                         atol=1e-8)
+    assert r.status[0] == 0 and r.naccept[0] < 500
+
+
+# -- order, Jacobians, interpolant ----------------------------------------------------------
+def prothero_robinson(t, y, lam):
+    """y' = lam (y - cos t) - sin t: exact solution cos t, stiff for lam << 0, and
+    non-autonomous (it checks the df/dt term)."""
+    return (lam * (y[0] - np.cos(t)) - np.sin(t),)
+
+
+@pytest.mark.parametrize("dtype", [np.float64])
+def test_rosenbrock23_converges_with_order_2_at_fixed_steps(dtype):
+    lam = np.array([-50.0, -2000.0])
+    errs = []
+    for dt in (0.1, 0.05, 0.025):
+        r = gpuivp.solve_ivp(prothero_robinson, (0, 2), np.ones((1, 2)), method="Rosenbrock23",
+                             vectorized=True, args=(lam,), backend="numpy", dt=dt, dtype=dtype)
+        assert np.all(r.status == 0) and np.all(r.naccept == round(2 / dt))
+        errs.append(np.abs(r.y_final[0] - np.cos(2.0)))
+    orders = np.log2(np.array(errs[:-1]) / np.array(errs[1:]))
+    assert np.all(np.abs(orders - 2) < 0.1), orders
+
+
+def test_analytic_jacobian_and_finite_differences_give_the_same_steps():
+    """Same problem, jac= vs forward differences: the same accepted steps and values to
+    the finite-difference error (sqrt(eps) relative on J, damped by the solve)."""
+    kw = dict(method="Rosenbrock23", vectorized=True, args=(VDPOL_EPS,), backend="numpy",
+              rtol=1e-5, atol=1e-5)
+    a = gpuivp.solve_ivp(vdpol, (0, 0.5), ensemble(vdpol_y0(), 2), jac=vdpol_jac, **kw)
+    b = gpuivp.solve_ivp(vdpol, (0, 0.5), ensemble(vdpol_y0(), 2), **kw)
+    assert np.array_equal(a.naccept, b.naccept) and np.array_equal(a.njev, b.njev)
+    np.testing.assert_allclose(a.y_final, b.y_final, rtol=1e-6)
+
+
+def test_jacobian_as_an_array_stack_equals_jacobian_as_rows():
+    def jac_array(t, y, eps):
+        return np.array([[np.zeros_like(y[0]), np.ones_like(y[0])],
+                         [(-2 * y[0] * y[1] - 1) / eps, (1 - y[0] * y[0]) / eps]])
+    kw = dict(method="Rosenbrock23", vectorized=True, args=(VDPOL_EPS,), backend="numpy",
+              rtol=1e-5, atol=1e-5)
+    a = gpuivp.solve_ivp(vdpol, (0, 0.3), ensemble(vdpol_y0(), 2), jac=vdpol_jac, **kw)
+    b = gpuivp.solve_ivp(vdpol, (0, 0.3), ensemble(vdpol_y0(), 2), jac=jac_array, **kw)
+    assert np.array_equal(a.y_final, b.y_final) and np.array_equal(a.nfev, b.nfev)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_t_eval_events_and_sol_follow_the_rosenbrock_interpolant(dtype):
+    lam = np.array([-50.0, -2000.0])
+    rtol = 1e-4 if dtype == np.float32 else 1e-7
+    t_eval = np.linspace(0, 2, 9)
+
+    def crossing(t, y, lam):
+        return y[0] - 0.5
+
+    r = gpuivp.solve_ivp(prothero_robinson, (0, 2), np.ones((1, 2)), method="Rosenbrock23",
+                         vectorized=True, args=(lam,), backend="numpy", rtol=rtol,
+                         atol=rtol * 1e-2, t_eval=t_eval, dense_output=True, events=crossing,
+                         dtype=dtype)
+    assert r.y.dtype == dtype and np.all(r.status == 0)
+    tol = 20 * rtol
+    np.testing.assert_allclose(r.y[0], np.cos(t_eval)[None].repeat(2, 0), atol=tol)
+    np.testing.assert_allclose(r.sol(1.234)[0], np.cos(1.234), atol=tol)
+    for i in range(2):   # cos t = 0.5 at t = pi / 3
+        assert r.n_events[0][i] == 1
+        np.testing.assert_allclose(r.t_events[0][i][0], np.pi / 3, atol=tol)
+
+
+# -- failures ---------------------------------------------------------------------------------
+def test_a_singular_matrix_fails_only_its_own_trajectory():
+    """y' = lam y with lam = 1 / (h gamma) makes I / (h gamma) - J exactly zero."""
+    gamma = gpuivp.methods.METHODS["Rosenbrock23"].gamma
+    dt = 0.125
+    lam = np.array([1.0 / (dt * gamma), -1.0])
+
+    def lin(t, y, lam):
+        return (lam * y[0],)
+
+    r = gpuivp.solve_ivp(lin, (0, 1), np.ones((1, 2)), method="Rosenbrock23", vectorized=True,
+                         args=(lam,), backend="numpy", dt=dt, jac=lambda t, y, lam: ((lam,),))
+    assert r.status[0] == FAIL_SINGULAR and "singular" in MESSAGES[FAIL_SINGULAR]
+    assert r.status[1] == 0
+    np.testing.assert_allclose(r.y_final[0, 1], np.exp(-1.0), rtol=1e-2)
+
+
+def test_a_jacobian_of_the_wrong_shape_is_a_value_error_naming_jac():
+    with pytest.raises(ValueError, match="`jac`"):
+        gpuivp.solve_ivp(vdpol, (0, 0.1), ensemble(vdpol_y0(), 2), method="Rosenbrock23",
+                         vectorized=True, args=(VDPOL_EPS,), backend="numpy",
+                         jac=lambda t, y, eps: ((1.0, 2.0),))
+
+
+@pytest.mark.parametrize("backend", ["numba", "cuda", "cupy", "scipy"])
+def test_backends_without_a_rosenbrock_engine_refuse_it_naming_those_that_run_it(backend):
+    with pytest.raises(ValueError, match=r"runs on the backends \['numpy'\]|'numpy'"):
+        gpuivp.solve_ivp(vdpol, (0, 0.1), ensemble(vdpol_y0(), 2), method="Rosenbrock23",
+                         vectorized=True, args=(VDPOL_EPS,), backend=backend)
+
+
+def test_auto_runs_rosenbrock23_on_numpy_and_refuses_a_non_vectorized_fun():
+    r = gpuivp.solve_ivp(vdpol, (0, 0.1), ensemble(vdpol_y0(), 2), method="Rosenbrock23",
+                         vectorized=True, args=(VDPOL_EPS,))
+    assert r.backend == "numpy" and np.all(r.status == 0)
+    with pytest.raises(ValueError, match="vectorized=True"):
+        gpuivp.solve_ivp(vdpol, (0, 0.1), ensemble(vdpol_y0(), 2), method="Rosenbrock23",
+                         args=(VDPOL_EPS,))
