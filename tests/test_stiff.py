@@ -198,3 +198,24 @@ def test_auto_runs_rosenbrock23_on_numpy_and_refuses_a_non_vectorized_fun():
     with pytest.raises(ValueError, match="vectorized=True"):
         gpuivp.solve_ivp(vdpol, (0, 0.1), ensemble(vdpol_y0(), 2), method="Rosenbrock23",
                          args=(VDPOL_EPS,))
+
+
+def test_an_explicit_method_out_of_max_steps_suggests_a_stiff_method():
+    r = gpuivp.solve_ivp(rober, (0, 100.0), ensemble(rober_y0(), 1), method="RK45",
+                         vectorized=True, args=(0.04, 3e7, 1e4), backend="numpy", max_steps=300)
+    assert r.status[0] == -2 and "Rosenbrock23" in r.message
+
+
+def test_rosenbrock_result_does_not_depend_on_the_split():
+    """All trajectories at once and one by one: bit-identical (the batched LU and solves
+    work column by column)."""
+    kw = dict(method="Rosenbrock23", vectorized=True, backend="numpy", rtol=1e-6, atol=1e-10,
+              t_eval=np.linspace(0, 40, 5))
+    k = len(ROBER_K1)
+    full = gpuivp.solve_ivp(rober, (0, 40.0), ensemble(rober_y0(), k),
+                            args=(ROBER_K1, 3e7, ROBER_K3), **kw)
+    for i in range(k):
+        one = gpuivp.solve_ivp(rober, (0, 40.0), ensemble(rober_y0(), 1),
+                               args=(ROBER_K1[i:i + 1], 3e7, ROBER_K3[i:i + 1]), **kw)
+        np.testing.assert_array_equal(one.y[:, 0], full.y[:, i])
+        assert one.nfev[0] == full.nfev[i] and one.nlu[0] == full.nlu[i]
