@@ -231,7 +231,9 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     method : str or OdeSolver subclass
         ``"Euler"``, ``"Midpoint"``, ``"Heun"``, ``"RK4"`` (fixed step, need ``dt``),
         ``"RK23"``, ``"RK45"``, ``"DOP853"`` (scipy's, step for step; scipy's classes of
-        those names are the same methods), ``"Tsit5"``, ``"Vern7"``; ``"Radau"``, ``"BDF"``,
+        those names are the same methods), ``"Tsit5"``, ``"Vern7"``; the stiff Rosenbrock
+        methods ``"Rosenbrock23"`` and ``"Rodas5P"`` (``numpy`` backend only, with
+        ``vectorized=True``; other backends refuse them); ``"Radau"``, ``"BDF"``,
         ``"LSODA"`` or another ``OdeSolver`` subclass run on the ``scipy`` backend.
     t_eval : array_like, optional
         Times at which to store the solution, sorted in the direction of integration.
@@ -297,7 +299,11 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         chunk, is checked as it grows (the same error, naming ``dense_max_steps``).
     **options
         Passed to scipy by the ``scipy`` backend (``jac``, ...); other backends warn that
-        they ignore them.
+        they ignore them. With ``"Rosenbrock23"`` or ``"Rodas5P"``, ``jac`` is the engine's:
+        ``jac(t, y, *args)`` returns the ``n x n`` Jacobian as ``n`` rows of ``n`` values or
+        an ``(n, n, m)`` array (``vectorized=True``), or ``jac`` is a constant ``(n, n)``
+        array; without it, forward differences (``n + 1`` evaluations per Jacobian with
+        ``df/dt``; without ``jac`` only ``df/dt``'s one).
 
     Returns
     -------
