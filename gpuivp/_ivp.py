@@ -302,8 +302,8 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         they ignore them. With ``"Rosenbrock23"`` or ``"Rodas5P"``, ``jac`` is the engine's:
         ``jac(t, y, *args)`` returns the ``n x n`` Jacobian as ``n`` rows of ``n`` values or
         an ``(n, n, m)`` array (``vectorized=True``), or ``jac`` is a constant ``(n, n)``
-        array; without it, forward differences (``n + 1`` evaluations per Jacobian with
-        ``df/dt``; without ``jac`` only ``df/dt``'s one).
+        array; without it, forward differences (``n`` evaluations per Jacobian). ``df/dt``
+        always costs one more evaluation per Jacobian (a forward difference in ``t``).
 
     Returns
     -------
