@@ -63,7 +63,7 @@ def main(argv=None):
                     jac=rober_jac, events=half, rtol=1e-6, atol=1e-10)
     elapsed = time.perf_counter() - start
     k = side * side
-    print(f"{k} trajectories ({side} x {side} grid), Rodas5P on 'numpy': {elapsed:.2f} s "
+    print(f"{k} trajectories ({side} x {side} grid), Rodas5P on backend 'numpy': {elapsed:.2f} s "
           f"({1e3 * elapsed / k:.3f} ms per trajectory); mean nfev {res.nfev.mean():.0f}, "
           f"njev {res.njev.mean():.0f}, nlu {res.nlu.mean():.0f}; {res.message}")
     t_half = np.where(res.status == 1, res.t_final, np.nan).reshape(side, side)
