@@ -256,3 +256,20 @@ def test_rodas5p_dense_output_is_accurate_between_steps():
     ts = np.linspace(0, 2, 101)
     assert np.all(r.naccept < 100)   # steps much longer than the spacing of ts
     np.testing.assert_allclose(r.sol(ts)[0], np.cos(ts)[None].repeat(2, 0), atol=1e-7)
+
+
+def test_batched_lu_with_pivoting_solves_like_lapack_and_flags_singular_matrices():
+    from gpuivp.engines.rosenbrock import lu_factor, lu_solve
+    rng = np.random.default_rng(1)
+    n, m = 5, 7
+    A = rng.standard_normal((n, n, m))
+    A[0, 0, :] = 0.0                  # needs a row swap
+    A[:, :, 3] = 0.0                  # singular
+    A[0, :, 5] = 2 * A[1, :, 5]       # singular after elimination (rank n - 1)
+    b = rng.standard_normal((n, m))
+    LU, perm, singular = lu_factor(A.copy())
+    x = lu_solve(LU, perm, b)
+    # Column 5 is singular in exact arithmetic; rounding may leave a tiny pivot there.
+    assert singular[3] and not singular[[0, 1, 2, 4, 6]].any()
+    for c in (0, 1, 2, 4, 6):
+        np.testing.assert_allclose(x[:, c], np.linalg.solve(A[:, :, c], b[:, c]), rtol=1e-10)
