@@ -273,3 +273,17 @@ def test_batched_lu_with_pivoting_solves_like_lapack_and_flags_singular_matrices
     assert singular[3] and not singular[[0, 1, 2, 4, 6]].any()
     for c in (0, 1, 2, 4, 6):
         np.testing.assert_allclose(x[:, c], np.linalg.solve(A[:, :, c], b[:, c]), rtol=1e-10)
+
+
+@pytest.mark.parametrize("method", list(RTOL))
+def test_rober_in_float32_with_finite_differences_matches_the_reference(method):
+    ref = np.load(REFS)["rober"]
+    rtol, atol = 1e-4, 1e-7
+    k = len(ROBER_K1)
+    f32 = np.float32
+    r = gpuivp.solve_ivp(rober, (0, ROBER_T), ensemble(rober_y0(), k), method=method,
+                         vectorized=True, args=(ROBER_K1.astype(f32), f32(3e7),
+                                                ROBER_K3.astype(f32)),
+                         backend="numpy", rtol=rtol, atol=atol, dtype=f32)
+    assert r.y_final.dtype == f32 and np.all(r.status == 0)
+    assert scaled_error(r.y_final, ref, rtol, atol) < 50
