@@ -48,6 +48,28 @@ def vdpol_y0():
     return np.array([2.0, -0.66])
 
 
+HIRES_T = 321.8122
+HIRES_K = np.array([280.0, 140.0])   # the Test Set's rate 280, and half of it
+
+
+def hires(t, y, k):
+    """HIRES of the Test Set for IVP Solvers (8 components), with its rate 280 as ``k``."""
+    y1, y2, y3, y4, y5, y6, y7, y8 = y
+    r = k * y6 * y8
+    return (-1.71 * y1 + 0.43 * y2 + 8.32 * y3 + 0.0007,
+            1.71 * y1 - 8.75 * y2,
+            -10.03 * y3 + 0.43 * y4 + 0.035 * y5,
+            8.32 * y2 + 1.71 * y3 - 1.12 * y4,
+            -1.745 * y5 + 0.43 * y6 + 0.43 * y7,
+            -r + 0.69 * y4 + 1.71 * y5 - 0.43 * y6 + 0.69 * y7,
+            r - 1.81 * y7,
+            -r + 1.81 * y7)
+
+
+def hires_y0():
+    return np.array([1.0, 0, 0, 0, 0, 0, 0, 0.0057])
+
+
 REFS = os.path.join(os.path.dirname(__file__), "data", "stiff_refs.npz")
 
 
@@ -286,4 +308,16 @@ def test_rober_in_float32_with_finite_differences_matches_the_reference(method):
                                                 ROBER_K3.astype(f32)),
                          backend="numpy", rtol=rtol, atol=atol, dtype=f32)
     assert r.y_final.dtype == f32 and np.all(r.status == 0)
+    assert scaled_error(r.y_final, ref, rtol, atol) < 50
+
+
+@pytest.mark.parametrize("method", list(RTOL))
+def test_hires_matches_radau_reference_within_tolerance(method):
+    ref = np.load(REFS)["hires"]
+    rtol = RTOL[method]
+    atol = rtol * 1e-2
+    r = gpuivp.solve_ivp(hires, (0, HIRES_T), ensemble(hires_y0(), len(HIRES_K)),
+                         method=method, vectorized=True, args=(HIRES_K,), backend="numpy",
+                         rtol=rtol, atol=atol)
+    assert np.all(r.status == 0)
     assert scaled_error(r.y_final, ref, rtol, atol) < 50

@@ -10,6 +10,7 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from test_stiff import HIRES_K, HIRES_T, hires, hires_y0  # noqa: E402
 from test_stiff import ROBER_K1, ROBER_K3, ROBER_T, VDPOL_EPS, VDPOL_T, rober, rober_y0, vdpol, vdpol_y0  # noqa: E402
 
 
@@ -29,6 +30,13 @@ def main():
         assert r.success
         vdp.append(r.y[:, -1])
     out["vdpol"] = np.array(vdp).T
+    hir = []
+    for k in HIRES_K:
+        r = solve_ivp(hires, (0, HIRES_T), hires_y0(), method="Radau", rtol=1e-13, atol=1e-15,
+                      args=(k,))
+        assert r.success
+        hir.append(r.y[:, -1])
+    out["hires"] = np.array(hir).T
     np.savez(os.path.join(os.path.dirname(__file__), "stiff_refs.npz"), **out)
     print({k: v.tolist() for k, v in out.items()})
 
