@@ -321,3 +321,23 @@ def test_hires_matches_radau_reference_within_tolerance(method):
                          rtol=rtol, atol=atol)
     assert np.all(r.status == 0)
     assert scaled_error(r.y_final, ref, rtol, atol) < 50
+
+
+def test_a_chunked_rosenbrock_run_equals_the_whole_run():
+    """A memory budget that forces chunks: the same values and counters (njev, nlu too)."""
+    kw = dict(method="Rodas5P", vectorized=True, backend="numpy", rtol=1e-6, atol=1e-10)
+    k = 6
+    k1 = np.linspace(0.02, 0.08, k)
+    k3 = 1e4 * np.linspace(0.5, 2, k)
+    whole = gpuivp.solve_ivp(rober, (0, 40.0), ensemble(rober_y0(), k), args=(k1, 3e7, k3), **kw)
+    from gpuivp._chunking import bytes_per_trajectory
+    per = bytes_per_trajectory(gpuivp._problem.Problem(
+        fun=rober, t0=0.0, t1=40.0, y0=ensemble(rober_y0(), k), args=(k1, 3e7, k3),
+        arg_kinds=("traj1", "scalar", "traj1"), t_eval=None, rtol=1e-6, atol=np.full(3, 1e-10),
+        first_step=None, max_step=np.inf, dt=None, max_steps=100, dtype=np.dtype(float),
+        vectorized=True, method="Rodas5P"), "numpy")
+    chunked = gpuivp.solve_ivp(rober, (0, 40.0), ensemble(rober_y0(), k), args=(k1, 3e7, k3),
+                               memory_budget=2 * per, **kw)
+    np.testing.assert_array_equal(chunked.y_final, whole.y_final)
+    for name in ("nfev", "njev", "nlu", "naccept"):
+        np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name))
