@@ -11,7 +11,18 @@ from scipy.integrate import solve_ivp
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from test_stiff import HIRES_K, HIRES_T, hires, hires_y0  # noqa: E402
+from test_stiff import OREGO_T, OREGO_W, orego, orego_y0  # noqa: E402
 from test_stiff import ROBER_K1, ROBER_K3, ROBER_T, VDPOL_EPS, VDPOL_T, rober, rober_y0, vdpol, vdpol_y0  # noqa: E402
+
+
+def orego_ref():
+    ys = []
+    for w in OREGO_W:
+        r = solve_ivp(orego, (0, OREGO_T), orego_y0(), method="Radau", rtol=1e-13, atol=1e-13,
+                      args=(w,))
+        assert r.success
+        ys.append(r.y[:, -1])
+    return np.array(ys).T
 
 
 def main():
@@ -37,6 +48,7 @@ def main():
         assert r.success
         hir.append(r.y[:, -1])
     out["hires"] = np.array(hir).T
+    out["orego"] = orego_ref()
     np.savez(os.path.join(os.path.dirname(__file__), "stiff_refs.npz"), **out)
     print({k: v.tolist() for k, v in out.items()})
 
