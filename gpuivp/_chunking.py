@@ -225,6 +225,9 @@ def bytes_per_trajectory(problem, backend):
       ``S`` the number of stages plus the interpolant's extra stages (``K`` and ``y``, ``f``,
       ``y_new``, scale, error), twelve per-column vectors, and a factor 2 for the copies of
       the running columns and the temporaries of the user's ``fun``;
+      A Rosenbrock method (``Rosenbrock23``, ``Rodas5P``) adds
+      ``2 * ((3 n^2 + (S + 1) n) * s + 8 n + 16)``: the Jacobian kept across rejections,
+      the matrix and its LU, the stage values, ``df/dt``, the permutation, ``njev``, ``nlu``;
     - ``scipy``: ``A`` more; it solves one trajectory at a time.
 
     Shared args and fixed costs (compiled code, ``t_eval``) do not grow with ``k`` and are
@@ -248,6 +251,10 @@ def bytes_per_trajectory(problem, backend):
         tab = METHODS.get(problem.method) if isinstance(problem.method, str) else None
         stages = (tab.n_stages + tab.n_extra) if tab is not None else 13
         work = LOCKSTEP_FACTOR * ((stages + 5) * n * s + 12 * 8 + args)
+        if getattr(tab, "linear_solve", False):
+            # Rosenbrock: the kept Jacobian, the matrix and its LU, the stage values F,
+            # df/dt, the permutation; two int64 counters (njev, nlu).
+            work += LOCKSTEP_FACTOR * ((3 * n * n + (stages + 1) * n) * s + n * 8 + 16)
     else:
         work = args
     return outputs + work

@@ -191,6 +191,15 @@ def choose_backend(problem, single):
         order.append("numpy")
     if P.scipy_refusal(problem.method, problem.dt) is None:
         order.append("scipy")
+    runs = P.method_backends(problem.method)
+    if runs is not None:
+        order = [b for b in order if b in runs]
+        if not [b for b in order if usable(b)]:
+            raise ValueError(f"Method {problem.method!r} runs on the backends {list(runs)} "
+                             f"only, and none of them can run this call"
+                             f"{'' if problem.vectorized else ' (the array backends need vectorized=True)'}"
+                             f": pass vectorized=True with a `fun` that accepts y of shape "
+                             f"(n, m), or choose another method.")
     return [b for b in order if usable(b)]
 
 
@@ -224,7 +233,9 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     method : str or OdeSolver subclass
         ``"Euler"``, ``"Midpoint"``, ``"Heun"``, ``"RK4"`` (fixed step, need ``dt``),
         ``"RK23"``, ``"RK45"``, ``"DOP853"`` (scipy's, step for step; scipy's classes of
-        those names are the same methods), ``"Tsit5"``, ``"Vern7"``; ``"Radau"``, ``"BDF"``,
+        those names are the same methods), ``"Tsit5"``, ``"Vern7"``; the stiff Rosenbrock
+        methods ``"Rosenbrock23"`` and ``"Rodas5P"`` (``numpy`` backend only, with
+        ``vectorized=True``; other backends refuse them); ``"Radau"``, ``"BDF"``,
         ``"LSODA"`` or another ``OdeSolver`` subclass run on the ``scipy`` backend.
     t_eval : array_like, optional
         Times at which to store the solution, sorted in the direction of integration. In an
@@ -295,7 +306,11 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         chunk, is checked as it grows (the same error, naming ``dense_max_steps``).
     **options
         Passed to scipy by the ``scipy`` backend (``jac``, ...); other backends warn that
-        they ignore them.
+        they ignore them. With ``"Rosenbrock23"`` or ``"Rodas5P"``, ``jac`` is the engine's:
+        ``jac(t, y, *args)`` returns the ``n x n`` Jacobian as ``n`` rows of ``n`` values or
+        an ``(n, n, m)`` array (``vectorized=True``), or ``jac`` is a constant ``(n, n)``
+        array; without it, forward differences (``n`` evaluations per Jacobian). ``df/dt``
+        always costs one more evaluation per Jacobian (a forward difference in ``t``).
 
     Returns
     -------
@@ -378,6 +393,8 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     if backend == "scipy" and scipy_refusal is not None:
         raise ValueError(scipy_refusal)
     dense_max_steps = P.check_dense(dense_output, dense_max_steps)
+    options = dict(options)
+    jac = P.check_jac(method, options, backend)
     if not isinstance(inplace, (bool, np.bool_)):
         raise TypeError(f"`inplace` must be True or False, got {inplace!r}.")
     inplace = bool(inplace)
@@ -449,7 +466,7 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
                         dense_max_steps=dense_max_steps,
                         record_steps=record_steps and not dense_output,
                         first=P.FIRST_TRAJECTORY.get(), inplace=inplace, complex_n=complex_n,
-                        per=per)
+                        per=per, jac=jac)
     if backend != "auto":
         reason = unavailable_reason(backend)
         if reason is not None:

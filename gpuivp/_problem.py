@@ -516,6 +516,33 @@ def split_per_trajectory(values, k, n):
     return shared_values, per
 
 
+def method_backends(method):
+    """The engine backends that run ``method``, or None where every engine backend does."""
+    tab = METHODS.get(method) if isinstance(method, str) else None
+    return getattr(tab, "backends", None)
+
+
+def check_jac(method, options, backend):
+    """Pop ``jac`` from ``options`` for a Rosenbrock method on an engine backend.
+
+    Returns a callable ``jac(t, y, *args)`` or None; a constant array becomes a callable.
+    Refuses a backend whose engine does not run the method (ValueError naming those that do).
+    """
+    runs = method_backends(method)
+    if runs is None:
+        return None
+    if backend not in ("auto",) + tuple(runs):
+        raise ValueError(f"Method {method!r} runs on the backends {list(runs)} only "
+                         f"(got backend={backend!r}): pass backend={runs[0]!r} or 'auto'.")
+    jac = options.pop("jac", None)
+    if jac is None or callable(jac):
+        return jac
+    arr = np.asarray(jac, dtype=float)
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
+        raise ValueError(f"`jac` must be callable or an (n, n) array, got shape {arr.shape}.")
+    return lambda t, y, *args: arr
+
+
 def note_raised(exc, where):
     """Say in ``exc`` where ``fun`` raised it: a PEP 678 note, so the exception itself (of
     whatever type and constructor) propagates unchanged."""
@@ -568,6 +595,7 @@ class Problem:
     #: dt, first_step, max_step (k,); atol (n, k); t_eval (n_t, k), or (n_t,) shared by
     #: trajectories with their own spans). The scalar fields then hold trajectory 0's values.
     per: dict = field(default_factory=dict)
+    jac: object = None        # Rosenbrock methods: jac(t, y, *args), or None (finite differences)
 
     @property
     def n(self):

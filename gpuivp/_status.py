@@ -8,6 +8,8 @@ FAIL_NONFINITE = -3
 FAIL_DENSE = -4
 #: ``cuda`` only: ``fun`` or an event function raised (device code cannot say what it raised).
 FAIL_RAISED = -5
+#: Rosenbrock methods: the matrix ``I / (h gamma) - J`` of a step had an exactly zero pivot.
+FAIL_SINGULAR = -6
 # Engine-internal states (never returned): not started, mid-run, mid-step after a rejection.
 INIT = 10
 RUNNING = 11
@@ -18,12 +20,16 @@ MESSAGES = {
     TERMINATED: "A termination event occurred.",
     FAIL_STEP: "Required step size is less than spacing between numbers.",
     FAIL_MAXSTEPS: "The maximum number of step attempts (`max_steps`) was reached. "
-                   "Try increasing max_steps.",
+                   "Try increasing max_steps. An explicit method spending them is often on a "
+                   "stiff problem: try method='Rodas5P' or 'Rosenbrock23' (backend "
+                   "'numpy') or 'Radau' (backend 'scipy').",
     FAIL_NONFINITE: "The derivative or the error estimate was not finite (NaN or inf).",
     FAIL_DENSE: "Dense output stored `dense_max_steps` steps: the trajectory was stopped there. "
                 "Try increasing dense_max_steps.",
     FAIL_RAISED: "`fun` or an event function raised an exception on the GPU (numba.cuda "
                  "device code cannot report which); run this trajectory on `numba` to see it.",
+    FAIL_SINGULAR: "The linear system of a Rosenbrock step (I / (h gamma) - J) was singular: "
+                   "check `jac`, or try an explicit method or method='Radau' (backend='scipy').",
 }
 
 

@@ -17,6 +17,7 @@ TINY = {
     "duffing_bifurcation": ["--n", "12", "--transient", "5", "--samples", "10"],
     "sir_parameter_map": ["--n", "100"],
     "vanderpol_period": ["--n", "20", "--mu-max", "2"],
+    "robertson_half_life": ["--n", "16"],
 }
 
 

@@ -13,8 +13,8 @@ import numpy as np
 
 from .buffers import DenseBuffers, event_buffers
 from ..methods import CONTROLLER
-from .._status import (FAIL_DENSE, FAIL_MAXSTEPS, FAIL_NONFINITE, FAIL_STEP, INIT, REJECTED,
-                       RUNNING, TERMINATED)
+from .._status import (FAIL_DENSE, FAIL_MAXSTEPS, FAIL_NONFINITE, FAIL_SINGULAR, FAIL_STEP,
+                       INIT, REJECTED, RUNNING, TERMINATED)
 
 
 def sum_rows(x):
@@ -78,6 +78,11 @@ class Lockstep:
         self.nrej = xp.zeros(k, dtype=np.int64)
         self.ie = xp.zeros(k, dtype=np.int64)
         self._args_cache = (None, None)
+        # A linearly implicit (Rosenbrock) method: its stages and linear solves, composed in.
+        self.linear = None
+        if getattr(tableau, "linear_solve", False):
+            from .rosenbrock import RosenbrockPart
+            self.linear = RosenbrockPart(self)
         if p.dense_output:
             self.dense = DenseBuffers(xp, n, k, p.dense_rows(tableau), self.dtype,
                                       self.cols["t0"] if self.per else p.t0)
@@ -312,8 +317,8 @@ class Lockstep:
             h = t_new - t
             h_abs = xp.abs(h)
         y = self.y[:, idx]
-        y_new, K = self.stages(t, y, self.f[:, idx], h, idx)
-        self.nfev[idx] += tab.n_stages
+        y_new, K = (self.linear or self).stages(t, y, self.f[:, idx], h, idx)
+        self.nfev[idx] += tab.fev_per_step
         if self.fixed:
             accept = xp.all(xp.isfinite(y_new), axis=0)
             self.status[idx[~accept]] = FAIL_NONFINITE
@@ -325,6 +330,13 @@ class Lockstep:
             self.h_abs[idx] = h_abs * factor
             self.status[idx] = xp.where(accept, RUNNING, REJECTED)
             self.nrej[idx] += ~accept
+        if self.linear is not None and bool(xp.any(self.linear.singular)):
+            # A singular I / (h gamma) - J: that trajectory fails with its own status.
+            sing = self.linear.singular
+            self.status[idx[sing]] = FAIL_SINGULAR
+            if not self.fixed:  # not a rejection: the attempt was not made
+                self.nrej[idx[sing & ~accept]] -= 1
+            accept = accept & ~sing
         if not bool(xp.any(accept)):
             return True
         a = accept
@@ -538,6 +550,8 @@ class Lockstep:
     def raw(self):
         raw = dict(t_final=self.t, y_final=self.y, status=self.status, nfev=self.nfev,
                    naccept=self.nacc, nreject=self.nrej, y_eval=self.out_eval)
+        if self.linear is not None:
+            raw.update(njev=self.linear.njev, nlu=self.linear.nlu)
         if self.p.events:
             raw.update(ev_t=self.ev_t, ev_y=self.ev_y, ev_cnt=self.ev_cnt)
         if self.p.dense_output:

@@ -249,6 +249,11 @@ class Tableau:
         return len(self.c)
 
     @property
+    def fev_per_step(self) -> int:
+        """Function evaluations of one step attempt (the stages and ``f(t + h, y_new)``)."""
+        return self.n_stages
+
+    @property
     def n_extra(self) -> int:
         """Function evaluations spent to build the interpolant of one step."""
         return len(self.c_extra)
