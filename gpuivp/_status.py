@@ -9,7 +9,7 @@ FAIL_DENSE = -4
 #: ``cuda`` only: ``fun`` or an event function raised (device code cannot say what it raised).
 FAIL_RAISED = -5
 #: Rosenbrock methods: the matrix ``I / (h gamma) - J`` of a step had an exactly zero pivot.
-FAIL_SINGULAR = -6
+FAIL_SINGULAR = -7
 # Engine-internal states (never returned): not started, mid-run, mid-step after a rejection.
 INIT = 10
 RUNNING = 11
