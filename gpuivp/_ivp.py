@@ -360,6 +360,14 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     dt, first_step, max_step, max_steps = P.check_steps(method, dt, first_step, max_step,
                                                        max_steps, t0, t1)
     event_funs, event_spec, max_events = P.check_events(events, max_events)
+    affects = P.check_affects(event_funs)
+    if affects and dt is not None:
+        raise ValueError("Events with `affect` restart the integration with a freshly chosen "
+                         "step: they need an adaptive method without `dt` (got dt="
+                         f"{dt!r}).")
+    if affects and np.iscomplexobj(y0_in):
+        raise ValueError("Events with `affect` take a real state: pass a real `y0` (complex "
+                         "systems as 2n real components).")
     memory_budget = check_memory_budget(memory_budget)
     if not isinstance(method, str) or method not in METHODS:
         if backend not in ("auto", "scipy"):
@@ -383,7 +391,8 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         raise ValueError(f"`rtol` with different components runs on the 'scipy' backend only "
                          f"(got backend={backend!r}): pass a scalar `rtol`, or "
                          f"backend='scipy'.")
-    if single and (backend == "scipy" or backend == "auto" and scipy_refusal is None):
+    if single and not affects and (backend == "scipy" or
+                                   backend == "auto" and scipy_refusal is None):
         if inplace:
             fun = returning(fun)
         _check_single_shape(fun, t0, y0_in, args, vectorized)
@@ -423,6 +432,7 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
                         vectorized=bool(vectorized), method=method, options=options,
                         progress=bool(progress), memory_budget=memory_budget,
                         events=event_funs, event_spec=event_spec, max_events=max_events,
+                        affects=affects,
                         dense_output=bool(dense_output) or record_steps,
                         dense_max_steps=dense_max_steps,
                         first=P.FIRST_TRAJECTORY.get(), inplace=inplace, complex_n=complex_n)

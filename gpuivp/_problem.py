@@ -302,6 +302,21 @@ def check_events(events, max_events):
     return events, tuple(spec), int(max_events)
 
 
+def check_affects(events):
+    """Per event function its ``affect`` attribute (the new state at a root) or None.
+
+    An ``affect`` makes the event a restart point: the integration continues from
+    ``(t_root, affect(t_root, y_root, *args))`` as if a new ``solve_ivp`` started there."""
+    affects = []
+    for m, ev in enumerate(events):
+        affect = getattr(ev, "affect", None)
+        if affect is not None and not callable(affect):
+            raise TypeError(f"The `affect` attribute of `events[{m}]` must be callable "
+                            f"(t, y, *args) -> new state, got {type(affect).__name__}.")
+        affects.append(affect)
+    return tuple(affects) if any(a is not None for a in affects) else ()
+
+
 def _direction(direction, m):
     """An event's ``direction`` as -1.0, 0.0 or 1.0 (its sign); else a ValueError naming it."""
     if isinstance(direction, (numbers.Real, np.number)) and np.ndim(direction) == 0 \
@@ -415,6 +430,7 @@ class Problem:
     events: tuple = ()        # event functions
     event_spec: tuple = ()    # per event: (terminal count, 0 if not terminal; direction)
     max_events: int = 0       # events stored per trajectory and event function
+    affects: tuple = ()       # () or per event: its affect function (a restart) or None
     dense_output: bool = False
     dense_max_steps: int = 0  # per trajectory; past it the trajectory fails (-4)
     memory_budget: int | None = None  # bytes one chunk may use; None: the default (_chunking)

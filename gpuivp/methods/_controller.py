@@ -66,9 +66,10 @@ class StepController:
             d0 = xp.sqrt(sum_rows((y / scale) ** 2)) / rn
             d1 = xp.sqrt(sum_rows((f / scale) ** 2)) / rn
             h0 = xp.where((d0 < 1e-5) | (d1 < 1e-5), c(1e-6), c(0.01) * d0 / d1)
-            interval = c(abs(t1 - t0))
+            # (t0 may be an array: one restart time per column, as events with `affect` have)
+            interval = xp.abs(xp.asarray(t1 - t0, dtype=y.dtype))
             h0 = xp.where(interval < h0, interval, h0)
-            f1 = fun(c(t0) + h0 * d, y + h0 * d * f)
+            f1 = fun(xp.asarray(t0, dtype=y.dtype) + h0 * d, y + h0 * d * f)
             d2 = xp.sqrt(sum_rows(((f1 - f) / scale) ** 2)) / rn / h0
             small = (d1 <= 1e-15) & (d2 <= 1e-15)
             dm = xp.where(d2 > d1, d2, d1)

@@ -1,0 +1,207 @@
+"""Events that change the state (``affect``): every backend against a plain loop that
+restarts scipy's solve_ivp at every root with the affected state."""
+import numpy as np
+import pytest
+import scipy.integrate
+
+import gpuivp
+from gpuivp import _status
+
+BACKENDS = ["numpy", "numba", "scipy"]
+G, RESTITUTION = 9.81, 0.8
+
+
+# -- the models (vectorized-friendly: y[j] may be a scalar or a column array) -----------------
+def ball(t, y, c):
+    return (y[1], -G - c * y[1])
+
+
+def hit_ground(t, y, c):
+    return y[0]
+
+
+hit_ground.direction = -1.0
+
+
+def bounce(t, y, c):
+    return (0.0 * y[0], -RESTITUTION * y[1])
+
+
+hit_ground.affect = bounce
+
+
+def ball_any_direction(t, y, c):
+    return y[0]
+
+
+ball_any_direction.affect = bounce
+
+
+def too_slow(t, y, c):  # terminal: the ball stops when its upward speed after a bounce is small
+    return y[1] - 3.0
+
+
+too_slow.direction = -1.0
+too_slow.terminal = True
+
+
+def apex(t, y, c):  # an ordinary event: the top of each arc
+    return y[1]
+
+
+apex.direction = -1.0
+
+
+def neuron(t, y, current):
+    return (current - y[0],)
+
+
+def spike(t, y, current):
+    return y[0] - 1.0
+
+
+spike.direction = 1.0
+spike.affect = lambda t, y, current: (0.0 * y[0],)
+
+
+def restart_loop(fun, t_span, y0, events, args, t_eval=None, dense=False, rtol=1e-6,
+                 atol=1e-9, method="RK45"):
+    """scipy's solve_ivp restarted at every root of an event with ``affect``, written plainly."""
+    t0, t1 = t_span
+    d = np.sign(t1 - t0)
+    t, y = t0, np.asarray(y0, float)
+    n_ev = len(events)
+    t_ev, y_ev = [[] for _ in events], [[] for _ in events]
+    nfev, ys, sols, status = 0, [], [], 0
+    while True:
+        seg = []
+        for ev in events:
+            def g(tt, yy, *a, ev=ev):
+                return ev(tt, yy, *a)
+            g.direction = getattr(ev, "direction", 0.0)
+            g.terminal = bool(getattr(ev, "terminal", False) or hasattr(ev, "affect"))
+            seg.append(g)
+        te = None if t_eval is None else t_eval[d * (t_eval - t) > 0] if t != t0 else t_eval
+        res = scipy.integrate.solve_ivp(fun, (t, t1), y, method=method, t_eval=te,
+                                        dense_output=dense, events=seg, args=args, rtol=rtol,
+                                        atol=atol)
+        nfev += res.nfev
+        if t_eval is not None:
+            ys.append(np.reshape(res.y, (len(y0), -1)))
+        if dense:
+            sols.append(res.sol)
+        for e in range(n_ev):
+            t_ev[e] += list(res.t_events[e])
+            y_ev[e] += list(res.y_events[e])
+        if res.status != 1:
+            status = res.status
+            t, y = res.t[-1], res.y[:, -1]
+            if t_eval is not None:
+                t, y = t1, res.sol(t1) if dense else y
+            break
+        roots = [(d * res.t_events[e][-1], e) for e in range(n_ev) if len(res.t_events[e])]
+        _, e_stop = max(roots)
+        t, y = res.t_events[e_stop][-1], res.y_events[e_stop][-1]
+        last = [e for e in range(n_ev) if len(res.t_events[e]) and res.t_events[e][-1] == t]
+        if any(getattr(events[e], "terminal", False) for e in last):
+            status = 1
+            break
+        y = np.asarray(events[e_stop].affect(t, y, *args), float)
+    out = dict(t=t, y=y, nfev=nfev, status=status, t_events=[np.array(v) for v in t_ev],
+               y_events=[np.reshape(v, (-1, len(y0))) for v in y_ev])
+    if t_eval is not None:
+        out["y_eval"] = np.concatenate(ys, axis=1)
+    if dense:
+        out["sols"] = sols
+    return out
+
+
+def check_trajectory(res, i, ref, n_events):
+    """Same nfev and event counts; values within a tolerance for the order of summation
+    (the engines add the same terms as scipy, BLAS may not)."""
+    assert int(res.status[i]) == ref["status"]
+    assert int(res.nfev[i]) == ref["nfev"]
+    for e in range(n_events):
+        assert int(res.n_events[e][i]) == len(ref["t_events"][e])
+        m = len(ref["t_events"][e])
+        np.testing.assert_allclose(res.t_events[e][i, :m], ref["t_events"][e], rtol=1e-12,
+                                   atol=1e-12)
+        np.testing.assert_allclose(res.y_events[e][i, :m], ref["y_events"][e], rtol=1e-10,
+                                   atol=1e-10)
+    np.testing.assert_allclose(res.t_final[i], ref["t"], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(res.y_final[:, i], ref["y"], rtol=1e-10, atol=1e-10)
+
+
+def solve(backend, fun, t_span, y0, events, args, **kw):
+    return gpuivp.solve_ivp(fun, t_span, y0, events=events, args=args, backend=backend,
+                            vectorized=backend == "numpy", rtol=1e-6, atol=1e-9, **kw)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
+def test_bouncing_ball_with_terminal_event_and_t_eval_equals_scipy_restart_loop(backend,
+                                                                                 backward):
+    # Forward: drop heights; backward: the same problem in time reversed (gravity up).
+    k = 3
+    y0 = np.array([[1.0, 2.0, 5.0], [0.0, 0.5, -1.0]])
+    c = np.array([0.0, 0.05, 0.1])
+    t_span = (0.0, 4.0)
+    t_eval = np.linspace(0.0, 4.0, 9)
+    if backward:
+        y0 = y0 * np.array([[1.0], [-1.0]])
+        t_span, t_eval = (0.0, -4.0), -t_eval
+    events = [hit_ground, too_slow, apex] if not backward else [hit_ground, apex]
+    if backward:
+        hit = lambda t, y, c: y[0]  # noqa: E731
+        hit.direction, hit.affect = 1.0, bounce  # backward, a falling crossing reversed
+        events = [hit, apex]
+    res = solve(backend, ball, t_span, y0, events, (c,), t_eval=t_eval, dense_output=True)
+    for i in range(k):
+        ref = restart_loop(ball, t_span, y0[:, i], events, (c[i],), t_eval=t_eval, dense=True)
+        check_trajectory(res, i, ref, len(events))
+        n = ref["y_eval"].shape[1]
+        np.testing.assert_allclose(res.y[:, i, :n], ref["y_eval"], rtol=1e-10, atol=1e-10)
+        # Dense output carries across the restarts: compared inside each scipy segment.
+        for s in ref["sols"]:
+            lo, hi = sorted([s.t_min, s.t_max])
+            for x in np.linspace(lo, hi, 5)[1:-1]:
+                np.testing.assert_allclose(res.sol(x)[:, i], s(x), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_integrate_and_fire_reset_equals_scipy_restart_loop(backend):
+    current = np.array([0.5, 1.5, 3.0])
+    y0 = np.zeros((1, 3))
+    res = solve(backend, neuron, (0.0, 10.0), y0, [spike], (current,))
+    for i in range(3):
+        ref = restart_loop(neuron, (0.0, 10.0), y0[:, i], [spike], (current[i],))
+        check_trajectory(res, i, ref, 1)
+    # Closed form: a spike every log(I / (I - 1)) for I > 1, none below.
+    period = np.log(3.0 / 2.0)
+    m = int(res.n_events[0][2])
+    np.testing.assert_allclose(np.diff(res.t_events[0][2, :m]), period, rtol=1e-4)
+    assert res.n_events[0][0] == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_root_at_restart_point_does_not_trigger_again(backend):
+    # Without a direction the bounce's own root (y = 0 at the restart) is a crossing too:
+    # it must not count, so both versions bounce the same.
+    y0 = np.array([[1.0], [0.0]])
+    c = np.zeros(1)
+    one = solve(backend, ball, (0.0, 3.0), y0, [hit_ground], (c,))
+    both = solve(backend, ball, (0.0, 3.0), y0, [ball_any_direction], (c,))
+    assert int(one.n_events[0][0]) == int(both.n_events[0][0]) >= 3
+    np.testing.assert_array_equal(one.t_events[0][0], both.t_events[0][0])
+    assert int(one.nfev[0]) == int(both.nfev[0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_chattering_ball_fails_with_its_own_status(backend):
+    # Without the terminal `too_slow`, the bounces pile up at the time of rest (Zeno);
+    # the other trajectory (thrown up only briefly) is undisturbed.
+    y0 = np.array([[1.0, 1.0], [0.0, 0.0]])
+    c = np.zeros(2)
+    res = solve(backend, ball, (0.0, 60.0), y0, [hit_ground], (c,), max_steps=200_000)
+    assert set(np.asarray(res.status).tolist()) == {_status.FAIL_CHATTER}
+    assert "chatter" in res.message
