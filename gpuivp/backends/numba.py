@@ -219,12 +219,13 @@ def compiled_engine(problem, tableau):
 
         fun = jit(problem.fun)
         events = [jit(e) for e in problem.events]
+        affects = [None if a is None else jit(a) for a in problem.affects]
         try:
-            _check_compiles([fun, *events], problem)
+            _check_compiles([fun, *events, *(a for a in affects if a is not None)], problem)
         except CompileError as exc:
             return exc  # cached: the next call does not try again
         solve_one = jit(src.build(jit_helper=jit, fun=fun, alloc_state=alloc_state,
-                                  events=events, **HOST_FUNCTIONS))
+                                  events=events, affects=affects, **HOST_FUNCTIONS))
         ns = {"solve_one": solve_one}
         exec(_driver(src.param_names), ns)
         return jit(ns["run_range"])

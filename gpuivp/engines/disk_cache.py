@@ -479,8 +479,8 @@ def load_engine(problem, src, driver, jit_options, host_functions):
     entries of ``EngineSource.namespace`` besides ``fun``, events and ``alloc_state``.
     """
     root = cache_dir()
-    if root is None:
-        return None
+    if root is None or getattr(problem, "affects", ()):
+        return None  # (events with affect: compiled in-process)
     try:
         key, user_text, engine_text = entry(problem, src, driver, jit_options, host_functions)
     except Unsupported as exc:
