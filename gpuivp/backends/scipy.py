@@ -8,7 +8,7 @@ import numpy as np
 import scipy.integrate
 from scipy.integrate._ivp.rk import RungeKutta
 
-from .._status import FAIL_MAXSTEPS, FAIL_NONFINITE, FAIL_STEP, MESSAGES
+from .._status import FAIL_CHATTER, FAIL_MAXSTEPS, FAIL_NONFINITE, FAIL_STEP, MESSAGES
 from ..engines.buffers import event_buffers
 from ._base import progress_bar
 
@@ -137,6 +137,90 @@ def solve_single(fun, t_span, y0, method, t_eval, dense_output, events, vectoriz
                      status=status)
 
 
+def _segment_event(ev, terminal, t_rs):
+    """``ev`` for one segment of a restart loop: scipy's ``terminal`` count for it, and NaN
+    instead of an exact zero at the restart time ``t_rs`` (a NaN is no crossing: a root at
+    the restart point does not trigger again)."""
+    def g(t, y, *args):
+        value = ev(t, y, *args)
+        if t == t_rs and value == 0:
+            return np.nan
+        return value
+
+    g.direction = getattr(ev, "direction", 0.0)
+    g.terminal = terminal
+    return g
+
+
+def solve_restarting(p, i, y0, atol):
+    """Trajectory ``i`` as scipy's solve_ivp restarted at every root of an event with
+    ``affect`` from ``(t_root, affect(t_root, y_root))``; a terminal occurrence ends it.
+
+    Returns ``(res, info)`` as :func:`solve_single`, over all the segments: counters summed,
+    events, ``t_eval`` values and dense output (one ``OdeSolution``) joined."""
+    from scipy.integrate import OdeSolution
+    from scipy.integrate._ivp.ivp import OdeResult
+
+    args, d, n_ev = p.traj_args(i), p.direction, len(p.events)
+    t, y, t_rs = p.t0, y0, None
+    nfev = naccept = nreject = 0
+    t_ev, y_ev, counts = [[] for _ in range(n_ev)], [[] for _ in range(n_ev)], [0] * n_ev
+    ys, ts, interps = [], [], []
+    while True:
+        seg = []
+        for e, ev in enumerate(p.events):
+            count = p.event_spec[e][0]
+            terminal = count - counts[e] if count else 0
+            if p.affects[e] is not None:
+                terminal = 1
+            seg.append(_segment_event(ev, terminal, t_rs))
+        t_eval = p.t_eval
+        if t_eval is not None and t_rs is not None:
+            t_eval = t_eval[d * (t_eval - t) > 0]
+        left = p.max_steps - naccept - nreject
+        res, info = solve_single(p.fun, (t, p.t1), y, p.method, t_eval, p.dense_output, seg,
+                                 False, args, p.rtol, atol, p.first_step, p.max_step,
+                                 p.options, left)
+        nfev += res.nfev
+        naccept += info["naccept"]
+        nreject += info["nreject"]
+        if t_eval is not None:
+            ys.append(np.reshape(np.asarray(res.y, dtype=float), (len(y0), -1)))
+        if p.dense_output and res.sol is not None:
+            ts.append(res.sol.ts if not ts else res.sol.ts[1:])
+            interps += list(res.sol.interpolants)
+        for e in range(n_ev):
+            counts[e] += len(res.t_events[e])
+            t_ev[e] += list(res.t_events[e])
+            y_ev[e] += list(np.reshape(res.y_events[e], (-1, len(y0))))
+        status, t, y = info["status"], info["t_final"], info["y_final"]
+        if status != 1:
+            break
+        # Stopped at a root: a terminal occurrence there ends the trajectory, else the
+        # earliest event with affect restarts it.
+        at_t = [e for e in range(n_ev) if len(res.t_events[e]) and res.t_events[e][-1] == t]
+        if any(p.event_spec[e][0] and counts[e] >= p.event_spec[e][0] for e in at_t):
+            break
+        e = next(e for e in at_t if p.affects[e] is not None)
+        if t_rs is not None and abs(t - t_rs) <= 10 * abs(np.nextafter(t_rs, d * np.inf) - t_rs):
+            status = FAIL_CHATTER
+            break
+        t_rs = t
+        y = np.asarray(p.affects[e](t, y, *args), dtype=float).reshape(len(y0))
+        if d * (t - p.t1) >= 0:
+            status = 0
+            break
+    info = dict(naccept=naccept, nreject=nreject, t_final=t, y_final=y, status=status)
+    sol = None
+    if p.dense_output and interps:
+        sol = OdeSolution(np.concatenate(ts), interps)
+    out = OdeResult(t=None, y=np.concatenate(ys, axis=1) if ys else None, sol=sol,
+                    t_events=[np.array(v) for v in t_ev],
+                    y_events=[np.reshape(v, (-1, len(y0))) for v in y_ev],
+                    nfev=nfev, njev=0, nlu=0, status=status)
+    return out, info
+
+
 def solve(problem, tableau):
     """Loop over the trajectories; each is an ordinary scipy solve."""
     p = problem
@@ -155,11 +239,13 @@ def solve(problem, tableau):
         for i in range(k):
             y0 = p.y0[:, i].astype(np.float64)
             try:
-                res, info = solve_single(p.fun, (p.t0, p.t1), y0, p.method, p.t_eval,
-                                         p.dense_output,
-                                         list(p.events) or None, False, p.traj_args(i), p.rtol,
-                                         atol,
-                                         p.first_step, p.max_step, p.options, p.max_steps)
+                if p.affects:
+                    res, info = solve_restarting(p, i, y0, atol)
+                else:
+                    res, info = solve_single(p.fun, (p.t0, p.t1), y0, p.method, p.t_eval,
+                                             p.dense_output, list(p.events) or None, False,
+                                             p.traj_args(i), p.rtol, atol, p.first_step,
+                                             p.max_step, p.options, p.max_steps)
             except Exception as exc:
                 p.name_trajectory(exc, i)
                 raise
