@@ -9,6 +9,7 @@ import numpy as np
 from . import _problem as P
 from ._chunking import check_memory_budget, solve_in_chunks
 from ._result import EnsembleResult, ensemble_result, squeeze_single
+from ._at import check_at
 from .engines.buffers import DenseBuffers, event_buffers
 from .backends import BACKENDS, BackendUnavailable, backend_module, unavailable_reason, usable
 from .backends._base import BackendFallbackWarning, FunCompileError
@@ -432,7 +433,7 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
                         vectorized=bool(vectorized), method=method, options=options,
                         progress=bool(progress), memory_budget=memory_budget,
                         events=event_funs, event_spec=event_spec, max_events=max_events,
-                        affects=affects,
+                        affects=affects, at_times=check_at(event_funs, k, t0, t1, dtype),
                         dense_output=bool(dense_output) or record_steps,
                         dense_max_steps=dense_max_steps,
                         first=P.FIRST_TRAJECTORY.get(), inplace=inplace, complex_n=complex_n)

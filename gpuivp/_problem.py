@@ -431,6 +431,7 @@ class Problem:
     event_spec: tuple = ()    # per event: (terminal count, 0 if not terminal; direction)
     max_events: int = 0       # events stored per trajectory and event function
     affects: tuple = ()       # () or per event: its affect function (a restart) or None
+    at_times: tuple = ()      # () or per event: None, or its gpuivp.at times (m, k), sorted
     dense_output: bool = False
     dense_max_steps: int = 0  # per trajectory; past it the trajectory fails (-4)
     memory_budget: int | None = None  # bytes one chunk may use; None: the default (_chunking)
@@ -472,4 +473,6 @@ class Problem:
         import dataclasses
         args = tuple(a[..., idx] if kind.startswith("traj") else a
                      for a, kind in zip(self.args, self.arg_kinds))
-        return dataclasses.replace(self, y0=self.y0[:, idx], args=args)
+        at_times = tuple(None if a is None else np.ascontiguousarray(a[:, idx])
+                         for a in self.at_times)
+        return dataclasses.replace(self, y0=self.y0[:, idx], args=args, at_times=at_times)

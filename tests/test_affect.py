@@ -219,3 +219,50 @@ def test_chattering_trajectory_fails_with_its_own_status_alone(backend):
     assert res.n_events[0].tolist() == [2, 0]
     np.testing.assert_allclose(res.t_final, [1.0, 10.0], rtol=1e-14)
     assert "chatter" in res.message
+
+
+# -- gpuivp.at: doses -----------------------------------------------------------------------
+def elimination(t, y, k_el):
+    return (-k_el * y[0],)
+
+
+def dose(t, y, k_el):
+    return (y[0] + 1.0,)
+
+
+def at_restart_loop(fun, t_span, y0, times, affect, args):
+    """scipy restarted at each time with the affected state (an event ``t - time``)."""
+    events = []
+    t, y, nfev = t_span[0], np.asarray(y0, float), 0
+    for time in list(times) + [None]:
+        ev = (lambda tt, yy, *a, time=time: tt - time) if time is not None else None
+        if ev is not None:
+            ev.terminal = True
+        res = scipy.integrate.solve_ivp(fun, (t, t_span[1]), y, events=ev, args=args,
+                                        rtol=1e-6, atol=1e-9)
+        nfev += res.nfev
+        if time is None:
+            return res.t[-1], res.y[:, -1], nfev, events
+        t, y = res.t_events[0][0], res.y_events[0][0]
+        events.append(t)
+        y = np.asarray(affect(t, y, *args), float)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("per_trajectory", [False, True], ids=["shared", "per-trajectory"])
+def test_doses_at_times_equal_scipy_restart_loop(backend, per_trajectory):
+    k_el = np.array([0.1, 0.3, 0.05])
+    times = np.array([0.0, 12.0, 24.0, 36.0])
+    if per_trajectory:
+        times = times[:, None] + np.array([0.0, 1.5, 6.0])
+    y0 = np.zeros((1, 3))
+    res = solve(backend, elimination, (0.0, 48.0), y0, [gpuivp.at(times, dose)], (k_el,))
+    for i in range(3):
+        tt = times if times.ndim == 1 else times[:, i]
+        t, y, nfev, evs = at_restart_loop(elimination, (0.0, 48.0), y0[:, i], tt, dose,
+                                          (k_el[i],))
+        assert int(res.status[i]) == 0
+        assert int(res.nfev[i]) == nfev
+        assert int(res.n_events[0][i]) == 4
+        np.testing.assert_allclose(res.t_events[0][i, :4], evs, rtol=1e-14, atol=1e-14)
+        np.testing.assert_allclose(res.y_final[:, i], y, rtol=1e-10)

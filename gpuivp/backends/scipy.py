@@ -152,6 +152,12 @@ def _segment_event(ev, terminal, t_rs):
     return g
 
 
+def _time_event(time):
+    def g(t, y, *args):
+        return t - time
+    return g
+
+
 def solve_restarting(p, i, y0, atol):
     """Trajectory ``i`` as scipy's solve_ivp restarted at every root of an event with
     ``affect`` from ``(t_root, affect(t_root, y_root))``; a terminal occurrence ends it.
@@ -173,6 +179,10 @@ def solve_restarting(p, i, y0, atol):
             terminal = count - counts[e] if count else 0
             if p.affects[e] is not None:
                 terminal = 1
+            times = p.at_times[e] if p.at_times else None
+            if times is not None:  # gpuivp.at: an event at its next time
+                nxt = times[counts[e], i] if counts[e] < len(times) else d * np.inf
+                ev = _time_event(nxt)
             seg.append(_segment_event(ev, terminal, t_rs))
         t_eval = p.t_eval
         if t_eval is not None and t_rs is not None:

@@ -67,6 +67,9 @@ class Lockstep:
             self.__dict__.update(event_buffers(xp, p, self.dtype))
         # Events with affect: the time of each column's latest restart (NaN: none yet).
         self.t_rs = xp.full(k, np.nan, dtype=self.dtype) if p.affects else None
+        if p.at_times:
+            from .._at import at_buffer
+            self.ev_at = at_buffer(xp, p, self.dtype)
 
     # -- helpers -----------------------------------------------------------------
     def c(self, value):
@@ -94,6 +97,9 @@ class Lockstep:
 
     def event(self, e, t, y, idx):
         """Event function ``e`` on columns ``idx``: an (m,) array."""
+        if self.p.at_times and self.p.at_times[e] is not None:
+            # gpuivp.at: t minus the next of its times (the count of those passed)
+            return (t - self.ev_at[e, self.ev_cnt[e, idx], idx]).astype(self.dtype)
         g = self.p.events[e](t, y, *self.args_for(idx))
         return self.xp.broadcast_to(self.xp.asarray(g, dtype=self.dtype), t.shape)
 

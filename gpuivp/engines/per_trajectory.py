@@ -45,6 +45,8 @@ BASE_PARAMS = ("y0", "ctrl", "iparams", "atol", "t_eval", "out_eval", "st_t", "s
 EVENT_PARAMS = ["ev_g", "ev_cnt", "ev_t", "ev_y"]
 # Events with affect: the time of each trajectory's latest restart (k,), NaN before any.
 AFFECT_PARAMS = ["ev_rs"]
+# gpuivp.at events: their times (n_ev, m + 1, k), an infinity after each event's last.
+AT_PARAMS = ["ev_at"]
 # Dense output: step boundaries (cap + 1, k), step sizes (cap, k) and per step the
 # interpolant's rows (cap, 1 + n_coef, n, k): y_old, then the coefficient rows.
 DENSE_PARAMS = ["dn_t", "dn_h", "dn_c"]
@@ -106,12 +108,17 @@ class EngineSource:
     affects : tuple of bool
         Per event function: whether it has an ``affect`` (``affect<e>``), which restarts the
         integration at its roots from the affected state, as a new ``solve_ivp`` would.
+    at_events : tuple of bool
+        Per event function: whether it is a ``gpuivp.at`` event, whose value is ``t`` minus
+        its next time (``ev_at[e, count, i]``) instead of a call.
     """
 
     def __init__(self, tableau: Tableau, n: int, arg_kinds: tuple, dtype, fixed: bool,
                  target: str, events: tuple = (), dense: bool = False, t_eval: bool = True,
-                 inplace: bool = False, looped: bool | None = None, affects: tuple = ()):
+                 inplace: bool = False, looped: bool | None = None, affects: tuple = (),
+                 at_events: tuple = ()):
         self.tab = tableau
+        self.at_events = tuple(bool(a) for a in at_events) if any(at_events) else ()
         self.affects = tuple(bool(a) for a in affects) if any(affects) else ()
         self.inplace = bool(inplace)
         self.looped = loops_for(n) if looped is None else bool(looped)
@@ -135,6 +142,8 @@ class EngineSource:
             names += EVENT_PARAMS
         if self.affects:
             names += AFFECT_PARAMS
+        if self.at_events:
+            names += AT_PARAMS
         if self.dense:
             names += DENSE_PARAMS
         return names + [f"arg{m}" for m in range(len(self.arg_kinds))]
@@ -419,6 +428,9 @@ while ie < n_eval:
         src(ind + 1, "ie += 1")
 
     def _event_call(self, src, ind, e, t_expr, out):
+        if self.at_events and self.at_events[e]:
+            src(ind, f"{out} = DT({t_expr} - ev_at[{e}, nev_{e}, i])")
+            return
         src(ind, f"{out} = DT(event{e}({t_expr}, yv{self.call_args}))")
 
     def _events(self, src, ind):
@@ -940,7 +952,8 @@ st_cnt[{CNT_IE}, i] = ie""")
         return cls(tableau, problem.n, problem.arg_kinds, problem.dtype, problem.dt is not None,
                    target, problem.event_spec, problem.dense_output, problem.t_eval is not None,
                    inplace=getattr(problem, "inplace", False),
-                   affects=tuple(a is not None for a in getattr(problem, "affects", ())))
+                   affects=tuple(a is not None for a in getattr(problem, "affects", ())),
+                   at_events=tuple(a is not None for a in getattr(problem, "at_times", ())))
 
     @staticmethod
     def cache_key(problem, tableau, target):
@@ -948,6 +961,7 @@ st_cnt[{CNT_IE}, i] = ie""")
         from .compile_cache import fun_key
         return (target, fun_key(problem.fun), tuple(fun_key(e) for e in problem.events),
                 tuple(None if a is None else fun_key(a) for a in getattr(problem, "affects", ())),
+                tuple(a is not None for a in getattr(problem, "at_times", ())),
                 problem.event_spec, tableau.name, problem.n, problem.arg_kinds,
                 problem.dtype.str, problem.dt is not None, problem.dense_output,
                 problem.t_eval is not None, getattr(problem, "inplace", False),
