@@ -266,3 +266,70 @@ def test_doses_at_times_equal_scipy_restart_loop(backend, per_trajectory):
         assert int(res.n_events[0][i]) == 4
         np.testing.assert_allclose(res.t_events[0][i, :4], evs, rtol=1e-14, atol=1e-14)
         np.testing.assert_allclose(res.y_final[:, i], y, rtol=1e-10)
+
+
+# -- cuda under numba's CUDA simulator (a subprocess: the simulator is chosen at import) ----
+_SIM_SCRIPT = """
+import sys, numpy as np
+sys.path.insert(0, {tests!r})
+import test_affect as T
+import gpuivp
+out = {{}}
+y0 = np.array([[1.0, 2.0], [0.0, 0.5]])
+c = np.array([0.0, 0.05])
+t_eval = np.linspace(0.0, 4.0, 9)
+r = T.solve("cuda", T.ball, (0.0, 4.0), y0, [T.hit_ground, T.too_slow, T.apex], (c,),
+            t_eval=t_eval)
+assert r.backend == "cuda", r.backend
+for name in ("status", "nfev", "t_final", "y_final", "y"):
+    out["ball_" + name] = np.asarray(r[name])
+for e in range(3):
+    out[f"ball_t_events{{e}}"] = r.t_events[e]
+    out[f"ball_n_events{{e}}"] = r.n_events[e]
+times = np.array([0.0, 12.0, 24.0, 36.0])[:, None] + np.array([0.0, 1.5])
+r = T.solve("cuda", T.elimination, (0.0, 48.0), np.zeros((1, 2)), [gpuivp.at(times, T.dose)],
+            (np.array([0.1, 0.3]),))
+out["dose_nfev"], out["dose_y_final"] = r.nfev, r.y_final
+r = T.solve("cuda", T.drift, (0.0, 10.0), np.array([[-1.0, -20.0]]), [T.crossing],
+            (np.ones(2),))
+out["chatter_status"] = r.status
+np.savez(sys.argv[1], **out)
+"""
+
+
+def test_cuda_simulator_restarts_as_scipy_restart_loop(tmp_path):
+    import os
+    import subprocess
+    import sys
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = tmp_path / "sim.npz"
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    proc = subprocess.run([sys.executable, "-c", _SIM_SCRIPT.format(tests=here), str(out)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = np.load(out)
+    y0 = np.array([[1.0, 2.0], [0.0, 0.5]])
+    c = np.array([0.0, 0.05])
+    t_eval = np.linspace(0.0, 4.0, 9)
+    events = [hit_ground, too_slow, apex]
+    for i in range(2):
+        ref = restart_loop(ball, (0.0, 4.0), y0[:, i], events, (c[i],), t_eval=t_eval,
+                           dense=True)
+        assert int(got["ball_status"][i]) == ref["status"]
+        assert int(got["ball_nfev"][i]) == ref["nfev"]
+        for e in range(3):
+            m = len(ref["t_events"][e])
+            assert int(got[f"ball_n_events{e}"][i]) == m
+            np.testing.assert_allclose(got[f"ball_t_events{e}"][i, :m], ref["t_events"][e],
+                                       rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got["ball_y_final"][:, i], ref["y"], rtol=1e-10, atol=1e-10)
+        n = ref["y_eval"].shape[1]
+        np.testing.assert_allclose(got["ball_y"][:, i, :n], ref["y_eval"], rtol=1e-10,
+                                   atol=1e-10)
+    times = np.array([0.0, 12.0, 24.0, 36.0])[:, None] + np.array([0.0, 1.5])
+    for i, k_el in enumerate([0.1, 0.3]):
+        _, y, nfev, _ = at_restart_loop(elimination, (0.0, 48.0), np.zeros(1), times[:, i],
+                                        dose, (k_el,))
+        assert int(got["dose_nfev"][i]) == nfev
+        np.testing.assert_allclose(got["dose_y_final"][:, i], y, rtol=1e-10)
+    assert got["chatter_status"].tolist() == [_status.FAIL_CHATTER, 0]
