@@ -7,8 +7,17 @@ import scipy.integrate
 import gpuivp
 from gpuivp import _status
 
-BACKENDS = ["numpy", "numba", "scipy"]
+BACKENDS = ["numpy", "cupy", "numba", "scipy"]
 G, RESTITUTION = 9.81, 0.8
+
+
+@pytest.fixture(autouse=True)
+def _cupy_on_host(request, monkeypatch):
+    """``cupy``: its engine on NumPy (tests/host_kernels.py), as in test_cupy.py."""
+    params = getattr(getattr(request.node, "callspec", None), "params", {})
+    if params.get("backend") == "cupy":
+        import host_kernels
+        host_kernels.activate(monkeypatch)
 
 
 # -- the models (vectorized-friendly: y[j] may be a scalar or a column array) -----------------
@@ -133,8 +142,10 @@ def check_trajectory(res, i, ref, n_events):
 
 
 def solve(backend, fun, t_span, y0, events, args, **kw):
-    return gpuivp.solve_ivp(fun, t_span, y0, events=events, args=args, backend=backend,
-                            vectorized=backend == "numpy", rtol=1e-6, atol=1e-9, **kw)
+    res = gpuivp.solve_ivp(fun, t_span, y0, events=events, args=args, backend=backend,
+                           vectorized=backend in ("numpy", "cupy"), rtol=1e-6, atol=1e-9, **kw)
+    assert res.backend == backend
+    return res
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
