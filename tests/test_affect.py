@@ -344,3 +344,53 @@ def test_cuda_simulator_restarts_as_scipy_restart_loop(tmp_path):
         assert int(got["dose_nfev"][i]) == nfev
         np.testing.assert_allclose(got["dose_y_final"][:, i], y, rtol=1e-10)
     assert got["chatter_status"].tolist() == [_status.FAIL_CHATTER, 0]
+
+
+# -- the looped engine (n >= LOOP_MIN_N) and chunking ------------------------------------------
+N_BIG = 12
+
+
+def ball_big(t, y, c):
+    # A ball (components 0, 1) and passive components decaying at rate c.
+    return (y[1], -G - c * y[1], -c * y[2], -c * y[3], -c * y[4], -c * y[5], -c * y[6],
+            -c * y[7], -c * y[8], -c * y[9], -c * y[10], -c * y[11])
+
+
+def bounce_big(t, y, c):
+    return (0.0 * y[0], -RESTITUTION * y[1], y[2], y[3], y[4], y[5], y[6] + 1.0, y[7], y[8],
+            y[9], y[10], y[11])
+
+
+def hit_ground_big(t, y, c):
+    return y[0]
+
+
+hit_ground_big.direction = -1.0
+hit_ground_big.affect = bounce_big
+
+
+def test_looped_engine_restarts_as_scipy_and_chunks_bit_identical():
+    from gpuivp.engines.per_trajectory import LOOP_MIN_N
+    assert N_BIG >= LOOP_MIN_N
+    k = 6
+    y0 = np.zeros((N_BIG, k))
+    y0[0] = np.linspace(1.0, 3.0, k)
+    y0[2:] = 1.0
+    c = np.linspace(0.0, 0.1, k)
+    times = np.array([0.5, 1.0])[:, None] + np.linspace(0.0, 0.3, k)
+    events = [hit_ground_big, gpuivp.at(times, dose_big)]
+    kw = dict(dense_output=False, max_events=8)
+    whole = solve("numba", ball_big, (0.0, 3.0), y0, events, (c,), **kw)
+    parts = solve("numba", ball_big, (0.0, 3.0), y0, events, (c,), memory_budget=1500, **kw)
+    for name in ("status", "nfev", "t_final", "y_final"):
+        np.testing.assert_array_equal(parts[name], whole[name], err_msg=name)
+    for e in range(2):
+        np.testing.assert_array_equal(parts.t_events[e], whole.t_events[e])
+    arrays = solve("numpy", ball_big, (0.0, 3.0), y0, events, (c,), **kw)
+    np.testing.assert_array_equal(arrays.nfev, whole.nfev)
+    np.testing.assert_allclose(arrays.y_final, whole.y_final, rtol=1e-10, atol=1e-10)
+    assert int(whole.n_events[0][0]) >= 2 and whole.n_events[1].tolist() == [2] * k
+
+
+def dose_big(t, y, c):
+    return (y[0], y[1], y[2] + 1.0, y[3], y[4], y[5], y[6], y[7], y[8], y[9], y[10], y[11])

@@ -623,12 +623,13 @@ t_rs = t""")
         """scipy's ``select_initial_step`` (one evaluation of ``fun``) from ``t_start``."""
         n, v = self.n, self.v
         if self.looped:
-            # d0, d1 and d2 as sums in loops; the scale sc[j] kept in an array for d2.
+            # d0, d1 and d2 as sums in loops; the scale kept in the array sci for d2 (not
+            # ``sc``: the error norm's scalar scale, which a restart's initial step follows).
             src(ind, "d0 = ZERO\nd1 = ZERO\nfor j in range(nst):")
             src(ind + 1, """
-sc[j] = atol[j] + abs(y[j]) * rtol
-d0 += (y[j] / sc[j]) * (y[j] / sc[j])
-d1 += (f[j] / sc[j]) * (f[j] / sc[j])""")
+sci[j] = atol[j] + abs(y[j]) * rtol
+d0 += (y[j] / sci[j]) * (y[j] / sci[j])
+d1 += (f[j] / sci[j]) * (f[j] / sci[j])""")
             src(ind, "d0 = sqrt(d0) / SQRTN\nd1 = sqrt(d1) / SQRTN")
         else:
             for j in range(n):
@@ -649,8 +650,8 @@ if interval < h0:
                    lambda j: f"{v('y', j)} + h0 * direction * {v('f', j)}", "f1")
         src(ind, "nfev += 1")
         if self.looped:
-            self._sum(src, ind, "d2", lambda j: f"((f1[{j}] - f[{j}]) / sc[{j}]) * "
-                                                f"((f1[{j}] - f[{j}]) / sc[{j}])")
+            self._sum(src, ind, "d2", lambda j: f"((f1[{j}] - f[{j}]) / sci[{j}]) * "
+                                                f"((f1[{j}] - f[{j}]) / sci[{j}])")
             src(ind, "d2 = sqrt(d2) / SQRTN / h0")
         else:
             src(ind, "d2 = sqrt(" + " + ".join(
@@ -867,8 +868,8 @@ yv = ALLOC_STATE()""")
             # at run time, so that NVVM does not unroll the loops and promote the arrays to
             # (spilled) registers: they stay in local memory, the code stays small.
             src(1, "nst = NSTATE" if self.target == "cpu" else "nst = y0.shape[0]")
-            # The state vectors as arrays (K0 is f; f1 and sc: the initial step; dv: in place).
-            vecs = ["y", "f", "yn", "f1", "sc"]
+            # The state vectors as arrays (K0 is f; f1 and sci: the initial step; dv: in place).
+            vecs = ["y", "f", "yn", "f1", "sci"]
             vecs += [f"K{m}" for m in range(1, tab.n_stages + 1 + tab.n_extra)]
             vecs += ["ys"] if self.events else []
             for name in vecs:
