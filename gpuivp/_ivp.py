@@ -232,7 +232,12 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         NaN outside each trajectory's span; scipy's shapes for a single IVP.
     events : callable or list of callables
         As in scipy, per trajectory: ``event(t, y, *args)`` with optional attributes
-        ``terminal`` (bool or count) and ``direction``; vectorized like ``fun``.
+        ``terminal`` (bool or count) and ``direction``; vectorized like ``fun``. An
+        ``affect(t, y, *args)`` attribute (the new state, like ``fun``'s return) restarts the
+        trajectory at each root as a new ``solve_ivp`` from the affected state (a root
+        exactly at the latest restart does not trigger again; a terminal occurrence ends
+        without its affect; restarts piling up at one time fail with status ``-6``).
+        :func:`gpuivp.at` makes an event at given times. Adaptive methods only.
     vectorized : bool
         ``fun`` also accepts ``y`` of shape ``(n, m)``, ``t`` of shape ``(m,)`` and args sliced
         to ``m`` columns (each column its own ``t``). Needed by ``"numpy"`` and ``"cupy"``.

@@ -369,7 +369,7 @@ hit_ground_big.direction = -1.0
 hit_ground_big.affect = bounce_big
 
 
-def test_looped_engine_restarts_as_scipy_and_chunks_bit_identical():
+def test_looped_engine_restarts_as_the_array_engine_and_chunks_bit_identical():
     from gpuivp.engines.per_trajectory import LOOP_MIN_N
     assert N_BIG >= LOOP_MIN_N
     k = 6
