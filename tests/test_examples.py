@@ -17,6 +17,9 @@ TINY = {
     "duffing_bifurcation": ["--n", "12", "--transient", "5", "--samples", "10"],
     "sir_parameter_map": ["--n", "100"],
     "vanderpol_period": ["--n", "20", "--mu-max", "2"],
+    "bouncing_ball": ["--n", "16"],
+    "lif_fi_curve": ["--n", "20", "--t-end", "10"],
+    "pk_doses": ["--n", "16"],
 }
 
 
