@@ -70,6 +70,25 @@ ARRAY_FIELDS = ("y", "t_final", "y_final", "status", "nfev", "naccept", "nreject
 _TASK_LOCK = threading.Lock()
 
 
+def _slice_at_events(positional, first, m):
+    """``positional`` with every per-trajectory ``gpuivp.at`` event (times ``(m, k)``) cut to
+    the slice's ``m`` trajectories from ``first``."""
+    from ._at import at
+    method, t_eval, dense_output, events, vectorized = positional
+    if events is None or callable(events):
+        events = events if events is None else [events]
+        single = True
+    else:
+        single = False
+    if events is None or not any(getattr(ev, "at_times", None) is not None
+                                 and ev.at_times.ndim == 2 for ev in events):
+        return positional
+    cut = [at(ev.at_times[:, first:first + m], ev.affect)
+           if getattr(ev, "at_times", None) is not None and ev.at_times.ndim == 2 else ev
+           for ev in events]
+    return (method, t_eval, dense_output, cut[0] if single else cut, vectorized)
+
+
 def _solve_slice(common, first, y0, traj_args):
     """One task: ``gpuivp.solve_ivp`` on a slice of the ensemble (runs on a worker).
 
@@ -80,6 +99,7 @@ def _solve_slice(common, first, y0, traj_args):
     this slice of the per-trajectory args, in order.
     """
     fun, t_span, positional, kwargs, fixed_args, kinds = common
+    positional = _slice_at_events(positional, first, y0.shape[1])
     it = iter(traj_args)
     args = tuple(next(it) if kind == "traj" else a for a, kind in zip(fixed_args, kinds))
     with _TASK_LOCK:  # one gpuivp call at a time per process (numba's workqueue layer)

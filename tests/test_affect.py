@@ -261,16 +261,21 @@ def at_restart_loop(fun, t_span, y0, times, affect, args):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("per_trajectory", [False, True], ids=["shared", "per-trajectory"])
-def test_doses_at_times_equal_scipy_restart_loop(backend, per_trajectory):
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
+def test_doses_at_times_equal_scipy_restart_loop(backend, per_trajectory, backward):
     k_el = np.array([0.1, 0.3, 0.05])
     times = np.array([0.0, 12.0, 24.0, 36.0])
     if per_trajectory:
         times = times[:, None] + np.array([0.0, 1.5, 6.0])
+    t_span = (0.0, 48.0)
+    if backward:  # given in any order: sorted in the direction of integration
+        times, t_span = -times[::-1], (0.0, -48.0)
     y0 = np.zeros((1, 3))
-    res = solve(backend, elimination, (0.0, 48.0), y0, [gpuivp.at(times, dose)], (k_el,))
+    res = solve(backend, elimination, t_span, y0, [gpuivp.at(times, dose)], (k_el,))
     for i in range(3):
         tt = times if times.ndim == 1 else times[:, i]
-        t, y, nfev, evs = at_restart_loop(elimination, (0.0, 48.0), y0[:, i], tt, dose,
+        tt = np.sort(tt)[::-1] if backward else tt
+        t, y, nfev, evs = at_restart_loop(elimination, t_span, y0[:, i], tt, dose,
                                           (k_el[i],))
         assert int(res.status[i]) == 0
         assert int(res.nfev[i]) == nfev
@@ -394,3 +399,19 @@ def test_looped_engine_restarts_as_the_array_engine_and_chunks_bit_identical():
 
 def dose_big(t, y, c):
     return (y[0], y[1], y[2] + 1.0, y[3], y[4], y[5], y[6], y[7], y[8], y[9], y[10], y[11])
+
+
+def test_dask_run_with_per_trajectory_doses_is_bit_identical_to_one_piece():
+    pytest.importorskip("dask")
+    import gpuivp.dask
+    k_el = np.linspace(0.05, 0.3, 5)
+    times = np.array([0.0, 12.0, 24.0, 36.0])[:, None] + np.linspace(0.0, 6.0, 5)
+    y0 = np.zeros((1, 5))
+    events = [gpuivp.at(times, dose)]
+    whole = solve("numpy", elimination, (0.0, 48.0), y0, events, (k_el,))
+    parts = gpuivp.dask.solve_ivp(elimination, (0.0, 48.0), y0, events=events, args=(k_el,),
+                                  backend="numpy", vectorized=True, rtol=1e-6, atol=1e-9,
+                                  chunks=2, client=None)
+    for name in ("status", "nfev", "t_final", "y_final"):
+        np.testing.assert_array_equal(np.asarray(parts[name]), whole[name], err_msg=name)
+    np.testing.assert_array_equal(np.asarray(parts.t_events[0]), whole.t_events[0])
