@@ -184,6 +184,8 @@ def test_key_changes_with_code_globals_closures_and_specialisation(tmp_path):
     assert _key(base.rhs, method="RK23")[0] != key
     assert _key(base.rhs, arg_kinds=("traj0",))[0] != key
     assert _key(base.rhs, n=3)[0] != key
+    with_event = _key(base.rhs, events=(base.lam,))
+    assert with_event[0] != key and "_gpuivp_event0 = lambda" in with_event[1]
 
 
 def test_user_module_recreates_fun_helpers_and_values(tmp_path):

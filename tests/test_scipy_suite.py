@@ -38,13 +38,7 @@ RTOL = ("test_array_rtol: rtol=[1e-1, 1e-16] has components that differ; per-com
 VSTACK = ("test_integration: its vectorized case returns np.vstack((a, b)) of two numbers per "
           "trajectory, which numba does not compile (the compiled engine calls fun per "
           "trajectory with a 1-D y); the non-vectorized cases pass")
-HELPER = ("test_tbound_respected_larger_interval: fun calls V(r), a plain Python function "
-          "defined beside it, which numba cannot call until helpers are compiled along with "
-          "fun (issue 16, item 3); all five parametrisations run RK45 (scipy's test never "
-          "passes its method)")
-NUMBA = {"test_array_rtol": RTOL, "test_integration": VSTACK,
-         **{f"test_tbound_respected_larger_interval[{m}]": HELPER
-            for m in ("RK23", "RK45", "DOP853", "Radau", "BDF")}}
+NUMBA = {"test_array_rtol": RTOL, "test_integration": VSTACK}
 KNOWN_FAILURES = {
     "auto": {},
     "numpy": {"test_array_rtol": RTOL},

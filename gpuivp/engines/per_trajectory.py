@@ -3,10 +3,15 @@
 The loop is generated as Python source, specialised per (method, state size,
 argument kinds, dtype, features) and compiled by numba: with ``njit`` for the
 CPU (:mod:`gpuivp.backends.numba`) and with ``cuda.jit(device=True)`` for the
-GPU (:mod:`gpuivp.backends.cuda`). The generated code is scalarised: every state
-component and every stage is its own local variable and every coefficient a
-typed constant, so on the GPU the state lives in registers (no local-memory
-stack frame for small systems) and float32 code contains no float64 arithmetic.
+GPU (:mod:`gpuivp.backends.cuda`). Below ``LOOP_MIN_N`` components the generated
+code is scalarised: every state component and every stage is its own local
+variable and every coefficient a typed constant, so on the GPU the state lives in
+registers (no local-memory stack frame for small systems) and float32 code
+contains no float64 arithmetic. From ``LOOP_MIN_N`` on it loops over state
+arrays (``ALLOC_STATE()``: ``np.empty`` on the CPU, ``cuda.local.array`` on the
+GPU) with the same operations in the same order, so both forms give the same
+results bit for bit, and the interpolant is one helper function (``interp``,
+compiled through ``build``'s ``jit_helper``): the source no longer grows with n.
 
 The integration is resumable. All per-trajectory state lives in ``st_*``
 arrays (trajectory index last, so GPU accesses coalesce); one call runs at most
