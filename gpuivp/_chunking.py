@@ -411,8 +411,9 @@ class Assembler:
     Add each slice's ensemble result with :meth:`add` (in any order); :meth:`result` gives
     the whole. Per-trajectory fields (:data:`TRAJ_AXIS`) are copied into arrays allocated
     on the first :meth:`add`, so the pieces can be dropped as they arrive; ``t`` is taken
-    from the first piece; ``success``, ``message`` and ``backend`` are recomputed and ``sol``
-    becomes a :class:`ChunkedSol`. Any other field keeps the first piece's value.
+    from the first piece (assembled along its axis 1 when it is per trajectory, 2-D);
+    ``success``, ``message`` and ``backend`` are recomputed and ``sol`` becomes a
+    :class:`ChunkedSol`. Any other field keeps the first piece's value.
 
     Parameters
     ----------
@@ -431,12 +432,16 @@ class Assembler:
         """Put ``res``, the result for trajectories ``sl`` (a slice of ``range(k)``), in place."""
         if self.out is None:
             self.out = EnsembleResult(res)
+            if np.ndim(res["t"]) == 2:  # per-trajectory spans or t_eval: (n_t, m)
+                self.out["t"] = _allocate(res["t"], 1, self.k)
             for key, axis in TRAJ_AXIS.items():
                 value = res.get(key)
                 if isinstance(value, (list, tuple)):
                     self.out[key] = type(value)(_allocate(v, axis, self.k) for v in value)
                 elif value is not None:
                     self.out[key] = _allocate(value, axis, self.k)
+        if np.ndim(res["t"]) == 2:
+            self.out["t"][:, sl] = to_numpy(res["t"])
         for key, axis in TRAJ_AXIS.items():
             value, dest = res.get(key), self.out.get(key)
             if value is None:

@@ -76,14 +76,15 @@ class ListSolution:
         t = np.asarray(t, dtype=float)
         out = np.full((self.n, len(self.sols)) + t.shape, np.nan, dtype=self.dtype)
         lo, hi = np.minimum(self.t0, self.t_final), np.maximum(self.t0, self.t_final)
+        t0 = np.broadcast_to(self.t0, lo.shape)  # per trajectory, or shared
         for i, sol in enumerate(self.sols):
             if sol is None:
                 if self.y0 is not None:  # failed at t0: its state there is y0
                     if t.ndim == 0:
-                        if t == self.t0:
+                        if t == t0[i]:
                             out[:, i] = self.y0[:, i]
                     else:
-                        out[:, i, t == self.t0] = self.y0[:, i, None]
+                        out[:, i, t == t0[i]] = self.y0[:, i, None]
                 continue
             inside = (t >= lo[i]) & (t <= hi[i])
             if t.ndim == 0:

@@ -213,9 +213,11 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         Python functions it calls are compiled along with it; arrays and floats it reads
         from its globals or closure are read afresh on every call (changing them in place
         needs no recompile).
-    t_span : 2-tuple of float
+    t_span : 2-tuple of float or array_like
         ``(t0, t1)``: ``t0`` finite, ``t1`` finite or infinite (then a terminal event or
-        ``max_steps`` ends the integration); ``t1 < t0`` integrates backwards.
+        ``max_steps`` ends the integration); ``t1 < t0`` integrates backwards. In an
+        ensemble each may be an array of length ``k``: every trajectory integrates from its
+        own ``t0`` to its own ``t1``, in its own direction (on every backend).
     y0 : array_like, shape (n,) or (n, k)
         One IVP, or an ensemble of ``k`` (column ``i`` is trajectory ``i``). Real or complex
         (complex64, complex128): the ensemble engines run ``n`` complex components as ``2n``
@@ -226,7 +228,10 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         those names are the same methods), ``"Tsit5"``, ``"Vern7"``; ``"Radau"``, ``"BDF"``,
         ``"LSODA"`` or another ``OdeSolver`` subclass run on the ``scipy`` backend.
     t_eval : array_like, optional
-        Times at which to store the solution, sorted in the direction of integration.
+        Times at which to store the solution, sorted in the direction of integration. In an
+        ensemble ``(n_t, k)`` gives each trajectory its own (column ``i``, inside its span);
+        ``(n_t,)`` shared by trajectories with their own spans must be strictly monotone:
+        each fills the points inside its span, in its direction (NaN elsewhere).
     dense_output : bool
         Build ``sol``: ``sol(t)`` gives ``(n, k)`` (``(n, k, len(t))`` for an array ``t``),
         NaN outside each trajectory's span; scipy's shapes for a single IVP.
@@ -250,15 +255,17 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         moves on to the next backend when ``fun`` does not compile for one, with a
         :class:`gpuivp.BackendFallbackWarning` (once per call) that says why.
     rtol, atol : float or array_like
-        Tolerances as in scipy: a scalar or shape ``(n,)``. An ``rtol`` whose components
-        differ runs on the ``scipy`` backend only (``auto`` picks it). ``rtol`` below
-        ``100 * eps`` of the working dtype is raised to it, with scipy's warning.
-    first_step, max_step : float
-        As in scipy.
-    dt : float, optional
+        Tolerances as in scipy: a scalar or shape ``(n,)``; per trajectory ``(n, k)`` or
+        ``(1, k)`` (``rtol``: the same for every component of a trajectory). An ``rtol``
+        whose components differ runs on the ``scipy`` backend only (``auto`` picks it).
+        ``rtol`` below ``100 * eps`` of the working dtype is raised to it, with scipy's
+        warning.
+    first_step, max_step : float or array_like
+        As in scipy; per trajectory, shape ``(k,)``.
+    dt : float or array_like, optional
         Fixed step size: ``N = ceil(|t1 - t0| / dt - 1e-12)`` steps, the last ending at ``t1``.
         An adaptive method given ``dt`` runs at that fixed step on every engine backend; the
-        ``"scipy"`` backend cannot and refuses it.
+        ``"scipy"`` backend cannot and refuses it. Per trajectory, shape ``(k,)``.
     max_steps : int
         Step attempts (accepted and rejected) allowed per trajectory before status ``-2``.
     max_events : int, optional
@@ -393,10 +400,16 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         y0_in = y0_in.astype(np.result_type(dtype, np.complex64))
     else:
         y0_in = y0_in.astype(dtype, copy=False)
-    if not isinstance(rtol, float) and backend not in ("auto", "scipy"):
+    if np.ndim(rtol) == 1 and backend not in ("auto", "scipy"):
         raise ValueError(f"`rtol` with different components runs on the 'scipy' backend only "
                          f"(got backend={backend!r}): pass a scalar `rtol`, or "
                          f"backend='scipy'.")
+    per_given = P.per_trajectory_lengths(dict(t0=t0, t1=t1, rtol=rtol, atol=atol, dt=dt,
+                                              first_step=first_step, max_step=max_step,
+                                              t_eval=t_eval))
+    if single and per_given:
+        raise ValueError(f"{', '.join(f'`{name}`' for name in per_given)} given per trajectory "
+                         f"with a 1-D `y0` (one IVP): pass y0 of shape (n, k) for an ensemble.")
     if single and not affects and (backend == "scipy" or
                                    backend == "auto" and scipy_refusal is None):
         if inplace:
@@ -420,7 +433,9 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         event_funs = tuple(_complex.python_event(e, complex_n, dtype) for e in event_funs)
     # -- normalise into an ensemble problem ----------------------------------------------
     # A single IVP without t_eval returns every step, as scipy: the engines record the
-    # steps in their dense-output buffers and the result is read from there.
+    # steps in their dense-output buffers and the result is read from there. Without
+    # dense_output they record only each step's t and y ("record steps only": no
+    # interpolant rows, no extra interpolant stages, so nfev is scipy's).
     record_steps = single and t_eval is None
     if record_steps and not dense_output:
         dense_max_steps = max(dense_max_steps, max_steps)
@@ -431,6 +446,13 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         values = args
         y0_2d = y0_in
     arg_values, arg_kinds, k = P.ensemble_args(values, y0_2d.shape[1], dtype, n)
+    if k == 1 and per_given and not any(kd.startswith("traj") for kd in arg_kinds):
+        k = max(per_given.values())  # y0 (n, 1) broadcast to the per-trajectory data
+    shared_values, per = P.split_per_trajectory(
+        dict(t0=t0, t1=t1, rtol=rtol, atol=atol, dt=dt, first_step=first_step,
+             max_step=max_step, t_eval=t_eval), k, n)
+    t0, t1, rtol, atol, dt, first_step, max_step, t_eval = (shared_values[f]
+                                                            for f in P.PER_FIELDS)
     y0_2d = np.ascontiguousarray(np.broadcast_to(y0_2d, (n, k)), dtype=dtype)
     problem = P.Problem(fun=fun, t0=t0, t1=t1, y0=y0_2d, args=arg_values, arg_kinds=arg_kinds,
                         t_eval=t_eval, rtol=rtol, atol=atol, first_step=first_step,
@@ -441,7 +463,9 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
                         affects=affects, at_times=check_at(event_funs, k, t0, t1, dtype),
                         dense_output=bool(dense_output) or record_steps,
                         dense_max_steps=dense_max_steps,
-                        first=P.FIRST_TRAJECTORY.get(), inplace=inplace, complex_n=complex_n)
+                        record_steps=record_steps and not dense_output,
+                        first=P.FIRST_TRAJECTORY.get(), inplace=inplace, complex_n=complex_n,
+                        per=per)
     if backend != "auto":
         reason = unavailable_reason(backend)
         if reason is not None:
@@ -583,13 +607,14 @@ def _empty_raw(p):
     n_eval = 0 if p.t_eval is None else len(p.t_eval)
     z = np.zeros(p.k, np.int64)
     # n = 0: nothing to integrate, every trajectory reaches t1 (scipy does the same).
-    raw = dict(t_final=np.full(p.k, p.t1), y_final=np.zeros((p.n, p.k)), status=z, nfev=z,
-               naccept=z, nreject=z,
+    raw = dict(t_final=np.array(p.column("t1"), dtype=float), y_final=np.zeros((p.n, p.k)),
+               status=z, nfev=z, naccept=z, nreject=z,
                y_eval=None if p.t_eval is None else np.zeros((n_eval, p.n, p.k)))
     if p.events:
         raw.update(event_buffers(np, p, p.dtype))
     if p.dense_output:
-        raw.update(DenseBuffers(np, p.n, p.k, 1, p.dtype, p.t0, capacity=1).raw())
+        raw.update(DenseBuffers(np, p.n, p.k, 1, p.dtype, p.per.get("t0", p.t0),
+                                capacity=1).raw())
     return raw
 
 

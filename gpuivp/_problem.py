@@ -93,16 +93,49 @@ def check_method(method):
 
 
 def check_t_span(t_span):
-    """``(t0, t1)`` as floats: ``t0`` finite, ``t1`` finite or infinite (as scipy: an
-    integration that a terminal event ends, or that ``max_steps`` stops)."""
+    """``(t0, t1)``: each a float, or a 1-D float64 array (one value per trajectory).
+
+    ``t0`` finite, ``t1`` finite or infinite (as scipy: an integration that a terminal event
+    ends, or that ``max_steps`` stops)."""
+    rule = ("`t_span` must be two numbers (t0, t1), each a scalar or an array of length k "
+            "(one value per trajectory), t0 finite and t1 finite or infinite")
     try:
-        t0, t1 = (float(v) for v in t_span)
+        t0, t1 = t_span
     except (TypeError, ValueError):
-        raise ValueError(f"`t_span` must be two numbers (t0, t1), got {t_span!r}.") from None
-    if not math.isfinite(t0) or math.isnan(t1):
-        raise ValueError(f"`t_span` must be two numbers (t0, t1), t0 finite and t1 finite or "
-                         f"infinite, got {t_span!r}.")
+        raise ValueError(f"{rule}, got {reprlib.repr(t_span)}.") from None
+    out = []
+    for v in (t0, t1):
+        try:
+            a = np.asarray(to_numpy(v))
+            if np.iscomplexobj(a) or a.dtype == object:
+                raise TypeError
+            a = a.astype(float)
+        except (TypeError, ValueError):
+            raise ValueError(f"{rule}, got {reprlib.repr(t_span)}.") from None
+        if a.ndim > 1:
+            raise ValueError(f"{rule}, got arrays of shapes {np.shape(t0)} and {np.shape(t1)}.")
+        out.append(float(a) if a.ndim == 0 else np.ascontiguousarray(a))
+    t0, t1 = out
+    if not np.all(np.isfinite(t0)) or np.any(np.isnan(t1)):
+        raise ValueError(f"{rule}, got {reprlib.repr(t_span)}.")
+    if np.ndim(t0) and np.ndim(t1) and len(t0) != len(t1):
+        raise ValueError(f"`t_span`: t0 has length {len(t0)} and t1 length {len(t1)}; per "
+                         f"trajectory both must have length k.")
     return t0, t1
+
+
+def per_trajectory(value, name, k, shapes=((),)):
+    """``value`` as a float or a ``(k,)`` float64 array: a ValueError naming ``name`` for
+    another shape (``None`` stays ``None``)."""
+    if value is None:
+        return None
+    a = _array(value, name, float)
+    if a.ndim == 0:
+        return float(a)
+    if a.shape != (k,):
+        raise ValueError(f"`{name}` must be a scalar or an array of shape (k,) = ({k},) "
+                         f"(one value per trajectory), got shape {a.shape}.")
+    return np.ascontiguousarray(a)
 
 
 #: scipy's message for a non-finite ``y0`` (its tests match it).
@@ -217,47 +250,82 @@ def ensemble_args(args, k_y0, dtype, n_y0=None):
 def check_tol(rtol, atol, n, dtype):
     """scipy's validate_tol, with the rtol floor at the working dtype's epsilon.
 
-    Returns ``rtol`` as a float, or as an ``(n,)`` array when its components differ
-    (per-component ``rtol``, which only the ``scipy`` backend runs), and ``atol`` as ``(n,)``.
+    Returns ``rtol`` as a float, as an ``(n,)`` array when its components differ
+    (per-component ``rtol``, which only the ``scipy`` backend runs) or as a ``(1, k)`` array
+    (per trajectory); and ``atol`` as ``(n,)`` or ``(n, k)`` (per trajectory).
     """
     eps = np.finfo(dtype).eps
     rtol = _array(rtol, "rtol", float)
-    if rtol.ndim > 0 and rtol.shape != (n,):
-        raise ValueError(f"`rtol` has wrong shape: expected a scalar or shape ({n},), "
-                         f"got {rtol.shape}.")
+    if rtol.ndim == 2 and rtol.shape[0] in (1, n):
+        if rtol.shape[0] > 1 and np.any(np.ptp(rtol, axis=0) != 0):
+            raise ValueError(f"`rtol` of shape {rtol.shape} differs between components of a "
+                             f"trajectory: per trajectory give shape (1, k) (one rtol per "
+                             f"trajectory), or shape ({n},) for per-component values.")
+        rtol = rtol[:1]
+    elif rtol.ndim > 0 and rtol.shape != (n,):
+        raise ValueError(f"`rtol` has wrong shape: expected a scalar, shape ({n},) or, per "
+                         f"trajectory, ({n}, k) / (1, k), got {rtol.shape}.")
     if np.any(rtol < 0) or not np.all(np.isfinite(rtol)):
         raise ValueError("`rtol` must be finite and non-negative.")
     if np.any(rtol < 100 * eps):
         warnings.warn("At least one element of `rtol` is too small. "
                       f"Setting `rtol = np.maximum(rtol, {100 * eps})`.", stacklevel=4)
         rtol = np.maximum(rtol, 100 * eps)
-    if rtol.ndim == 0 or rtol.size == 0 or np.ptp(rtol) == 0:
+    if rtol.ndim == 2:
+        rtol = np.ascontiguousarray(rtol, dtype=np.float64)
+    elif rtol.ndim == 0 or rtol.size == 0 or np.ptp(rtol) == 0:
         rtol = float(rtol.flat[0]) if rtol.size else 1e-3
     else:
         rtol = rtol.astype(np.float64)
     atol = _array(atol, "atol", float)
-    if atol.ndim > 0 and atol.shape != (n,):
-        raise ValueError(f"`atol` has wrong shape: expected a scalar or shape ({n},), "
-                         f"got {atol.shape}.")
+    if atol.ndim == 2 and atol.shape[0] in (1, n):
+        atol = np.broadcast_to(atol, (n, atol.shape[1]))
+    elif atol.ndim > 0 and atol.shape != (n,):
+        raise ValueError(f"`atol` has wrong shape: expected a scalar, shape ({n},) or, per "
+                         f"trajectory, ({n}, k) / (1, k), got {atol.shape}.")
     if np.any(atol < 0) or not np.all(np.isfinite(atol)):
         raise ValueError("`atol` must be finite and non-negative.")
+    if atol.ndim == 2:
+        return rtol, np.ascontiguousarray(atol, dtype=dtype)
     return rtol, np.broadcast_to(atol, (n,)).astype(dtype)
 
 
 def check_t_eval(t_eval, t0, t1):
+    """``t_eval`` as ``(n_t,)`` or, per trajectory, ``(n_t, k)``.
+
+    Shared with per-trajectory spans, it must be strictly monotone; each trajectory reads
+    the points inside its span in its own direction (the others stay NaN)."""
     if t_eval is None:
         return None
     t_eval = _array(t_eval, "t_eval", float)
-    if t_eval.ndim != 1:
-        raise ValueError("`t_eval` must be 1-dimensional.")
+    if t_eval.ndim not in (1, 2):
+        raise ValueError(f"`t_eval` must be 1-dimensional (n_t,) or, per trajectory, "
+                         f"(n_t, k), got shape {t_eval.shape}.")
     if not np.all(np.isfinite(t_eval)):
         raise ValueError("`t_eval` must be finite.")
-    if np.any(t_eval < min(t0, t1)) or np.any(t_eval > max(t0, t1)):
-        raise ValueError("Values in `t_eval` are not within `t_span`.")
-    d = np.diff(t_eval)
-    if (t1 >= t0 and np.any(d <= 0)) or (t1 < t0 and np.any(d >= 0)):
+    if t_eval.ndim == 2:
+        for name, t in (("t0", t0), ("t1", t1)):
+            if np.ndim(t) and len(t) != t_eval.shape[1]:
+                raise ValueError(f"`t_eval` of shape {t_eval.shape} has {t_eval.shape[1]} "
+                                 f"columns, but `t_span`'s {name} has length {len(t)}.")
+    t0b, t1b = (np.asarray(t0, dtype=float), np.asarray(t1, dtype=float))
+    if t_eval.ndim == 1 and (t0b.ndim or t1b.ndim):
+        d = np.diff(t_eval)
+        if not (np.all(d > 0) or np.all(d < 0)):
+            raise ValueError("Values in `t_eval` are not properly sorted: shared by "
+                             "trajectories with their own `t_span`, they must be strictly "
+                             "monotone.")
+        return np.ascontiguousarray(t_eval)
+    lo, hi = np.minimum(t0b, t1b), np.maximum(t0b, t1b)
+    if np.any(t_eval < lo) or np.any(t_eval > hi):
+        raise ValueError("Values in `t_eval` are not within `t_span`" +
+                         (" (column i: trajectory i's span)." if t_eval.ndim == 2 else "."))
+    d = np.diff(t_eval, axis=0) * np.where(t1b >= t0b, 1.0, -1.0)
+    if np.any(d <= 0):
         raise ValueError("Values in `t_eval` are not properly sorted: they must be strictly "
-                         "increasing (decreasing for backward integration).")
+                         "increasing (decreasing for backward integration)" +
+                         (", column i in trajectory i's direction." if t_eval.ndim == 2
+                          else "."))
     return np.ascontiguousarray(t_eval)  # a reversed view is no use to a raw kernel
 
 
@@ -361,35 +429,106 @@ def scipy_refusal(method, dt):
 
 
 def check_steps(method, dt, first_step, max_step, max_steps, t0, t1):
+    """``dt``, ``first_step``, ``max_step`` (each a float, ``None`` or a ``(k,)`` array) and
+    ``max_steps``, checked against the span(s) ``t0``, ``t1``."""
     fixed = isinstance(method, str) and method in METHODS and not METHODS[method].adaptive
+    span = np.abs(np.asarray(t1, dtype=float) - np.asarray(t0, dtype=float))
     if dt is not None:
-        try:
-            dt = float(dt)
-        except (TypeError, ValueError):
-            raise TypeError(f"`dt` must be a number, got {dt!r}.") from None
-        if not (math.isfinite(dt) and dt > 0):
-            raise ValueError(f"`dt` must be a finite positive number, got {dt}.")
+        if np.ndim(dt) == 0:
+            try:
+                dt = float(dt)
+            except (TypeError, ValueError):
+                raise TypeError(f"`dt` must be a number, got {dt!r}.") from None
+        dt = per_trajectory(dt, "dt", np.size(dt))
+        if not np.all(np.isfinite(dt) & (np.asarray(dt) > 0)):
+            raise ValueError(f"`dt` must be a finite positive number, got {reprlib.repr(dt)}.")
         if first_step is not None:
             raise ValueError("`dt` and `first_step` contradict each other: give only one.")
         if not (isinstance(method, str) and method in METHODS):
             raise ValueError(f"`dt` (fixed steps) is not supported by method {method!r}.")
-        if not (math.isfinite(t0) and math.isfinite(t1)):
-            raise ValueError(f"`dt` (fixed steps) needs a finite `t_span`, got {(t0, t1)}.")
+        if not np.all(np.isfinite(span)):
+            raise ValueError(f"`dt` (fixed steps) needs a finite `t_span`, got "
+                             f"{reprlib.repr((t0, t1))}.")
     elif fixed:
         raise ValueError(f"Fixed-step method {method!r} needs a step size: pass `dt`.")
-    max_step = _number(max_step, "max_step")
-    if not max_step > 0:
+    if np.ndim(max_step) == 0:
+        max_step = _number(max_step, "max_step")
+    else:
+        max_step = per_trajectory(max_step, "max_step", np.size(max_step))
+    if not np.all(np.asarray(max_step) > 0):
         raise ValueError("`max_step` must be positive.")
     if first_step is not None:
-        first_step = _number(first_step, "first_step")
-        if not first_step > 0:
+        if np.ndim(first_step) == 0:
+            first_step = _number(first_step, "first_step")
+        else:
+            first_step = per_trajectory(first_step, "first_step", np.size(first_step))
+        if not np.all(np.asarray(first_step) > 0):
             raise ValueError("`first_step` must be positive.")
-        if first_step > abs(t1 - t0):
+        if np.shape(first_step) and span.shape and span.shape != np.shape(first_step):
+            raise ValueError(f"`first_step` has shape {np.shape(first_step)}, `t_span` "
+                             f"length {span.shape[0]}: per trajectory both have length k.")
+        if np.any(np.asarray(first_step) > span):
             raise ValueError("`first_step` exceeds bounds.")
     if isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral) \
             or max_steps < 1:
         raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
     return dt, first_step, max_step, int(max_steps)
+
+
+#: Problem data that may be given per trajectory (trajectory axis last).
+PER_FIELDS = ("t0", "t1", "rtol", "atol", "dt", "first_step", "max_step", "t_eval")
+
+
+def per_trajectory_lengths(values):
+    """``{name: k}`` for the per-trajectory entries of ``values`` (a dict over PER_FIELDS)."""
+    out = {}
+    for name, v in values.items():
+        if v is None:
+            continue
+        if name in ("rtol", "atol", "t_eval"):
+            if np.ndim(v) == 2:
+                out[name] = np.shape(v)[1]
+        elif np.ndim(v) == 1:
+            out[name] = len(v)
+    return out
+
+
+def split_per_trajectory(values, k, n):
+    """Shared scalar values and the per-trajectory arrays (``per``) of ``values``.
+
+    Every per-trajectory entry must have length ``k``. The shared value of a per-trajectory
+    entry is trajectory 0's (what a caller that only looks at one trajectory, such as the
+    probe of ``fun`` at ``t0``, needs)."""
+    for name, L in per_trajectory_lengths(values).items():
+        if L != k:
+            shape = {"rtol": "(1, k) or (n, k)", "atol": "(1, k) or (n, k)",
+                     "t_eval": "(n_t, k)"}.get(name, "(k,)")
+            raise ValueError(f"`{name}` has {L} per-trajectory entries, but the ensemble has "
+                             f"k={k} trajectories (from `y0` / `args`): per trajectory it "
+                             f"must have shape {shape}.")
+    lengths = per_trajectory_lengths(values)
+    per, shared_values = {}, dict(values)
+    if "t0" in lengths or "t1" in lengths:
+        for name in ("t0", "t1"):
+            per[name] = np.ascontiguousarray(np.broadcast_to(values[name], (k,)), dtype=float)
+            shared_values[name] = float(per[name][0]) if k else float(np.ravel(values[name])[0])
+    for name in ("dt", "first_step", "max_step"):
+        if name in lengths:
+            per[name] = np.asarray(values[name], dtype=float)
+            shared_values[name] = float(per[name][0]) if k else None
+    if "rtol" in lengths:
+        per["rtol"] = np.asarray(values["rtol"], dtype=float)[0]
+        shared_values["rtol"] = float(per["rtol"][0]) if k else 1e-3
+    if "atol" in lengths:
+        per["atol"] = values["atol"]
+        shared_values["atol"] = np.ascontiguousarray(values["atol"][:, 0]) if k else \
+            np.zeros(n, values["atol"].dtype)
+    te = values.get("t_eval")
+    if te is not None and (te.ndim == 2 or "t0" in per):
+        per["t_eval"] = te  # (n_t, k), or (n_t,) shared by trajectories with their own spans
+    if "t_eval" in lengths and k:
+        shared_values["t_eval"] = np.ascontiguousarray(te[:, 0])
+    return shared_values, per
 
 
 def note_raised(exc, where):
@@ -434,14 +573,32 @@ class Problem:
     at_times: tuple = ()      # () or per event: None, or its gpuivp.at times (m, k), sorted
     dense_output: bool = False
     dense_max_steps: int = 0  # per trajectory; past it the trajectory fails (-4)
+    # With dense_output: "record steps only", the dense buffers hold each accepted step's t
+    # and y but no interpolant rows, and no extra interpolant stages are spent on them (a
+    # single IVP without t_eval, whose caller did not ask for dense output: its every step).
+    record_steps: bool = False
     memory_budget: int | None = None  # bytes one chunk may use; None: the default (_chunking)
     first: int = 0            # index of trajectory 0 in the caller's ensemble (a chunk's start)
     inplace: bool = False     # fun(t, y, dydt, *args) fills dydt and returns nothing
     complex_n: int = 0        # > 0: a complex system of complex_n components run as 2 * complex_n
+    #: Per-trajectory problem data (names of PER_FIELDS; trajectory axis last: t0, t1, rtol,
+    #: dt, first_step, max_step (k,); atol (n, k); t_eval (n_t, k), or (n_t,) shared by
+    #: trajectories with their own spans). The scalar fields then hold trajectory 0's values.
+    per: dict = field(default_factory=dict)
 
     @property
     def n(self):
         return self.y0.shape[0]
+
+    @property
+    def interpolant_stored(self):
+        """Whether the engines store each step's interpolant (dense output proper), not
+        only its t and y (``record_steps``)."""
+        return self.dense_output and not self.record_steps
+
+    def dense_rows(self, tableau):
+        """Interpolant rows per step in the dense buffers (0 when recording steps only)."""
+        return tableau.n_interp_rows if self.interpolant_stored else 0
 
     @property
     def k(self):
@@ -450,6 +607,43 @@ class Problem:
     @property
     def direction(self):
         return 1.0 if self.t1 >= self.t0 else -1.0
+
+    def column(self, name):
+        """``name`` per trajectory: a ``(k,)`` array (``atol``: ``(n, k)``), the shared value
+        broadcast when it is not given per trajectory."""
+        if name in self.per:
+            return self.per[name]
+        if name == "atol":
+            return np.broadcast_to(self.atol[:, None], (self.n, self.k))
+        value = getattr(self, name)
+        return np.full(self.k, np.nan if value is None else value, dtype=float)
+
+    def traj_value(self, name, i):
+        """``name`` for trajectory ``i`` (``None`` where not given)."""
+        if name not in self.per:
+            return getattr(self, name)
+        v = self.per[name]
+        if name == "atol":
+            return v[:, i]
+        if name == "t_eval":
+            if v.ndim == 2:
+                return v[:, i]
+            t0, t1 = self.per["t0"][i], self.per["t1"][i]
+            inside = (v >= min(t0, t1)) & (v <= max(t0, t1))
+            return v[inside] if (v[-1] >= v[0]) == (t1 >= t0) else v[inside][::-1]
+        return float(v[i])
+
+    def traj_t_eval_rows(self, i):
+        """Rows of the result's ``t_eval`` axis that trajectory ``i`` fills, in its order."""
+        v = self.per.get("t_eval") if "t_eval" in self.per else self.t_eval
+        if v is None:
+            return None
+        rows = np.arange(len(v))
+        if v.ndim == 2 or "t0" not in self.per:
+            return rows
+        t0, t1 = self.per["t0"][i], self.per["t1"][i]
+        rows = rows[(v >= min(t0, t1)) & (v <= max(t0, t1))]
+        return rows if (v[-1] >= v[0]) == (t1 >= t0) else rows[::-1]
 
     @property
     def n_fixed(self):
@@ -473,6 +667,18 @@ class Problem:
         import dataclasses
         args = tuple(a[..., idx] if kind.startswith("traj") else a
                      for a, kind in zip(self.args, self.arg_kinds))
+        per = {name: (v if name == "t_eval" and v.ndim == 1 else v[..., idx])
+               for name, v in self.per.items()}
         at_times = tuple(None if a is None else np.ascontiguousarray(a[:, idx])
                          for a in self.at_times)
-        return dataclasses.replace(self, y0=self.y0[:, idx], args=args, at_times=at_times)
+        part = dataclasses.replace(self, y0=self.y0[:, idx], args=args, per=per,
+                                   at_times=at_times)
+        if part.k and per:  # the shared fields: the part's trajectory 0
+            for name in ("t0", "t1", "rtol", "dt", "first_step", "max_step"):
+                if name in per:
+                    setattr(part, name, float(per[name][0]))
+            if "atol" in per:
+                part.atol = np.ascontiguousarray(per["atol"][:, 0])
+            if "t_eval" in per and per["t_eval"].ndim == 2:
+                part.t_eval = np.ascontiguousarray(per["t_eval"][:, 0])
+        return part

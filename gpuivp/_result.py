@@ -70,10 +70,11 @@ def ensemble_result(problem, raw, backend):
     status = np.asarray(raw["status"], dtype=np.int64)
     dt = p.dtype
     if p.t_eval is not None:
-        t = p.t_eval.astype(dt)
+        t = p.per.get("t_eval", p.t_eval).astype(dt)  # (n_t,), or (n_t, k) per trajectory
         y = np.moveaxis(np.asarray(raw["y_eval"], dtype=dt), 0, -1)
     else:
-        t = np.array([p.t0, p.t1], dtype=dt)
+        t = (np.array([p.per["t0"], p.per["t1"]], dtype=dt) if "t0" in p.per  # (2, k)
+             else np.array([p.t0, p.t1], dtype=dt))
         y = np.empty((p.n, p.k, 2), dtype=dt)
         y[:, :, 0] = p.y0
         y[:, :, 1] = np.where(status == 0, np.asarray(raw["y_final"], dtype=dt), np.nan)
@@ -87,13 +88,16 @@ def ensemble_result(problem, raw, backend):
     sol = None
     if p.dense_output and "sols" in raw:
         from ._dense import ListSolution
-        sol = ListSolution(raw["sols"], p.t0, raw["t_final"], p.n, dtype=dt, y0=p.y0)
+        sol = ListSolution(raw["sols"], p.per.get("t0", p.t0), raw["t_final"], p.n, dtype=dt,
+                           y0=p.y0)
     elif p.dense_output:
         from ._dense import EnsembleSolution
         from .methods import METHODS
         sol = EnsembleSolution(METHODS[p.method].interpolant, raw["dn_t"], raw["dn_h"],
                                raw["dn_c"],
-                               np.asarray(raw["naccept"], dtype=np.int64), p.direction,
+                               np.asarray(raw["naccept"], dtype=np.int64),
+                               np.where(p.column("t1") >= p.column("t0"), 1.0, -1.0)
+                               if "t0" in p.per else p.direction,
                                y0=p.y0)
     return EnsembleResult(
         t=t, y=y, t_final=np.asarray(raw["t_final"], dtype=dt),

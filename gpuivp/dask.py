@@ -89,17 +89,24 @@ def _slice_at_events(positional, first, m):
     return (method, t_eval, dense_output, cut[0] if single else cut, vectorized)
 
 
-def _solve_slice(common, first, y0, traj_args):
+def _solve_slice(common, first, y0, traj_args, per=None):
     """One task: ``gpuivp.solve_ivp`` on a slice of the ensemble (runs on a worker).
 
     ``common`` holds what every task shares (sent once per worker): ``fun``, ``t_span``,
     the positional options, the keyword options, the shared args (None where an arg is
     per trajectory) and the args' kinds; ``first`` is the index of the slice's first
     trajectory (messages number trajectories in the whole ensemble); ``traj_args`` are
-    this slice of the per-trajectory args, in order.
+    this slice of the per-trajectory args, in order; ``per`` this slice of the problem data
+    given per trajectory (``t0``, ``t1``, ``t_eval``, ``rtol``, ...; see :func:`_per_inputs`).
     """
     fun, t_span, positional, kwargs, fixed_args, kinds = common
     positional = _slice_at_events(positional, first, y0.shape[1])
+    if per:
+        t_span = (per.get("t0", t_span[0]), per.get("t1", t_span[1]))
+        if "t_eval" in per:
+            positional = (positional[0], per["t_eval"]) + tuple(positional[2:])
+        kwargs = dict(kwargs, **{name: v for name, v in per.items()
+                                 if name not in ("t0", "t1", "t_eval")})
     it = iter(traj_args)
     args = tuple(next(it) if kind == "traj" else a for a, kind in zip(fixed_args, kinds))
     with _TASK_LOCK:  # one gpuivp call at a time per process (numba's workqueue layer)
@@ -164,9 +171,28 @@ def _classify(y0, args, dtype):
     return y0, k, kinds, args, arrays, dtype
 
 
+def _per_inputs(t_span, t_eval, kwargs):
+    """The problem data given per trajectory, trajectory axis last (to slice per task):
+    ``t0``/``t1`` of length k, ``t_eval`` (n_t, k), ``rtol``/``atol`` 2-D, ``dt``,
+    ``first_step``, ``max_step`` of length k."""
+    out = {}
+    try:
+        t0, t1 = t_span
+    except (TypeError, ValueError):
+        return out  # gpuivp.solve_ivp says what is wrong, in every task
+    for name, v, ndim in (("t0", t0, 1), ("t1", t1, 1), ("t_eval", t_eval, 2),
+                          ("rtol", kwargs.get("rtol"), 2), ("atol", kwargs.get("atol"), 2),
+                          ("dt", kwargs.get("dt"), 1), ("first_step", kwargs.get("first_step"), 1),
+                          ("max_step", kwargs.get("max_step"), 1)):
+        if v is not None and np.ndim(v) == ndim:
+            out[name] = P.to_numpy(v)
+    return out
+
+
 def _tasks(fun, t_span, y0, positional, kwargs, args, kinds, arrays, slices):
     """One ``dask.delayed`` task per slice, sharing one graph key for the common inputs."""
     token = uuid.uuid4().hex
+    per = _per_inputs(t_span, positional[1], kwargs)
     fixed_args = tuple(None if kd == "traj" else a for a, kd in zip(args, kinds))
     common = dask.delayed((fun, t_span, positional, kwargs, fixed_args, kinds),
                           name=f"gpuivp-common-{token}", traverse=False)
@@ -174,6 +200,7 @@ def _tasks(fun, t_span, y0, positional, kwargs, args, kinds, arrays, slices):
     solve = dask.delayed(_solve_slice)
     return [solve(common, sl.start, y0 if broadcast else y0[:, sl],
                   [arrays[m][..., sl] for m in sorted(arrays)],
+                  {name: v[..., sl] for name, v in per.items()},
                   dask_key_name=f"gpuivp-solve-{token}-{i}")
             for i, sl in enumerate(slices)]
 
@@ -266,6 +293,9 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     (1, 8)
     """
     y0, k, kinds, args, arrays, dtype = _classify(y0, args, kwargs.get("dtype"))
+    if k == 1 and not arrays:  # y0 (n, 1) broadcast to problem data given per trajectory
+        k = max([np.shape(v)[-1] for v in _per_inputs(t_span, t_eval, kwargs).values()]
+                or [1])
     client = _default_client(client)
     if chunks is None:
         threads = sum(client.nthreads().values()) if client is not None else os.cpu_count()
@@ -278,7 +308,8 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     if not compute:
         t0, t1 = P.check_t_span(t_span)
         t_ev = P.check_t_eval(t_eval, t0, t1)
-        t = (np.array([t0, t1]) if t_ev is None else t_ev).astype(dtype)
+        t = (np.array([np.broadcast_to(t0, np.shape(t1)), np.broadcast_to(t1, np.shape(t0))])
+             if t_ev is None else t_ev).astype(dtype)
         event_funs, _, max_events = P.check_events(events, kwargs.get("max_events"))
         return _lazy_result(tasks, slices, y0.shape[0], len(t), dtype, t, len(event_funs),
                             max_events)

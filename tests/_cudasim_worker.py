@@ -175,6 +175,18 @@ def _cases():
     c["raises_f64"] = dict(fun=raises_sometimes, t_span=(0.0, 1.0), y0=np.c_[[1.0, 0.0]],
                            slice=7, kw=dict(method="RK45", args=(np.array([1.0, -1.0, 3.0, 2.0]),),
                                             rtol=1e-8, atol=1e-10))
+    # Per-trajectory problem data: own spans (both directions), tolerances, a shared t_eval
+    # with points outside some spans (NaN); own dt and (n_t, k) t_eval for fixed steps.
+    w4 = np.array([0.5, 1.0, 1.5, 2.0])
+    c["per_traj_f64"] = dict(fun=harmonic, t_span=(np.array([0.0, 1.0, 2.0, 0.5]),
+                                                   np.array([2.0, -1.0, 2.0, 3.0])), y0=osc,
+                             kw=dict(method="RK45", args=(w4,), t_eval=np.linspace(-1, 3, 9),
+                                     rtol=np.array([[1e-6, 1e-5, 1e-7, 1e-6]]),
+                                     atol=np.full((2, 4), 1e-9), max_step=np.r_[0.3, 1, 1, 1]))
+    c["per_traj_rk4_f64"] = dict(fun=harmonic, t_span=(0.0, np.array([2.0, -1.0, 1.0, 0.3])),
+                                 y0=osc, kw=dict(method="RK4", dt=np.array([0.1, 0.05, 0.2, 0.1]),
+                                                 args=(w4,), t_eval=np.linspace(
+                                                     0.0, np.array([2.0, -1.0, 1.0, 0.3]), 3)))
     # Chunked twins (key ``chunk``: trajectories per chunk on the cuda backend, through a
     # memory budget): solved in 3+ chunks pipelined over two streams, they must equal their
     # one-piece case bit for bit (``tests/test_cuda_sim.py``).

@@ -19,6 +19,17 @@ from gpuivp.engines import disk_cache
 from gpuivp.engines.per_trajectory import EngineSource
 from gpuivp.methods import METHODS
 
+REPORT = '''
+hits = misses = 0
+for name, mod in list(sys.modules.items()):
+    if name.startswith("_gpuivp_cache_e"):
+        hits += sum(mod.run_range.stats.cache_hits.values())
+        misses += sum(mod.run_range.stats.cache_misses.values())
+print(json.dumps({"stats": dict(disk_cache.STATS), "hits": hits, "misses": misses,
+                  **{name: [r.y_final.tolist(), r.nfev.tolist()] for name, r in RUNS.items()},
+                  "y": RUNS["res"].y_final.tolist(), "nfev": RUNS["res"].nfev.tolist()}))
+'''
+
 STUDY = '''
 import json, sys
 import numpy as np
@@ -32,22 +43,66 @@ def decay(t, y, a):
 
 res = solve_ivp(decay, (0, 1), np.c_[[1.0, 2.0]], args=(np.array([1.0, 2.0, 3.0]),),
                 backend="numba", method="RK45")
-hits = misses = 0
-for name, mod in list(sys.modules.items()):
-    if name.startswith("_gpuivp_cache_e"):
-        hits += sum(mod.run_range.stats.cache_hits.values())
-        misses += sum(mod.run_range.stats.cache_misses.values())
-print(json.dumps({"stats": dict(disk_cache.STATS), "hits": hits, "misses": misses,
-                  "y": res.y_final.tolist(), "nfev": res.nfev.tolist()}))
-'''
+RUNS = {"res": res}
+''' + REPORT
+
+# fun calls a plain Python helper (compiled with it), a method of an imported module and
+# reads a global array (a hidden argument): the array is changed in place between two
+# calls of one process.
+HELPER_STUDY = '''
+import json, sys
+import numpy as np
+from gpuivp import solve_ivp
+from gpuivp.engines import disk_cache
+
+W = np.array([1.0, 0.5])
+
+def rate(x):
+    return x * x + 1.0
+
+def reads(t, y, a):
+    return (-a * rate(W[0]) * y[0], np.sqrt(W[1]) * y[0] - y[1])
+
+def run(backend):
+    return solve_ivp(reads, (0, 1), np.c_[[1.0, 2.0]], args=(np.array([0.5, 1.0, 1.5]),),
+                     backend=backend, method="RK45")
+
+RUNS = {"res": run("numba")}
+W[0] = 2.0
+RUNS["changed"] = run("numba")
+RUNS["changed_scipy"] = run("scipy")  # fun called from Python: reads W as it is now
+''' + REPORT
+
+# The looped engine (n >= LOOP_MIN_N: loops and the helper function `interp`, called for
+# t_eval), an in-place fun reading a global array.
+LOOPED_STUDY = '''
+import json, sys
+import numpy as np
+from gpuivp import solve_ivp
+from gpuivp.engines import disk_cache
+from gpuivp.engines.per_trajectory import LOOP_MIN_N
+
+DAMP = np.array([1.0, 0.5])  # read by the in-place fun: a hidden argument after dydt
+
+def l96(t, y, dydt, F):
+    n = y.shape[0]
+    for i in range(n):
+        dydt[i] = (y[(i + 1) % n] - y[i - 2]) * y[i - 1] - DAMP[i % 2] * y[i] + F
+
+y0 = np.full((LOOP_MIN_N, 2), 8.0)
+y0[0] += [0.01, 0.02]
+res = solve_ivp(l96, (0, 0.5), y0, args=(np.array([8.0, 9.0]),), backend="numba",
+                method="RK45", inplace=True, t_eval=[0.25, 0.5])
+RUNS = {"res": res}
+''' + REPORT
 
 
-def run_study(folder, cache, **env):
-    """Run the study in a fresh Python process; returns what it reports."""
-    script = os.path.join(folder, "study.py")
+def run_study(folder, cache, study=STUDY, **env):
+    """Run ``study`` in a fresh Python process; returns what it reports."""
+    script = os.path.join(folder, f"study_{abs(hash(study))}.py")
     if not os.path.exists(script):
         with open(script, "w") as f:
-            f.write(STUDY)
+            f.write(study)
     environ = {k: v for k, v in os.environ.items()  # numba's files next to the modules
                if k not in ("GPUIVP_DISK_CACHE", "NUMBA_CACHE_DIR")}
     environ.update(GPUIVP_CACHE_DIR=str(cache), **env)
@@ -117,9 +172,9 @@ def test_corrupt_entry_is_rebuilt_not_used(warm):
             good[path] = f.read()
     with open(engine, "w") as f:  # a torn write: the module cut short
         f.write(good[engine][: len(good[engine]) // 2])
-    assert "K = 0.5" in good[user]
-    with open(user, "w") as f:  # an edited module: valid Python, another constant
-        f.write(good[user].replace("K = 0.5", "K = 9.5"))
+    assert ", -y[1])" in good[user]  # fun, rewritten (K a hidden argument)
+    with open(user, "w") as f:  # an edited module: valid Python, other code
+        f.write(good[user].replace(", -y[1])", ", -9 * y[1])"))
     rebuilt = run_study(folder, cache)
     assert rebuilt["stats"] == {"write": 1, "rebuilt": 2}
     assert rebuilt["y"] == cold["y"] and rebuilt["nfev"] == cold["nfev"]
@@ -224,10 +279,35 @@ def test_unwritable_functions_fall_back_to_in_process(tmp_path):
     assert "-y[0]" not in _key(model.two, arg_kinds=())[1]
     assert "-y[0]" in _key(model.other, arg_kinds=())[1]
     problem = types.SimpleNamespace(fun=no_source, events=(), n=2, dtype=np.dtype(np.float64))
-    src = EngineSource(METHODS["RK45"], 2, (), np.float64, False, "cpu")
     before = disk_cache.STATS["fallback"]
-    assert disk_cache.load_engine(problem, src, "", {}, numba_backend.HOST_FUNCTIONS) is None
+    assert disk_cache.load_user(problem, {}) is None
     assert disk_cache.STATS["fallback"] == before + 1
+
+
+@pytest.mark.parametrize("study, written", [
+    (HELPER_STUDY, ["def _gpuivp_fun(t, y, a, W):", "rate = _gpuivp_nb.njit("]),
+    (LOOPED_STUDY, ["def _gpuivp_fun(t, y, dydt, F, DAMP):", "interp = _gpuivp_jit(interp)"]),
+], ids=["helper-array", "looped"])
+def test_warm_process_loads_rewritten_funs_and_looped_engines(tmp_path, study, written):
+    cache = tmp_path / "cache"
+    cold = run_study(tmp_path, cache, study)
+    assert cold["stats"] == {"write": 1} and cold["misses"] == 1
+    warm = run_study(tmp_path, cache, study)
+    assert warm["stats"] == {"hit": 1}
+    assert warm["hits"] == 1 and warm["misses"] == 0  # nothing compiled
+    files = entry_files(cache)
+    assert len(files) == 2
+    text = "".join(open(path).read() for path in files)
+    for line in written:  # the global array an argument; the helpers compiled
+        assert line in text, line
+    for name in cold:
+        if name not in ("stats", "hits", "misses"):
+            assert warm[name] == cold[name], name
+    if "changed" in warm:  # the global array changed in place: read afresh, no new entry
+        assert warm["changed"][0] != warm["res"][0]
+        assert warm["changed"][1] == warm["changed_scipy"][1]  # the same steps
+        # scipy sums the stages with BLAS (another summation order): values to rounding
+        np.testing.assert_allclose(warm["changed"][0], warm["changed_scipy"][0], rtol=1e-10)
 
 
 @pytest.mark.parametrize("env, where", [
@@ -245,3 +325,22 @@ def test_environment_moves_or_disables_the_cache(monkeypatch, tmp_path, env, whe
         monkeypatch.setenv(name, value)
     expected = None if where is None else str(tmp_path / where)
     assert disk_cache.cache_dir() == expected
+
+
+def test_fun_that_does_not_compile_leaves_no_entry(monkeypatch, tmp_path):
+    import gpuivp
+
+    model = _import_file(tmp_path / "bad.py", '''
+        def with_try(t, y, a):
+            try:
+                v = -a * y[0]
+            except Exception as e:  # numba does not bind exceptions
+                v = 0.0
+            return (v,)
+        ''')
+    monkeypatch.setenv("GPUIVP_CACHE_DIR", str(tmp_path / "cache"))
+    before = disk_cache.STATS["discarded"]
+    with pytest.raises(gpuivp.backends.BackendUnavailable, match="could not be compiled"):
+        gpuivp.solve_ivp(model.with_try, (0, 1), np.c_[[1.0]], args=(0.5,), backend="numba")
+    assert disk_cache.STATS["discarded"] == before + 1  # its user module was written, then
+    assert entry_files(tmp_path / "cache") == []  # removed: the next process fails as fast

@@ -165,3 +165,33 @@ def test_complex_states_with_an_event(backend):
     np.testing.assert_allclose(res.t_final, np.log([2.0, 4.0]), rtol=1e-6)
     assert res.y_events[0].dtype == np.complex128 and res.y_events[0].shape == (2, 32, 1)
     np.testing.assert_allclose(res.y_events[0][:, 0, 0], [0.5 + 0.5j, 0.5 - 0.25j], rtol=1e-6)
+
+
+def oscillator(t, y):   # a few dozen DOP853 steps on [0, 10]
+    return (y[1], -y[0])
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_every_step_without_t_eval_spends_no_interpolant_stages(backend):
+    """A single IVP without t_eval records its steps without the interpolant: DOP853's and
+    Vern7's extra stages are paid only with dense output, as scipy's DOP853 does."""
+    kw = dict(rtol=1e-8, atol=1e-10, **kw_for(backend))
+    ref = scipy.integrate.solve_ivp(oscillator, (0, 10), [1.0, 0.0], method="DOP853",
+                                    rtol=1e-8, atol=1e-10)
+    res = solve_ivp(oscillator, (0, 10), [1.0, 0.0], method="DOP853", **kw)
+    assert res.nfev == ref.nfev and len(res.t) == len(ref.t) and res.sol is None
+    # The step ends agree with scipy's to ~1e-6 relative (step-size control rounding), so
+    # the states are compared where the steps ended, to the requested tolerances.
+    ref_sol = scipy.integrate.solve_ivp(oscillator, (0, 10), [1.0, 0.0], method="DOP853",
+                                        rtol=1e-8, atol=1e-10, dense_output=True).sol
+    np.testing.assert_allclose(res.y, ref_sol(res.t), rtol=1e-7, atol=1e-9)
+    # dense output: the same steps, and the extra stages (3 per step) for the interpolant
+    dense = solve_ivp(oscillator, (0, 10), [1.0, 0.0], method="DOP853", dense_output=True, **kw)
+    np.testing.assert_array_equal(dense.t, res.t)
+    np.testing.assert_array_equal(dense.y, res.y)
+    assert dense.nfev == res.nfev + 3 * dense.naccept
+    np.testing.assert_allclose(dense.sol(res.t), res.y, rtol=1e-12, atol=1e-14)
+    # Vern7 (no scipy twin): 10 evaluations per attempted step, as a plain run
+    vern = solve_ivp(oscillator, (0, 10), [1.0, 0.0], method="Vern7", **kw)
+    assert vern.nfev == 2 + 10 * (vern.naccept + vern.nreject)
+    assert len(vern.t) == vern.naccept + 1

@@ -338,6 +338,7 @@ PEAK_RSS = """
     K, BUDGET = {k}, {budget}
     RHO = np.linspace(0.5, 20, K)
     call(100, None)                                 # compiles
+    call(K, BUDGET)  # compiles what the chunks pick (numba: the lane engine from 10,000)
     base = status("VmRSS")
     open("/proc/self/clear_refs", "w").write("5")   # resets VmHWM, the peak RSS, to now
     res = call(K, BUDGET)

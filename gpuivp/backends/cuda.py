@@ -145,7 +145,7 @@ def _kernel_source(param_names, sim=False, flagged=True):
             f"    if i < k:\n"
             f"        if raised[i] != 0:\n"
             f"            if st_status[i] == INIT:\n"  # raised in its first call: t0, y0
-            f"                st_t[i] = ctrl[CTRL_T0]\n"
+            f"                st_t[i] = ctrl[CTRL_T0, i if ctrl.shape[1] > 1 else 0]\n"
             f"                for j in range(N_STATE):\n"
             f"                    st_y[j, i] = y0[j, i]\n"
             f"            st_status[i] = FAIL_RAISED\n"

@@ -97,9 +97,9 @@ class Launcher:
 
 
 def engine(problem, tableau, xp, launch):
-    """The engine for ``problem``: fused kernels, or the array code with events or dense
-    output."""
-    if problem.events or problem.dense_output:
+    """The engine for ``problem``: fused kernels, or the array code with events, dense
+    output or per-trajectory problem data (which the fused kernels do not take yet)."""
+    if problem.events or problem.dense_output or problem.per:
         return Lockstep(problem, tableau, xp)
     return FusedLockstep(problem, tableau, xp, launch)
 

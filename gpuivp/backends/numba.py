@@ -13,11 +13,18 @@ on it); on ``KeyboardInterrupt`` (or any other exception) the chunks not started
 cancelled and the running ones stop at their next trajectory or slice boundary before the
 exception propagates. The pool is created anew in a forked child (it inherits the pool
 object but not its threads).
+
+Two engines: the per-trajectory engine (:mod:`gpuivp.engines.per_trajectory`) and, where it
+supports the problem, the lane engine (:mod:`gpuivp.engines.lanes`: W trajectories in SIMD
+lanes, the same results bit for bit). :data:`ENGINE` (``GPUIVP_NUMBA_ENGINE``) chooses:
+``"auto"``, ``"lanes"`` or ``"scalar"``. The lane engine runs each chunk to completion (no time
+slices: it serves no progress bar); on Ctrl-C it stops at its next step attempt.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import functools
+import inspect
 import itertools
 import math
 import os
@@ -114,16 +121,17 @@ def _stop(futures, iparams):
     concurrent.futures.wait([f for f in futures if f is not None])
 
 
-def _run_parallel(run_range, k, arrays, on_error):
+def _run_parallel(run_range, k, arrays, on_error, min_chunk=1):
     """Run every trajectory, split into chunks over the thread pool when worth it.
 
     An exception from the chunk of trajectories ``a <= i < b`` goes through
-    ``on_error(exc, a, b)`` before it propagates. On any exception, ``KeyboardInterrupt``
+    ``on_error(exc, a, b)`` before it propagates. Chunks hold at least ``min_chunk``
+    trajectories where there are enough (the lane engine: several per lane). On any exception, ``KeyboardInterrupt``
     included, the other chunks are stopped (:func:`_stop`) before it propagates.
     """
     run_range(0, 0, *arrays)  # compile here (a TypingError), not racing in the workers
     threads = n_threads()
-    parts = 1 if threads == 1 or k < 64 else 8 * threads
+    parts = 1 if threads == 1 or k < 64 else min(8 * threads, max(1, k // min_chunk))
     bounds = np.linspace(0, k, parts + 1).astype(np.int64)
     chunks = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
     futures = ([None] if len(chunks) == 1 else
@@ -162,18 +170,34 @@ def prepare(problem):
     return fun_compile.prepare(problem, numba.njit(**JIT_OPTIONS))
 
 
-def fun_signature(problem):
-    """numba types of ``fun(t, y, *args)`` as the engine calls it (scalar ``t`` and a 1-D
-    ``y`` of the working dtype, each trajectory's args): for compiling ``fun`` alone."""
+def fun_signature(problem, event=False):
+    """numba types of ``fun(t, y, *args)`` (in place: ``fun(t, y, dydt, *args)``) or of an
+    event function (``event=True``: ``(t, y, *args)``) as the engine calls it (scalar ``t``
+    and 1-D arrays of the working dtype, each trajectory's args): for compiling it alone."""
     import numba
 
     scalar = numba.from_dtype(problem.dtype)
-    types = [scalar, numba.types.Array(scalar, 1, "C")]
+    vector = numba.types.Array(scalar, 1, "C")
+    types = [scalar, vector]
+    if getattr(problem, "inplace", False) and not event:
+        types.append(vector)
     for a, kind in zip(problem.args, problem.arg_kinds):
         if kind.startswith("traj"):  # trajectory 0's: a scalar, or a column ('A' layout)
             a = a[(slice(None),) * (a.ndim - 1) + (0,)]
         types.append(numba.typeof(a))
     return tuple(types)
+
+
+def _folded(f, sig):
+    """``sig`` as numba's explicit ``compile`` takes it for ``f``: the types a ``*args``
+    parameter receives folded into one tuple (as numba does for a call)."""
+    import numba
+
+    code = getattr(py_function(f), "__code__", None)
+    if code is None or not code.co_flags & inspect.CO_VARARGS:
+        return sig
+    n = code.co_argcount
+    return sig[:n] + (numba.types.StarArgTuple.from_types(sig[n:]),)
 
 
 def _check_compiles(functions, problem):
@@ -183,10 +207,9 @@ def _check_compiles(functions, problem):
     trouble = fun_compile.signature_trouble(functions)
     if trouble:
         raise CompileError(trouble, "remove **kwargs from its signature")
-    sig = fun_signature(problem)
-    for f in functions:
+    for j, f in enumerate(functions):  # fun, then the event functions
         try:
-            f.compile(sig)
+            f.compile(_folded(f, fun_signature(problem, event=j > 0)))
         except Exception as exc:  # any failure to compile, whatever numba's class for it
             raise CompileError.from_exception(exc) from exc
 
@@ -204,12 +227,28 @@ def compiled_engine(problem, tableau):
         def jit(f):
             return numba.njit(**JIT_OPTIONS)(py_function(f))
 
-        src = EngineSource.for_problem(problem, tableau, "cpu")
         # The disk cache first (compiled engines that survive the process), else in-process.
-        engine = disk_cache.load_engine(problem, src, _driver(src.param_names), JIT_OPTIONS,
-                                        HOST_FUNCTIONS)
-        if engine is not None:
-            return engine
+        user = disk_cache.load_user(problem, JIT_OPTIONS)
+        if user is not None:
+            fun, events = user.fun, user.events
+        else:
+            fun, events = jit(problem.fun), [jit(e) for e in problem.events]
+        # (problems with affects never come from the disk cache: load_user refuses them)
+        affects = [None if a is None else jit(a) for a in getattr(problem, "affects", ())]
+        if user is None or user.written:  # a user module loaded again compiled before
+            try:
+                _check_compiles([fun, *events, *(a for a in affects if a is not None)],
+                                problem)
+            except CompileError as exc:
+                if user is not None:
+                    user.discard()
+                return exc  # cached: the next call does not try again
+        src = EngineSource.for_problem(problem, tableau, "cpu")
+        if user is not None:
+            engine = disk_cache.load_engine(user, problem, src, _driver(src.param_names),
+                                            JIT_OPTIONS, HOST_FUNCTIONS)
+            if engine is not None:
+                return engine
         dtype = problem.dtype
         n = problem.n
 
@@ -217,13 +256,6 @@ def compiled_engine(problem, tableau):
         def alloc_state():
             return np.empty(n, dtype)
 
-        fun = jit(problem.fun)
-        events = [jit(e) for e in problem.events]
-        affects = [None if a is None else jit(a) for a in problem.affects]
-        try:
-            _check_compiles([fun, *events, *(a for a in affects if a is not None)], problem)
-        except CompileError as exc:
-            return exc  # cached: the next call does not try again
         solve_one = jit(src.build(jit_helper=jit, fun=fun, alloc_state=alloc_state,
                                   events=events, affects=affects, **HOST_FUNCTIONS))
         ns = {"solve_one": solve_one}
@@ -250,17 +282,97 @@ def compile_engine(run, arrays):
         raise CompileError.from_exception(exc) from exc
 
 
+#: Which engine runs a problem: ``"auto"`` (the lane engine where it supports the problem
+#: and wins: see :func:`engine_for`), ``"lanes"`` (always the lane engine; a ``ValueError``
+#: for a problem it does not support) or ``"scalar"`` (always the per-trajectory engine).
+#: The environment variable ``GPUIVP_NUMBA_ENGINE`` sets it at import.
+ENGINE = os.environ.get("GPUIVP_NUMBA_ENGINE", "auto")
+ENGINES = ("auto", "lanes", "scalar")
+#: Opt-in for the lane engine: the controller's ``err ** (-1/(q+1))`` computed by a
+#: vectorised branch-free routine (within 5 ulp of libm's ``pow`` where the controller's
+#: factor is not clamped) instead of libm's scalar ``pow``: faster, but results are then no
+#: longer bit-identical to the per-trajectory engine's. ``GPUIVP_LANES_FAST_POW=1`` sets it.
+FAST_POW = os.environ.get("GPUIVP_LANES_FAST_POW", "0") == "1"
+
+
+def _lane_engine(problem, tableau):
+    """The compiled lane engine (:mod:`gpuivp.engines.lanes`), cached in-process; a
+    :class:`CompileError` when ``fun`` cannot run in lanes (``y`` as a tuple)."""
+    from ..engines import lanes
+
+    fast = bool(FAST_POW)
+
+    def build():
+        try:
+            run = lanes.load_from_disk(problem, tableau, JIT_OPTIONS, fast_pow=fast)
+            if run is None:
+                run, _ = lanes.build(problem, tableau, JIT_OPTIONS, fast_pow=fast)
+            state = EngineState(problem, 1, tableau)
+            compile_engine(run, state.arrays())
+        except Exception as exc:  # any failure to compile, whatever numba's class for it
+            return CompileError.from_exception(exc)
+        return run
+
+    key = ("lanes", lanes.WIDTH, fast) + EngineSource.cache_key(problem, tableau, NAME)
+    engine = cached(key, build)
+    if isinstance(engine, CompileError):
+        raise engine.copy()
+    return engine
+
+
+def engine_for(problem, tableau):
+    """``"lanes"`` or ``"scalar"``: the engine that runs ``problem`` (a prepared problem).
+
+    ``ENGINE == "auto"`` picks the lane engine for what it supports
+    (:func:`gpuivp.engines.lanes.unsupported`) up to ``lanes.MAX_AUTO_N`` components and from
+    ``lanes.MIN_AUTO_K`` trajectories in the call (a measured trade of run time against its
+    longer first compile).
+    """
+    from ..engines import lanes
+
+    mode = ENGINE
+    if mode not in ENGINES:
+        raise ValueError(f"gpuivp.backends.numba.ENGINE (or GPUIVP_NUMBA_ENGINE) must be one "
+                         f"of {ENGINES}, got {mode!r}")
+    if mode == "scalar":
+        return "scalar"
+    why = lanes.unsupported(problem, tableau)
+    if mode == "lanes":
+        if why is not None:
+            raise ValueError(f"the numba lane engine (ENGINE='lanes') does not support this "
+                             f"problem: {why}; set gpuivp.backends.numba.ENGINE (or "
+                             f"GPUIVP_NUMBA_ENGINE) to 'auto' or 'scalar'")
+        return "lanes"
+    if why is None and problem.n <= lanes.MAX_AUTO_N and problem.k >= lanes.MIN_AUTO_K:
+        return "lanes"
+    return "scalar"
+
+
 def solve(problem, tableau):
     """Run the ensemble; returns the raw result dict."""
     problem = prepare(problem)
-    run = compiled_engine(problem, tableau)
+    run = None
+    if engine_for(problem, tableau) == "lanes":
+        try:
+            run = _lane_engine(problem, tableau)
+        except CompileError:
+            if ENGINE == "lanes":
+                raise
+            # auto: fun does not take y as a tuple (e.g. array arithmetic on y)
+    min_chunk = 1
+    if run is None:
+        run = compiled_engine(problem, tableau)
+    else:
+        from ..engines.lanes import WIDTH
+        min_chunk = 4 * WIDTH
     budget = slice_budget(problem)
     state = EngineState(problem, budget, tableau)
     compile_engine(run, state.arrays())
     with progress_bar(problem) as bar:
         for calls in itertools.count(1):
             _run_parallel(run, problem.k, state.arrays(),
-                          functools.partial(_name_failing_trajectory, run, problem, tableau))
+                          functools.partial(_name_failing_trajectory, run, problem, tableau),
+                          min_chunk)
             bar.update_to(state)
             if not state.running():
                 break

@@ -167,8 +167,14 @@ def solve_restarting(p, i, y0, atol):
     from scipy.integrate import OdeSolution
     from scipy.integrate._ivp.ivp import OdeResult
 
-    args, d, n_ev = p.traj_args(i), p.direction, len(p.events)
-    t, y, t_rs = p.t0, y0, None
+    args, n_ev = p.traj_args(i), len(p.events)
+    # Trajectory i's own problem data (Problem.per), each segment towards its own t1.
+    t0, t1 = p.traj_value("t0", i), p.traj_value("t1", i)
+    d = p.direction if t1 == t0 else (1.0 if t1 > t0 else -1.0)
+    rtol, first_step, max_step = (p.traj_value(name, i)
+                                  for name in ("rtol", "first_step", "max_step"))
+    t_eval_i = p.traj_value("t_eval", i) if p.t_eval is not None else None
+    t, y, t_rs = t0, y0, None
     nfev = naccept = nreject = 0
     t_ev, y_ev, counts = [[] for _ in range(n_ev)], [[] for _ in range(n_ev)], [0] * n_ev
     ys, ts, interps = [], [], []
@@ -184,12 +190,12 @@ def solve_restarting(p, i, y0, atol):
                 nxt = times[counts[e], i] if counts[e] < len(times) else d * np.inf
                 ev = _time_event(nxt)
             seg.append(_segment_event(ev, terminal, t_rs))
-        t_eval = p.t_eval
+        t_eval = t_eval_i
         if t_eval is not None and t_rs is not None:
             t_eval = t_eval[d * (t_eval - t) > 0]
         left = p.max_steps - naccept - nreject
-        res, info = solve_single(p.fun, (t, p.t1), y, p.method, t_eval, p.dense_output, seg,
-                                 False, args, p.rtol, atol, p.first_step, p.max_step,
+        res, info = solve_single(p.fun, (t, t1), y, p.method, t_eval, p.dense_output, seg,
+                                 False, args, rtol, atol, first_step, max_step,
                                  p.options, left)
         nfev += res.nfev
         naccept += info["naccept"]
@@ -217,7 +223,7 @@ def solve_restarting(p, i, y0, atol):
             break
         t_rs = t
         y = np.asarray(p.affects[e](t, y, *args), dtype=float).reshape(len(y0))
-        if d * (t - p.t1) >= 0:
+        if d * (t - t1) >= 0:
             status = 0
             break
     info = dict(naccept=naccept, nreject=nreject, t_final=t, y_final=y, status=status)
@@ -242,20 +248,28 @@ def solve(problem, tableau):
                njev=np.zeros(k, np.int64), nlu=np.zeros(k, np.int64),
                y_eval=np.full((n_eval, n, k), np.nan) if n_eval else None)
     atol = p.atol if np.ptp(p.atol) > 0 else float(p.atol[0])
+    per = p.per
     n_ev = len(p.events)
     if n_ev:
         out.update(event_buffers(np, p, np.float64))
     with progress_bar(p) as bar, _warnings_once():
         for i in range(k):
             y0 = p.y0[:, i].astype(np.float64)
+            # Trajectory i's own problem data (the shared values where not per trajectory).
+            t0, t1 = p.traj_value("t0", i), p.traj_value("t1", i)
+            t_eval = p.traj_value("t_eval", i) if n_eval else None
+            atol_i = p.traj_value("atol", i) if "atol" in per else atol
             try:
                 if p.affects:
-                    res, info = solve_restarting(p, i, y0, atol)
+                    res, info = solve_restarting(p, i, y0, atol_i)
                 else:
-                    res, info = solve_single(p.fun, (p.t0, p.t1), y0, p.method, p.t_eval,
-                                             p.dense_output, list(p.events) or None, False,
-                                             p.traj_args(i), p.rtol, atol, p.first_step,
-                                             p.max_step, p.options, p.max_steps)
+                    res, info = solve_single(p.fun, (t0, t1), y0, p.method, t_eval,
+                                             p.dense_output,
+                                             list(p.events) or None, False, p.traj_args(i),
+                                             p.traj_value("rtol", i), atol_i,
+                                             p.traj_value("first_step", i),
+                                             p.traj_value("max_step", i), p.options,
+                                             p.max_steps)
             except Exception as exc:
                 p.name_trajectory(exc, i)
                 raise
@@ -275,10 +289,11 @@ def solve(problem, tableau):
                 out["ev_y"][e, :m, :, i] = ye[:m]
             if n_eval:
                 ys = np.asarray(res.y, dtype=float).reshape(n, -1)   # [] when none stored
-                if p.t0 == p.t1 and info["status"] == 0:
+                rows = p.traj_t_eval_rows(i)
+                if t0 == t1 and info["status"] == 0:
                     # scipy stores nothing on an empty span; every t_eval point is t0.
-                    ys = np.repeat(y0[:, None], n_eval, axis=1)
-                out["y_eval"][:ys.shape[1], :, i] = ys.T
+                    ys = np.repeat(y0[:, None], len(rows), axis=1)
+                out["y_eval"][rows[:ys.shape[1]], :, i] = ys.T
             bar.update_to(_Progress(out, i, p))
     return out
 
@@ -306,5 +321,5 @@ class _Progress:
     """What the progress bar reads: trajectories before ``i`` done, the rest not started."""
 
     def __init__(self, out, i, p):
-        self.t = np.where(np.arange(p.k) <= i, p.t1, p.t0)
+        self.t = np.where(np.arange(p.k) <= i, p.column("t1"), p.column("t0"))
         self.status = np.where(np.arange(p.k) <= i, 0, 10)

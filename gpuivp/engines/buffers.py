@@ -20,7 +20,8 @@ class DenseBuffers:
     """Growable per-step interpolant storage, trajectory index last.
 
     ``dn_t`` (cap + 1, k): step boundaries; ``dn_h`` (cap, k): step sizes;
-    ``dn_c`` (cap, 1 + rows, n, k): ``y_old`` then the coefficient rows.
+    ``dn_c`` (cap, 1 + rows, n, k): ``y_old`` then the coefficient rows (``rows`` = 0 when
+    the engine records steps only, ``Problem.record_steps``: one row, the step's ``y_old``).
     """
 
     INITIAL = 16

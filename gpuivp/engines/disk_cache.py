@@ -7,13 +7,18 @@ point ``run_range`` is compiled with ``cache=True`` (the functions it calls are 
 into it):
 
 - ``u<key>.py``: the user's ``fun``, its event functions and the numba functions they call,
-  re-created from their source (``inspect.getsource``, decorators stripped) with the
-  globals and closure values they read written by value (numbers, tuples, NumPy arrays up to
-  1 MiB) or as imports (modules, functions of importable modules);
-- ``e<key>.py``: the generated engine (``solve_one``), its constants and the driver
-  ``run_range``.
+  as the backend compiles them (:func:`gpuivp.engines.fun_compile.prepare`: ``fun`` rewritten
+  with its global/closure arrays and floats as parameters, its plain Python helpers compiled
+  with ``njit``), re-created from their source (the rewritten text where fun_compile made
+  one, else ``inspect.getsource``; decorators stripped) with the globals and closure values
+  they read written by value (numbers, tuples, NumPy arrays up to 1 MiB) or as imports
+  (modules, functions of importable modules). Hidden arguments are not in the module: they
+  are arguments of the engine, so changing such an array in place needs no new entry;
+- ``e<key>.py``: the generated engine (``solve_one``, the looped engine's helper functions
+  such as ``interp``), its constants and the driver ``run_range``, over one user module
+  (named in its text).
 
-``<key>`` is the SHA-256 of both texts and of the versions of Python, NumPy, numba,
+``<key>`` is the SHA-256 of the module's text and of the versions of Python, NumPy, numba,
 llvmlite and gpuivp, so whatever the engine depends on (the method, ``n``, argument kinds,
 options, dtype, ``fun``'s code, a global constant's value) names another entry. Each file's
 first line holds the SHA-256 of the rest: an entry that does not match (a torn or edited
@@ -22,12 +27,17 @@ content, so compiled code is reused only for the very text it was compiled from)
 cache files that cannot be loaded are removed and rebuilt. Files are written to a temporary
 name and moved into place, so processes may share the directory.
 
+The backend compiles ``fun`` alone from a newly written user module before generating the
+engine (:func:`load_user`, then :func:`load_engine`): a ``fun`` that does not compile fails
+fast, and its module is removed (:meth:`UserModule.discard`).
+
 Where ``fun``'s source cannot be recovered exactly (its recompiled bytecode must equal
 ``fun.__code__``'s: no source file (``exec``, ``python -c``), a lambda inside an expression
 spread over several lines, a file edited since import)
 or something it reads cannot be written (an arbitrary object, a list, a large array, a
-plain Python function it calls), :func:`load_engine` returns ``None`` and the engine is
-compiled in-process as before; the reason goes to the ``gpuivp.disk_cache`` debug log.
+plain Python function that was not compiled with it), :func:`load_user` returns ``None``
+and the engine is compiled in-process as before; the reason goes to the
+``gpuivp.disk_cache`` debug log.
 
 Location: ``$GPUIVP_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/gpuivp`` (default
 ``~/.cache/gpuivp``). ``GPUIVP_CACHE_DIR=0`` or ``GPUIVP_DISK_CACHE=0`` turns it off.
@@ -56,13 +66,15 @@ import types
 import numpy as np
 
 from .compile_cache import py_function
+from .fun_compile import SOURCE_ATTR
 
 LOG = logging.getLogger("gpuivp.disk_cache")
 
 #: Events of this process: ``hit`` (a valid entry was imported), ``write`` (an entry was
 #: written), ``rebuilt`` (an entry on disk did not match its hash and was written again),
 #: ``numba_repair`` (numba cache files that failed to load were removed), ``fallback``
-#: (the engine could not be cached: compiled in-process).
+#: (the engine could not be cached: compiled in-process), ``discarded`` (a user module just
+#: written was removed: its ``fun`` does not compile).
 STATS = collections.Counter()
 
 FORMAT = 1                   # bump when the layout of an entry changes
@@ -211,7 +223,11 @@ def function_source(py, name, imports=()):
     """
     code = py.__code__
     try:
-        text = textwrap.dedent("".join(inspect.getsourcelines(py)[0]))
+        text = getattr(py, SOURCE_ATTR, None)  # a function gpuivp rewrote: its own text,
+        if text is not None:  # compiled alone (np.f(...) by LOAD_METHOD, not LOAD_ATTR)
+            imports = ()
+        else:
+            text = textwrap.dedent("".join(inspect.getsourcelines(py)[0]))
         tree = ast.parse(text)
     except (OSError, TypeError, SyntaxError, IndentationError) as exc:
         raise Unsupported(f"no source for {py.__qualname__} ({exc})") from None
@@ -333,8 +349,19 @@ class _Sym:
         self.src = src
 
 
-def module_texts(problem, src, driver, jit_options, host_functions):
-    """(user module text, engine module text) for the engine ``src`` of ``problem``.
+def user_text(problem, jit_options):
+    """The user module's text: ``fun``, the event functions and what they read. Raises
+    Unsupported."""
+    user = _Module()
+    user.function(problem.fun, f"{_P}fun", dict(jit_options))
+    for e, ev in enumerate(problem.events):
+        user.function(ev, f"{_P}event{e}", dict(jit_options))
+    return _PRELUDE + "\n\n" + "\n\n".join(user.body) + "\n"
+
+
+def engine_text(user_key, problem, src, driver, jit_options, host_functions):
+    """The engine module's text for the engine ``src`` of ``problem``, over the user module
+    ``user_key`` (named in the text, so that the text and its key depend on it).
 
     ``host_functions`` are the namespace entries given to ``EngineSource.namespace`` as
     they are (math and NumPy functions); ``fun``, the events and the state allocator are
@@ -342,27 +369,21 @@ def module_texts(problem, src, driver, jit_options, host_functions):
     """
     jit = dict(jit_options)
     jit.pop("cache", None)
-    user = _Module()
-    user.function(problem.fun, f"{_P}fun", dict(jit_options))
-    for e, ev in enumerate(problem.events):
-        user.function(ev, f"{_P}event{e}", dict(jit_options))
-    user_text = _PRELUDE + "\n\n" + "\n\n".join(user.body) + "\n"
-
     ns = src.namespace(fun=_Sym(f"{_P}user.{_P}fun"), alloc_state=_Sym(f"{_P}alloc_state"),
                        events=[_Sym(f"{_P}user.{_P}event{e}")
                                for e in range(len(problem.events))], **host_functions)
-    lines = [f"{_P}jit = {_P}nb.njit(**{jit!r})", "", "",
+    lines = [f"# over the user module u{user_key}",
+             f"{_P}jit = {_P}nb.njit(**{jit!r})", "", "",
              f"@{_P}jit", f"def {_P}alloc_state():",
              f"    return {_P}np.empty({int(problem.n)}, {value_source(np.dtype(problem.dtype))})",
              "", ""]
     for name in sorted(ns):
         value = ns[name]
         lines.append(f"{name} = " + (value.src if isinstance(value, _Sym) else value_source(value)))
-    engine_text = "\n".join([_PRELUDE, *lines, "", "", src.src, "",
-                             f"solve_one = {_P}jit(solve_one)", "", "", driver, "",
-                             f"run_range = {_P}nb.njit(**{ {**jit, 'cache': True}!r})(run_range)",
-                             ""])
-    return user_text, engine_text
+    helpers = [f"{name} = {_P}jit({name})" for name in src.helpers]  # the looped engine's
+    return "\n".join([_PRELUDE, *lines, "", "", src.src, "", *helpers,
+                      f"solve_one = {_P}jit(solve_one)", "", "", driver, "",
+                      f"run_range = {_P}nb.njit(**{ {**jit, 'cache': True}!r})(run_range)", ""])
 
 
 # -- files -------------------------------------------------------------------------------
@@ -462,47 +483,94 @@ def _guard(dispatcher):
     cache.load_overload, cache.save_overload = load_overload, save_overload
 
 
+def _key(*texts):
+    return hashlib.sha256("\0".join((_versions(), *texts)).encode()).hexdigest()[:32]
+
+
 def entry(problem, src, driver, jit_options, host_functions):
-    """``(key, user module text, engine module text)``; raises Unsupported (see
-    :func:`module_texts`). The key names the entry: a hash of both texts and the versions."""
-    user_text, engine_text = module_texts(problem, src, driver, jit_options, host_functions)
-    key = hashlib.sha256("\0".join((_versions(), user_text, engine_text)).encode()).hexdigest()
-    return key[:32], user_text, engine_text
+    """``(engine key, user module text, engine module text)``; raises Unsupported. A key
+    names a module: a hash of its text and of the versions (the engine's text names the
+    user module's key)."""
+    user = user_text(problem, jit_options)
+    engine = engine_text(_key(user), problem, src, driver, jit_options, host_functions)
+    return _key(engine), user, engine
 
 
-def load_engine(problem, src, driver, jit_options, host_functions):
-    """The cached ``run_range`` dispatcher for engine ``src`` of ``problem``, or ``None``
-    where the disk cache is off or cannot hold this problem (then compile in-process).
-
-    ``driver`` is the source of ``run_range``; ``jit_options`` numba's options for the
-    engine and ``fun`` (``run_range`` gets ``cache=True``); ``host_functions`` the namespace
-    entries of ``EngineSource.namespace`` besides ``fun``, events and ``alloc_state``.
-    """
+def _folder():
     root = cache_dir()
-    if root is None or getattr(problem, "affects", ()):
-        return None  # (events with affect: compiled in-process)
-    try:
-        key, user_text, engine_text = entry(problem, src, driver, jit_options, host_functions)
-    except Unsupported as exc:
-        STATS["fallback"] += 1
-        LOG.debug("disk cache: engine compiled in-process: %s", exc)
-        return None
-    folder = os.path.join(root, "numba")
-    user_path = os.path.join(folder, f"u{key}.py")
-    engine_path = os.path.join(folder, f"e{key}.py")
-    try:
-        os.makedirs(folder, exist_ok=True)
-        wrote = _write(user_path, user_text)
-        wrote = _write(engine_path, engine_text) or wrote
-        user = _import(user_path, f"_gpuivp_cache_u{key}")
-        engine = _import(engine_path, f"_gpuivp_cache_e{key}", {f"{_P}user": user})
-    except Exception as exc:  # an unwritable directory, a value that does not import again
-        STATS["fallback"] += 1
-        LOG.debug("disk cache: engine compiled in-process: %r", exc)
-        return None
-    STATS["write" if wrote else "hit"] += 1
-    for module in (user, engine):
+    return None if root is None else os.path.join(root, "numba")
+
+
+def _load(folder, prefix, key, text, inject=None):
+    """``(module, written)``: the module ``text`` written (unless there) and imported once
+    per process (its name holds the hash of its text)."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{prefix}{key}.py")
+    written = _write(path, text)
+    name = f"_gpuivp_cache_{prefix}{key}"
+    module = sys.modules.get(name)
+    if module is None or written:
+        module = _import(path, name, inject)
         for value in list(vars(module).values()):
             if hasattr(value, "_cache") and hasattr(value, "py_func"):
                 _guard(value)
+    return module, written
+
+
+class UserModule(types.SimpleNamespace):
+    """The imported user module of an entry: ``fun`` and ``events`` (numba dispatchers),
+    ``key``, ``path``, and ``written`` (this process wrote it: nothing has compiled from it
+    yet, so its ``fun`` is not known to compile)."""
+
+    def discard(self):
+        """Remove the module (its ``fun`` does not compile: a later process must not load
+        it, but compile ``fun`` alone and fail fast, as in-process)."""
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        sys.modules.pop(f"_gpuivp_cache_u{self.key}", None)
+        STATS["discarded"] += 1
+
+
+def _fallback(exc):
+    STATS["fallback"] += 1
+    LOG.debug("disk cache: engine compiled in-process: %s",
+              exc if isinstance(exc, Unsupported) else repr(exc))
+
+
+def load_user(problem, jit_options):
+    """The user module of ``problem`` (:class:`UserModule`: ``fun`` and its event functions
+    as numba dispatchers), or ``None`` where the disk cache is off or cannot hold them (then
+    compile in-process). ``jit_options``: numba's options for ``fun`` and the events."""
+    folder = _folder()
+    if folder is None or getattr(problem, "affects", ()):
+        return None  # (events with affect: compiled in-process)
+    try:
+        text = user_text(problem, jit_options)
+        key = _key(text)
+        module, written = _load(folder, "u", key, text)
+    except Exception as exc:  # Unsupported; an unwritable directory; a value not importing
+        _fallback(exc)
+        return None
+    return UserModule(fun=getattr(module, f"{_P}fun"), key=key, written=written,
+                      events=[getattr(module, f"{_P}event{e}")
+                              for e in range(len(problem.events))],
+                      path=os.path.join(folder, f"u{key}.py"), module=module)
+
+
+def load_engine(user, problem, src, driver, jit_options, host_functions):
+    """The cached ``run_range`` dispatcher for engine ``src`` of ``problem`` over the user
+    module ``user`` (:func:`load_user`), or ``None`` where it cannot be written (then
+    compile in-process).
+
+    ``driver`` is the source of ``run_range``; ``jit_options`` numba's options for the
+    engine (``run_range`` gets ``cache=True``); ``host_functions`` the namespace entries of
+    ``EngineSource.namespace`` besides ``fun``, events and ``alloc_state``.
+    """
+    try:
+        text = engine_text(user.key, problem, src, driver, jit_options, host_functions)
+        engine, written = _load(_folder(), "e", _key(text), text, {f"{_P}user": user.module})
+    except Exception as exc:
+        _fallback(exc)
+        return None
+    STATS["write" if written or user.written else "hit"] += 1
     return engine.run_range

@@ -42,6 +42,9 @@ _LIBRARY_MODULES = {"numpy", "scipy", "numba", "math", "cmath", "gpuivp", "built
 
 #: Marks a problem already prepared (its ``fun`` carries the key).
 _KEY_ATTR = "__gpuivp_key__"
+#: The source text a function made here was compiled from (``inspect.getsource`` would give
+#: the user's original ``def``): what the disk cache writes (:mod:`.disk_cache`).
+SOURCE_ATTR = "__gpuivp_source__"
 
 
 def is_helper(value):
@@ -248,7 +251,9 @@ def _rewrite(plan, slots, compiler):
     ns = compiler.new_globals(plan.py, {name: compiler.value(v) for name, v in plan.fixed.items()})
     local = {}
     exec(compile(module, plan.py.__code__.co_filename, "exec"), ns, local)
-    return local[template.name], tuple(names)
+    f = local[template.name]
+    setattr(f, SOURCE_ATTR, ast.unparse(template))
+    return f, tuple(names)
 
 
 def _wrapper(inner, n_pass, n_hidden, name):
@@ -260,6 +265,7 @@ def _wrapper(inner, n_pass, n_hidden, name):
            f"    return inner({', '.join(params)})\n")
     ns = {"inner": inner}
     exec(compile(src, f"<gpuivp wrapper of {name}>", "exec"), ns)
+    setattr(ns[name], SOURCE_ATTR, src)
     return ns[name]
 
 
@@ -281,11 +287,12 @@ def prepare(problem, jit):
     if hasattr(py_function(problem.fun), _KEY_ATTR):
         return problem
     compiler = _Compiler(jit)
-    n_pass = 2 + len(problem.args)
+    n_pass = 2 + len(problem.args)  # t, y, *args; an in-place fun also takes dydt
+    inplace = int(bool(getattr(problem, "inplace", False)))
     affects = getattr(problem, "affects", ())
     present = [a for a in affects if a is not None]
-    funs = [problem.fun, *problem.events, *present]
-    plans = [_Plan(f, n_pass) for f in funs]
+    plans = [_Plan(problem.fun, n_pass + inplace), *(_Plan(e, n_pass) for e in problem.events),
+             *(_Plan(a, n_pass) for a in present)]
     slots = []  # (name, value): one hidden argument each, shared where the same object
     for plan in plans:
         for name, value in plan.hidden.items():
@@ -303,7 +310,7 @@ def prepare(problem, jit):
             f = compiler.top(py)
             key = ("as-is", fun_key(py), len(slots))
             if slots:
-                f = _wrapper(compiler.jit(f), n_pass, len(slots),
+                f = _wrapper(compiler.jit(f), plan.n_pass, len(slots),
                              py.__name__ if py.__name__.isidentifier() else "gpuivp_lambda")
         setattr(f, _KEY_ATTR, key)
         new.append(f)

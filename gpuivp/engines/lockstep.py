@@ -46,11 +46,30 @@ class Lockstep:
         self.out_eval = xp.full((self.n_eval, n, k), np.nan, dtype=self.dtype) \
             if self.n_eval else None
         self.atol = xp.asarray(p.atol, dtype=self.dtype)[:, None]
+        # Per-trajectory problem data (``problem.per``): control values as (k,) columns.
+        self.per = bool(p.per)
+        if self.per:
+            from .runner import control_columns
+            ctrl, ip, t_eval = control_columns(p, 0)
+            def col(v, dt=self.dtype):
+                return xp.asarray(np.broadcast_to(v, (k,)), dtype=dt)
+            self.cols = dict(t0=col(ctrl["t0"]), t1=col(ctrl["t1"]), d=col(ctrl["direction"]),
+                             rtol=col(ctrl["rtol"]), max_step=col(ctrl["max_step"]),
+                             dt=col(ctrl["dt"]), first_step=col(ctrl["first_step"]),
+                             n_fixed=col(ip["n_fixed"], np.int64),
+                             n_eval=col(ip["n_eval"], np.int64),
+                             row0=col(ip["eval_row0"], np.int64),
+                             row_step=col(ip["eval_step"], np.int64))
+            if "atol" in p.per:
+                self.atol = xp.asarray(p.per["atol"], dtype=self.dtype)
+            if t_eval is not None:
+                self.t_eval = xp.asarray(t_eval, dtype=self.dtype)   # (n_t, 1 or k)
+                self.te_col = t_eval.shape[1] > 1
         self.args = tuple(xp.asarray(a) if kind != "scalar" else a
                           for a, kind in zip(p.args, p.arg_kinds))
         self.y = xp.asarray(p.y0, dtype=self.dtype).copy()
         self.f = xp.zeros((n, k), dtype=self.dtype)
-        self.t = xp.full(k, p.t0, dtype=self.dtype)
+        self.t = self.cols["t0"].copy() if self.per else xp.full(k, p.t0, dtype=self.dtype)
         self.h_abs = xp.zeros(k, dtype=self.dtype)
         self.err = xp.zeros(k, dtype=self.dtype)
         self.status = xp.full(k, INIT, dtype=np.int64)
@@ -60,7 +79,8 @@ class Lockstep:
         self.ie = xp.zeros(k, dtype=np.int64)
         self._args_cache = (None, None)
         if p.dense_output:
-            self.dense = DenseBuffers(xp, n, k, tableau.n_interp_rows, self.dtype, p.t0)
+            self.dense = DenseBuffers(xp, n, k, p.dense_rows(tableau), self.dtype,
+                                      self.cols["t0"] if self.per else p.t0)
         n_ev = len(p.events)
         if n_ev:
             self.ev_g = xp.zeros((n_ev, k), dtype=self.dtype)
@@ -74,6 +94,15 @@ class Lockstep:
     # -- helpers -----------------------------------------------------------------
     def c(self, value):
         return self.dtype.type(value)
+
+    def at(self, name, idx, shared):
+        """Control value ``name`` for columns ``idx``: a (len(idx),) array per trajectory,
+        else the shared value ``shared`` (cast to the working dtype)."""
+        return self.cols[name][idx] if self.per else self.c(shared)
+
+    def te_at(self, rows, cols):
+        """``t_eval`` at ``rows`` for columns ``cols`` (per-trajectory data)."""
+        return self.t_eval[rows, cols if self.te_col else 0]
 
     def args_for(self, idx):
         """The user args restricted to columns ``idx`` (cached while ``idx`` is unchanged)."""
@@ -126,9 +155,13 @@ class Lockstep:
         K.append(self.fun(t + h, y_new, idx))
         return y_new, K
 
-    def error_norm(self, y, y_new, K, h):
+    def error_norm(self, y, y_new, K, h, idx=None):
         xp, tab = self.xp, self.tab
-        scale = self.atol + xp.maximum(xp.abs(y), xp.abs(y_new)) * self.c(self.p.rtol)
+        if self.per:
+            atol = self.atol[:, idx] if self.atol.shape[1] > 1 else self.atol
+            scale = atol + xp.maximum(xp.abs(y), xp.abs(y_new)) * self.cols["rtol"][idx]
+        else:
+            scale = self.atol + xp.maximum(xp.abs(y), xp.abs(y_new)) * self.c(self.p.rtol)
         n = self.p.n
         if tab.combined_error:
             e5 = self.lincomb(tab.e, K) / scale
@@ -168,6 +201,8 @@ class Lockstep:
         self.nfev[:] = 1
         finite = xp.all(xp.isfinite(self.f), axis=0)
         self.status = xp.where(finite, RUNNING, FAIL_NONFINITE).astype(np.int64)
+        if self.per:
+            return self.initialise_per(idx, finite)
         if self.n_eval and p.t_eval[0] == p.t0:  # failed at t0: its state there is y0
             self.out_eval[0][:, ~finite] = self.y[:, ~finite]
         for e in range(len(p.events)):
@@ -193,6 +228,41 @@ class Lockstep:
                                     xp)
         self.h_abs = xp.where(finite, h, self.c(0)).astype(self.dtype)
 
+    def initialise_per(self, idx, finite):
+        """``initialise`` with per-trajectory problem data."""
+        xp, p, cl = self.xp, self.p, self.cols
+        cnt, row0 = cl["n_eval"], cl["row0"]
+        if self.n_eval:  # failed at t0: its state there is y0
+            at0 = ~finite & (cnt > 0)
+            at0 &= self.te_at(xp.where(at0, row0, 0), idx) == cl["t0"]
+            self.out_eval[row0[at0], :, idx[at0]] = self.y[:, at0].T
+        for e in range(len(p.events)):
+            self.ev_g[e] = self.event(e, self.t, self.y, idx)
+        empty = finite & (cl["t0"] == cl["t1"])
+        if bool(xp.any(empty)):
+            self.status[empty] = 0
+            if self.n_eval:
+                for m in range(self.n_eval):
+                    sel = empty & (m < cnt)
+                    self.out_eval[(row0 + m * cl["row_step"])[sel], :, idx[sel]] = \
+                        self.y[:, sel].T
+                self.ie[empty] = cnt[empty]
+        if self.fixed:
+            return
+        if p.first_step is not None:
+            self.h_abs[:] = cl["first_step"]
+            return
+        running = self.status == RUNNING
+
+        def fun1(t, y):
+            self.nfev += running.astype(np.int64)   # failed or finished columns: no call
+            return self.fun(t, y, idx)
+
+        h = CONTROLLER.initial_step(self.y, self.f, fun1, cl["t0"], cl["t1"], cl["d"],
+                                    self.atol, cl["rtol"], cl["max_step"],
+                                    self.tab.error_order, p.n, xp)
+        self.h_abs = xp.where(running, h, self.c(0)).astype(self.dtype)
+
     def step(self):
         """One attempt for every running column."""
         xp, p, tab = self.xp, self.p, self.tab
@@ -205,7 +275,7 @@ class Lockstep:
             self.dense.grow(min(2 * self.dense.capacity, p.dense_max_steps), p.dense_max_steps)
             return True
         c = self.c
-        d = c(self.direction)
+        d = self.at("d", idx, self.direction)
         t = self.t[idx]
         st = self.status[idx]
         natt = self.nacc[idx] + self.nrej[idx]
@@ -215,16 +285,20 @@ class Lockstep:
             if bool(xp.any(over)):
                 self.status[idx[over]] = FAIL_MAXSTEPS
                 idx, t, nacc = idx[~over], t[~over], nacc[~over]
+                d = d[~over] if self.per else d
                 if idx.size == 0:
                     return True
-            t_new = xp.where(nacc + 1 >= p.n_fixed, c(p.t1),
-                             c(p.t0) + (nacc + 1).astype(self.dtype) * c(p.dt) * d)
+            t_new = xp.where(nacc + 1 >= self.at("n_fixed", idx, p.n_fixed),
+                             self.at("t1", idx, p.t1),
+                             self.at("t0", idx, p.t0) + (nacc + 1).astype(self.dtype)
+                             * self.at("dt", idx, p.dt) * d)
             h = t_new - t
         else:
             h_abs = self.h_abs[idx]
-            min_step = CONTROLLER.min_step(t, self.direction, xp)
+            min_step = CONTROLLER.min_step(t, d if self.per else self.direction, xp)
             new = st == RUNNING
-            h_abs = xp.where(new & (h_abs > c(p.max_step)), c(p.max_step),
+            max_step = self.at("max_step", idx, p.max_step)
+            h_abs = xp.where(new & (h_abs > max_step), max_step,
                              xp.where(new & (h_abs < min_step), min_step, h_abs))
             small = h_abs < min_step
             over = ~small & (natt >= p.max_steps)
@@ -237,10 +311,12 @@ class Lockstep:
                 self.h_abs[idx] = h_abs
                 keep = ~stop
                 idx, t, st, h_abs = idx[keep], t[keep], st[keep], h_abs[keep]
+                d = d[keep] if self.per else d
                 if idx.size == 0:
                     return True
             t_new = t + h_abs * d
-            t_new = xp.where(d * (t_new - c(p.t1)) > 0, c(p.t1), t_new)
+            t1 = self.at("t1", idx, p.t1)
+            t_new = xp.where(d * (t_new - t1) > 0, t1, t_new)
             h = t_new - t
             h_abs = xp.abs(h)
         y = self.y[:, idx]
@@ -251,7 +327,7 @@ class Lockstep:
             self.status[idx[~accept]] = FAIL_NONFINITE
         else:
             with np.errstate(all="ignore"):
-                err = self.error_norm(y, y_new, K, h)
+                err = self.error_norm(y, y_new, K, h, idx)
             accept, factor = CONTROLLER.factor(err, CONTROLLER.exponent(tab), st == REJECTED, xp)
             self.err[idx] = err
             self.h_abs[idx] = h_abs * factor
@@ -266,17 +342,18 @@ class Lockstep:
             ia, ta, ha, tn = idx[a], t[a], h[a], t_new[a]
             ya, yna = y[:, a], y_new[:, a]
             # Every stage is needed only for interpolation (t_eval, events, dense output).
-            need_all = self.n_eval or p.events or p.dense_output
+            need_all = self.n_eval or p.events or p.interpolant_stored
             Ka = [k_[:, a] for k_ in K] if need_all else [None] * tab.n_stages + [K[-1][:, a]]
         step = _Step(ia, ta, ya, yna, Ka, ha, tn)
         active = self.detect_events(step)
         if tab.n_extra:
-            need = active | (self.t_eval_pending(step, tn)[1] > 0) | p.dense_output
+            need = active | (self.t_eval_pending(step, tn)[1] > 0) | p.interpolant_stored
             self.add_extra_stages(step, need)
         t_end, terminating = self.handle_events(step, active)
         if p.dense_output:
-            self.dense.store(self.nacc[ia], ia, t_end, ha, ya,
-                             self.coef_rows(ta, ya, yna, step.K, ha))
+            # Recording steps only (p.record_steps): t and y, no interpolant rows.
+            rows = self.coef_rows(ta, ya, yna, step.K, ha) if p.interpolant_stored else ()
+            self.dense.store(self.nacc[ia], ia, t_end, ha, ya, rows)
         if self.n_eval:
             self.save_t_eval(step, t_end)
         self.nacc[ia] += 1
@@ -291,9 +368,9 @@ class Lockstep:
         self.y[:, ia] = yna
         self.t[ia] = t_end
         if self.fixed:
-            done = self.nacc[ia] >= p.n_fixed
+            done = self.nacc[ia] >= self.at("n_fixed", ia, p.n_fixed)
         else:
-            done = d * (t_end - c(p.t1)) >= 0
+            done = self.at("d", ia, self.direction) * (t_end - self.at("t1", ia, p.t1)) >= 0
         self.status[ia[done]] = 0
         if terminating is not None:
             self.status[ia[terminating]] = TERMINATED
@@ -309,6 +386,18 @@ class Lockstep:
         ie = self.ie[st.idx]
         if not self.n_eval:
             return ie, xp.zeros_like(ie)
+        if self.per:  # each column's own points: rows row0 + m * row_step, m < n_eval
+            cl, cols = self.cols, st.idx
+            d, cnt = cl["d"][cols], cl["n_eval"][cols]
+            count = xp.zeros_like(ie)
+            pending = ie < cnt
+            while bool(xp.any(pending)):
+                rows = cl["row0"][cols] + (ie + count) * cl["row_step"][cols]
+                te = self.te_at(xp.where(pending, rows, 0), cols)
+                ok = pending & (d * (te - t_end) <= 0)
+                count += ok
+                pending = ok & (ie + count < cnt)
+            return ie, count
         # t_eval is sorted in the direction of integration: direction * t_eval increases.
         stop = xp.searchsorted(self.t_eval_dir, self.c(self.direction) * t_end, side="right")
         return ie, xp.maximum(stop - ie, 0)
@@ -348,7 +437,7 @@ class Lockstep:
         at ``t_end``, or -1) where events have ``affect``.
         """
         xp, c = self.xp, self.c
-        d = c(self.direction)
+        d = self.at("d", st.idx, self.direction)
         if not self.p.events:
             return st.t_new, None
         t_end = st.t_new.copy()
@@ -432,7 +521,9 @@ class Lockstep:
                 y[:, sel] = self.affect(e, t[sel], y_root[:, sel], cols[sel])
         # Chatter: a restart within rounding of the previous one.
         prev = self.t_rs[cols]
-        chatter = xp.abs(t - prev) <= CONTROLLER.min_step(prev, self.direction, xp)
+        d = self.at("d", cols, self.direction)
+        chatter = xp.abs(t - prev) <= CONTROLLER.min_step(prev, d if self.per else self.direction,
+                                                         xp)
         self.t_rs[cols] = t
         self.y[:, cols] = y
         f = self.fun(t, y, cols)
@@ -442,7 +533,7 @@ class Lockstep:
         for e in range(len(p.events)):
             self.ev_g[e, cols] = self.event(e, t, y, cols)
         if p.first_step is not None:
-            h = xp.full(t.shape, c(p.first_step), dtype=self.dtype)
+            h = xp.full(t.shape, self.at("first_step", cols, p.first_step), dtype=self.dtype)
         else:
             fin = finite.astype(np.int64)
 
@@ -451,8 +542,17 @@ class Lockstep:
                 return self.fun(tt, yy, cols)
 
             with np.errstate(all="ignore"):
-                h = CONTROLLER.initial_step(y, f, fun1, t, p.t1, self.direction, self.atol,
-                                            p.rtol, p.max_step, self.tab.error_order, p.n, xp)
+                # (towards each column's own t1, with its own tolerances: Problem.per)
+                atol = self.atol[:, cols] if self.atol.shape[1] > 1 else self.atol
+                if self.per:
+                    h = CONTROLLER.initial_step(y, f, fun1, t, self.cols["t1"][cols], d, atol,
+                                                self.cols["rtol"][cols],
+                                                self.cols["max_step"][cols],
+                                                self.tab.error_order, p.n, xp)
+                else:
+                    h = CONTROLLER.initial_step(y, f, fun1, t, p.t1, self.direction, atol,
+                                                p.rtol, p.max_step, self.tab.error_order, p.n,
+                                                xp)
         self.h_abs[cols] = xp.where(finite, h, c(0)).astype(self.dtype)
         self.status[cols] = xp.where(chatter, FAIL_CHATTER,
                                      xp.where(finite, RUNNING, FAIL_NONFINITE))
@@ -521,7 +621,13 @@ class Lockstep:
         cols = xp.searchsorted(ends, xp.arange(total), side="right")
         first = ends - count
         pts = ie[cols] + xp.arange(total) - first[cols]
-        ys = self.interpolate(self.t_eval[pts], st.t[cols], st.y[:, cols], st.y_new[:, cols],
+        if self.per:
+            gcols = st.idx[cols]
+            pts = self.cols["row0"][gcols] + pts * self.cols["row_step"][gcols]
+            te = self.te_at(pts, gcols)
+        else:
+            te = self.t_eval[pts]
+        ys = self.interpolate(te, st.t[cols], st.y[:, cols], st.y_new[:, cols],
                               [k_[:, cols] for k_ in st.K], st.h[cols])
         self.out_eval[pts, :, st.idx[cols]] = ys.T
         self.ie[st.idx] = ie + count

@@ -40,9 +40,13 @@ STATUS_NAMES = ("SUCCESS", "TERMINATED", "FAIL_STEP", "FAIL_MAXSTEPS", "FAIL_NON
 
 # Integer positions inside the ``st_cnt`` (4, k) counter array.
 CNT_NFEV, CNT_NACC, CNT_NREJ, CNT_IE = range(4)
-# Positions inside the ``ctrl`` float array and the ``iparams`` int array.
+# Rows of the ``ctrl`` float array and the ``iparams`` int array, both (fields, 1) when every
+# trajectory shares them, else (fields, k): column i for trajectory i. A trajectory's t_eval
+# points are rows eval_row0 + m * eval_step (m < n_eval) of ``t_eval`` (n_t, 1 or k) and of
+# ``out_eval``.
 CTRL_FIELDS = ("t0", "t1", "rtol", "first_step", "max_step", "dt", "direction")
-IPARAM_FIELDS = ("max_steps", "budget", "n_fixed", "n_eval", "dense_max")
+IPARAM_FIELDS = ("max_steps", "budget", "n_fixed", "n_eval", "dense_max", "eval_row0",
+                 "eval_step")
 BASE_PARAMS = ("y0", "ctrl", "iparams", "atol", "t_eval", "out_eval", "st_t", "st_h", "st_err",
                "st_y", "st_f", "st_status", "st_cnt")
 # Event state: g at the last step end (n_ev, k), counts (n_ev, k), times
@@ -104,6 +108,9 @@ class EngineSource:
     dense : bool
         Store every step's interpolant (dense output). A trajectory whose buffer is full
         pauses (the host grows the buffer and resumes) until ``dense_max`` steps, then fails.
+    steps_only : bool
+        With ``dense``: record each accepted step's t and y only (``dn_c`` has one row), no
+        interpolant rows and no extra interpolant stages (a single IVP's every step).
     t_eval : bool
         Generate the output at ``t_eval`` (without it the code is smaller and compiles faster).
     inplace : bool
@@ -121,7 +128,7 @@ class EngineSource:
     def __init__(self, tableau: Tableau, n: int, arg_kinds: tuple, dtype, fixed: bool,
                  target: str, events: tuple = (), dense: bool = False, t_eval: bool = True,
                  inplace: bool = False, looped: bool | None = None, affects: tuple = (),
-                 at_events: tuple = ()):
+                 at_events: tuple = (), steps_only: bool = False):
         self.tab = tableau
         self.at_events = tuple(bool(a) for a in at_events) if any(at_events) else ()
         self.affects = tuple(bool(a) for a in affects) if any(affects) else ()
@@ -130,6 +137,7 @@ class EngineSource:
         self.helpers = []
         self.events = tuple(events)
         self.dense = dense
+        self.steps_only = bool(dense and steps_only)
         self.with_t_eval = t_eval
         self.n = n
         self.arg_kinds = tuple(arg_kinds)
@@ -253,7 +261,7 @@ class EngineSource:
         """scipy's error norm of the step into ``err``."""
         tab, n, v = self.tab, self.n, self.v
         names = self._knames(tab.n_stages + 1)
-        atol = "atol[{}]" if self.looped else "atol_{}"
+        atol = "atol[{}, ica]" if self.looped else "atol_{}"
         scale = lambda j: f"""
 a = abs({v('y', j)})
 b = abs({v('yn', j)})
@@ -382,14 +390,18 @@ else:
             self._interp_body(src, ind, j)
 
     def _store_dense(self, src, ind):
-        """Dense output of this step: t_old, h, y_old and the coefficient rows."""
-        self._extra_stages(src, ind)
+        """Dense output of this step: t_old, h, y_old and the coefficient rows (only t and
+        y_old when recording steps: no extra stages, no rows)."""
+        if not self.steps_only:
+            self._extra_stages(src, ind)
         src(ind, """
 slot = nacc - 1
 dn_t[slot + 1, i] = t_end
 dn_h[slot, i] = h""")
         def body(j):
             src(ind1, f"dn_c[slot, 0, {j}, i] = {self.v('y', j)}")
+            if self.steps_only:
+                return
             self._coefs(src, ind1, j)
             for r in range(self.tab.n_interp_rows):
                 src(ind1, f"dn_c[slot, {1 + r}, {j}, i] = F{r}")
@@ -425,11 +437,12 @@ dn_h[slot, i] = h""")
             return
         src(ind, """
 while ie < n_eval:
-    te = t_eval[ie]
+    row = eval_row0 + ie * eval_step
+    te = t_eval[row, icte]
     if direction * (te - t_end) > ZERO:
         break""")
         self._interpolate(src, ind + 1)
-        self._per(src, ind + 1, lambda j: f"out_eval[ie, {j}, i] = yv[{j}]")
+        self._per(src, ind + 1, lambda j: f"out_eval[row, {j}, i] = yv[{j}]")
         src(ind + 1, "ie += 1")
 
     def _event_call(self, src, ind, e, t_expr, out):
@@ -632,7 +645,7 @@ t_rs = t""")
             # ``sc``: the error norm's scalar scale, which a restart's initial step follows).
             src(ind, "d0 = ZERO\nd1 = ZERO\nfor j in range(nst):")
             src(ind + 1, """
-sci[j] = atol[j] + abs(y[j]) * rtol
+sci[j] = atol[j, ica] + abs(y[j]) * rtol
 d0 += (y[j] / sci[j]) * (y[j] / sci[j])
 d1 += (f[j] / sci[j]) * (f[j] / sci[j])""")
             src(ind, "d0 = sqrt(d0) / SQRTN\nd1 = sqrt(d1) / SQRTN")
@@ -864,10 +877,15 @@ if status < INIT:
 yv = ALLOC_STATE()""")
         for line in unpack:
             src(1, line)
+        # Per-trajectory problem data: column i, or column 0 shared by all.
+        src(1, """
+ic = i if ctrl.shape[1] > 1 else 0
+ica = i if atol.shape[1] > 1 else 0
+icte = i if t_eval.shape[1] > 1 else 0""")
         for m, name in enumerate(CTRL_FIELDS):
-            src(1, f"{name} = ctrl[{m}]")
+            src(1, f"{name} = ctrl[{m}, ic]")
         for m, name in enumerate(IPARAM_FIELDS):
-            src(1, f"{name} = iparams[{m}]")
+            src(1, f"{name} = iparams[{m}, ic]")
         if self.looped:
             # The loops' trip count: a constant on the CPU; on the GPU the state's size read
             # at run time, so that NVVM does not unroll the loops and promote the arrays to
@@ -881,7 +899,7 @@ yv = ALLOC_STATE()""")
                 src(1, f"{name} = ALLOC_STATE()")
         else:
             for j in range(n):
-                src(1, f"atol_{j} = atol[{j}]")
+                src(1, f"atol_{j} = atol[{j}, ica]")
             if self.inplace:
                 src(1, "dv = ALLOC_STATE()")
         self._state_point(src, 1, load=True)
@@ -909,12 +927,14 @@ if status == INIT:
             src(2, "dn_t[0, i] = t0")
         src(2, f"if not ({self._finite(src, 2, 'f')}):")
         src(3, "status = FAIL_NONFINITE")
-        src(3, "if n_eval > 0 and t_eval[0] == t0:")  # failed at t0: its state there is y0
-        self._per(src, 4, lambda j: f"out_eval[0, {j}, i] = {self.v('y', j)}")
+        # failed at t0: its state there is y0
+        src(3, "if n_eval > 0 and t_eval[eval_row0, icte] == t0:")
+        self._per(src, 4, lambda j: f"out_eval[eval_row0, {j}, i] = {self.v('y', j)}")
         src(2, "elif t0 == t1:")
         src(3, "status = SUCCESS")
         src(3, "while ie < n_eval:")
-        self._per(src, 4, lambda j: f"out_eval[ie, {j}, i] = {self.v('y', j)}")
+        src(4, "row = eval_row0 + ie * eval_step")
+        self._per(src, 4, lambda j: f"out_eval[row, {j}, i] = {self.v('y', j)}")
         src(4, "ie += 1")
         src(2, "else:")
         src(3, "status = RUNNING")
@@ -959,7 +979,8 @@ st_cnt[{CNT_IE}, i] = ie""")
                    target, problem.event_spec, problem.dense_output, problem.t_eval is not None,
                    inplace=getattr(problem, "inplace", False),
                    affects=tuple(a is not None for a in getattr(problem, "affects", ())),
-                   at_events=tuple(a is not None for a in getattr(problem, "at_times", ())))
+                   at_events=tuple(a is not None for a in getattr(problem, "at_times", ())),
+                   steps_only=getattr(problem, "record_steps", False))
 
     @staticmethod
     def cache_key(problem, tableau, target):
@@ -970,7 +991,7 @@ st_cnt[{CNT_IE}, i] = ie""")
                 tuple(a is not None for a in getattr(problem, "at_times", ())),
                 problem.event_spec, tableau.name, problem.n, problem.arg_kinds,
                 problem.dtype.str, problem.dt is not None, problem.dense_output,
-                problem.t_eval is not None, getattr(problem, "inplace", False),
+                getattr(problem, "record_steps", False), problem.t_eval is not None, getattr(problem, "inplace", False),
                 loops_for(problem.n))
 
     def namespace(self, fun, alloc_state, nextafter, isfinite, sqrt, events=(), affects=()):

@@ -19,16 +19,14 @@ class EngineState:
         p = problem
         n, k, dt = p.n, p.k, p.dtype
         n_eval = 0 if p.t_eval is None else len(p.t_eval)
-        ctrl = dict(t0=p.t0, t1=p.t1, rtol=p.rtol, first_step=p.first_step or 0.0,
-                    max_step=p.max_step, dt=p.dt or 0.0, direction=p.direction)
-        iparams = dict(max_steps=p.max_steps, budget=budget, n_fixed=p.n_fixed, n_eval=n_eval,
-                       dense_max=p.dense_max_steps)
-        self.ctrl = np.array([ctrl[f] for f in CTRL_FIELDS], dtype=dt)
-        self.iparams = np.array([iparams[f] for f in IPARAM_FIELDS], dtype=np.int64)
+        ctrl, iparams, t_eval = control_columns(p, budget)
+        self.ctrl = np.ascontiguousarray([ctrl[f] for f in CTRL_FIELDS], dtype=dt)
+        self.iparams = np.ascontiguousarray([iparams[f] for f in IPARAM_FIELDS], dtype=np.int64)
         self.y0 = np.ascontiguousarray(p.y0, dtype=dt)
-        self.atol = np.ascontiguousarray(p.atol, dtype=dt)
-        self.t_eval = (np.zeros(1, dtype=dt) if p.t_eval is None
-                       else np.ascontiguousarray(p.t_eval, dtype=dt))
+        atol = p.per.get("atol", p.atol[:, None])
+        self.atol = np.ascontiguousarray(atol, dtype=dt)
+        self.t_eval = (np.zeros((1, 1), dtype=dt) if p.t_eval is None
+                       else np.ascontiguousarray(t_eval, dtype=dt))
         self.out_eval = np.full((max(n_eval, 1) if n_eval else 1, n, k if n_eval else 1),
                                 np.nan, dtype=dt)
         self.st_t = np.zeros(k, dtype=dt)
@@ -43,7 +41,7 @@ class EngineState:
         self.dense = None
         self.dense_max = p.dense_max_steps
         if p.dense_output:
-            self.dense = DenseBuffers(np, n, k, tableau.n_interp_rows, dt, p.t0)
+            self.dense = DenseBuffers(np, n, k, p.dense_rows(tableau), dt, p.t0)
         self.events = None
         if p.events:
             self.ev_g = np.zeros((len(p.events), k), dtype=dt)
@@ -92,6 +90,53 @@ class EngineState:
         if self.dense is not None:
             raw.update(self.dense.raw())
         return raw
+
+
+#: Per-trajectory fields of ``ctrl`` / ``iparams``: any given makes both (fields, k).
+PER_CONTROL = ("t0", "t1", "rtol", "first_step", "max_step", "dt")
+
+
+def control_columns(p, budget):
+    """The columns of ``ctrl`` and ``iparams`` (dicts of arrays of length 1, or k when
+    some control value is per trajectory) and ``t_eval`` as (n_t, 1) or (n_t, k)."""
+    per_ctrl = any(f in p.per for f in PER_CONTROL)
+    kc = p.k if per_ctrl else 1
+    col = (lambda f: p.column(f)) if per_ctrl else (lambda f: np.array(
+        [np.nan if getattr(p, f) is None else getattr(p, f)], dtype=float))
+    t0, t1 = col("t0"), col("t1")
+    dt = np.nan_to_num(col("dt"), nan=0.0)
+    direction = np.where(t1 >= t0, 1.0, -1.0)
+    ctrl = dict(t0=t0, t1=t1, rtol=col("rtol"), first_step=np.nan_to_num(col("first_step"),
+                                                                         nan=0.0),
+                max_step=col("max_step"), dt=dt, direction=direction)
+    if p.dt is None:
+        n_fixed = np.zeros(kc)
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            n_fixed = np.maximum(1, np.ceil(np.abs(t1 - t0) / dt - 1e-12))
+    n_eval = 0 if p.t_eval is None else len(p.t_eval)
+    te = p.per.get("t_eval", p.t_eval)
+    row0, step, count = np.zeros(kc), np.ones(kc), np.full(kc, n_eval)
+    if te is not None and te.ndim == 1 and "t0" in p.per:
+        # Shared t_eval, own spans: each trajectory's points, in its own direction.
+        up = n_eval < 2 or te[-1] >= te[0]
+        key = te if up else -te
+        lo_t, hi_t = np.minimum(t0, t1), np.maximum(t0, t1)
+        if up:
+            lo = np.searchsorted(key, lo_t, side="left")
+            hi = np.searchsorted(key, hi_t, side="right")
+        else:
+            lo = np.searchsorted(key, -hi_t, side="left")
+            hi = np.searchsorted(key, -lo_t, side="right")
+        count = hi - lo
+        same = (direction > 0) == up
+        row0 = np.where(count == 0, 0, np.where(same, lo, hi - 1))
+        step = np.where(same, 1, -1)
+    iparams = dict(max_steps=np.full(kc, p.max_steps), budget=np.full(kc, budget),
+                   n_fixed=n_fixed, n_eval=count, dense_max=np.full(kc, p.dense_max_steps),
+                   eval_row0=row0, eval_step=step)
+    t_eval = None if te is None else (te[:, None] if te.ndim == 1 else te)
+    return ctrl, iparams, t_eval
 
 
 def check_slices(calls, problem, budget, engine):

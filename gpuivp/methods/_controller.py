@@ -33,7 +33,8 @@ class StepController:
     def min_step(self, t, direction, xp=np):
         """``min_step_spacings`` spacings of ``t`` towards the direction of integration."""
         c = t.dtype.type
-        return c(self.min_step_spacings) * xp.abs(xp.nextafter(t, c(direction) * c(np.inf)) - t)
+        towards = direction * c(np.inf) if np.ndim(direction) else c(direction) * c(np.inf)
+        return c(self.min_step_spacings) * xp.abs(xp.nextafter(t, towards) - t)
 
     def factor(self, err, expo, rejected, xp=np):
         """``(accept, factor)`` of each column: ``err < 1``, and the next step's ``h`` ratio.
@@ -59,24 +60,25 @@ class StepController:
         from ..engines.lockstep import sum_rows
 
         c = y.dtype.type
-        d = c(direction)
-        scale = atol + xp.abs(y) * c(rtol)
+        # Scalars, or (k,) arrays of the working dtype (per-trajectory problem data).
+        cast = lambda v: v if np.ndim(v) else c(v)  # noqa: E731
+        d = cast(direction)
+        scale = atol + xp.abs(y) * cast(rtol)
         rn = c(n ** 0.5)
         with np.errstate(all="ignore"):
             d0 = xp.sqrt(sum_rows((y / scale) ** 2)) / rn
             d1 = xp.sqrt(sum_rows((f / scale) ** 2)) / rn
             h0 = xp.where((d0 < 1e-5) | (d1 < 1e-5), c(1e-6), c(0.01) * d0 / d1)
-            # (t0 may be an array: one restart time per column, as events with `affect` have)
-            interval = xp.abs(xp.asarray(t1 - t0, dtype=y.dtype))
+            interval = cast(abs(t1 - t0))
             h0 = xp.where(interval < h0, interval, h0)
-            f1 = fun(xp.asarray(t0, dtype=y.dtype) + h0 * d, y + h0 * d * f)
+            f1 = fun(cast(t0) + h0 * d, y + h0 * d * f)
             d2 = xp.sqrt(sum_rows(((f1 - f) / scale) ** 2)) / rn / h0
             small = (d1 <= 1e-15) & (d2 <= 1e-15)
             dm = xp.where(d2 > d1, d2, d1)
             h1 = xp.where(small, xp.where(h0 * c(1e-3) < 1e-6, c(1e-6), h0 * c(1e-3)),
                           (c(0.01) / dm) ** c(1.0 / (error_order + 1)))
             h = c(100) * h0
-            for bound in (h1, interval, c(max_step)):
+            for bound in (h1, interval, cast(max_step)):
                 h = xp.where(bound < h, bound, h)
         return h
 

@@ -1,0 +1,619 @@
+"""The lane engine: W trajectories at once in SIMD lanes, for the ``numba`` backend (CPU).
+
+Trajectories run W at a time in lanes. Every per-trajectory quantity (t, h, y, the stages,
+the error, flags, counters) is a row of W float64 values in ONE flat array ``S``, and a step
+attempt is a sequence of loops over the W lanes without data-dependent branches: both
+outcomes (accept / reject, clamps, failures) are computed and one is chosen with :func:`sel`
+(one LLVM ``select``). LLVM's loop vectoriser turns each lane loop into SIMD code (4 float64
+lanes per AVX2 register). Lanes whose trajectory has finished keep computing, masked, and
+are **refilled**: after an attempt in which a lane finished, its results are written out and
+it takes the next trajectory of its range, so the cost hardly depends on the order of the
+trajectories (no block waits for its slowest lane).
+
+The arithmetic is the per-trajectory engine's (:mod:`gpuivp.engines.per_trajectory`, itself
+scipy's ``RungeKutta._step_impl`` / ``select_initial_step``): the same operations in the same
+order, and no fastmath, so each lane takes the scalar engine's steps and ends on the same
+bits (same ``nfev``, status and final state). The source is generated from the same
+:class:`~gpuivp.methods.Tableau` data.
+
+What it takes for LLVM to vectorise (measured, see ``benchmarks/RESULTS.md``): W a
+compile-time constant and every row at a constant offset ``r * W`` of one array (no run-time
+alias checks); control values as a tuple of scalars; :func:`sel` instead of ``a if c else b``
+(branches become masked stores); the commit writes a second set of rows, then a plain copy;
+``nextafter`` as integer arithmetic on the bits; ``fun`` called with ``y`` as a tuple and
+inlined.
+
+Scope (the backend uses the scalar engine otherwise, see :func:`unsupported`): adaptive
+explicit methods, float64, final state only (no ``t_eval``, events, dense output, progress
+bar), ``fun`` returning its derivative and accepting ``y`` as a tuple, per-trajectory
+arguments only as one float64 scalar per trajectory. Compiled engines go to the disk cache
+(:func:`load_from_disk`) as the per-trajectory engine's do. Finished and idle lanes evaluate
+``fun`` at their last state (a finished trajectory's lane at ``t1`` with ``h = 0``).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import _status
+from .per_trajectory import BASE_PARAMS, CNT_NACC, CNT_NFEV, CNT_NREJ
+
+#: Lanes per block (a compile-time constant of the generated code).
+WIDTH = 16
+#: Largest state size the backend picks the lane engine for automatically (``"auto"``): it
+#: runs 2.1-2.7x faster up to n = 16 (Lorenz-96), but its compile grows from 4-10 s at n = 3
+#: to 16 s at n = 8 and 55-84 s at n = 12-16 (benchmarks/RESULTS.md, "CPU lanes").
+MAX_AUTO_N = 8
+#: Fewest trajectories in one call for which ``"auto"`` picks the lane engine: it saves
+#: about 20 CPU us per trajectory (Lorenz) but its first compile takes 2-12 s longer than
+#: the per-trajectory engine's (later processes load it from the disk cache), so small
+#: calls keep that engine.
+MIN_AUTO_K = 10_000
+
+
+def _lit(x):
+    """A float64 literal that round-trips exactly."""
+    x = float(x)
+    if math.isinf(x):
+        return "INF" if x > 0 else "(-INF)"
+    return repr(x)
+
+
+def unsupported(problem, tableau):
+    """Why the lane engine cannot run ``problem`` (a short reason), or ``None``."""
+    if tableau is None or not tableau.adaptive:
+        return "only adaptive explicit methods"
+    if problem.dt is not None:
+        return "fixed steps (dt)"
+    if problem.dtype != np.float64:
+        return "float64 only"
+    if problem.t_eval is not None:
+        return "t_eval"
+    if problem.events:
+        return "events"
+    if problem.dense_output:
+        return "dense_output"
+    if problem.progress:
+        return "progress"
+    if getattr(problem, "inplace", False):
+        return "in-place fun"
+    for a, kind in zip(problem.args, problem.arg_kinds):
+        if kind.startswith("traj") and (kind != "traj1" or a.dtype != np.float64):
+            return "per-trajectory arguments other than one float64 scalar per trajectory"
+    if problem.per:  # per-trajectory t0/t1/tolerances/steps (Problem.per) are not read here
+        return "per-trajectory t0/t1/tolerances"
+    if np.ndim(problem.t0) or np.ndim(problem.t1) or np.ndim(problem.rtol):
+        return "per-trajectory t0/t1/tolerances"
+    if np.ndim(problem.atol) != 1:
+        return "per-trajectory atol"
+    return None
+
+
+class LaneSource:
+    """Generated source of the lane engine: ``attempt``, ``init_lane``, ``scatter`` and the
+    driver ``run_range(a, b, <BASE_PARAMS>, arg0, ...)`` (the scalar driver's signature)."""
+
+    def __init__(self, tableau, n, arg_kinds, width=WIDTH):
+        self.tab, self.n, self.arg_kinds, self.W = tableau, n, tuple(arg_kinds), int(width)
+        tab, s = tableau, tableau.n_stages
+        rows = {}
+
+        def alloc(name, count=1):
+            rows[name] = len(rows_list)
+            rows_list.extend([name] * count)
+
+        rows_list = []
+        for name in ("T", "H", "ERR", "REJ", "STATUS"):
+            alloc(name)
+        alloc("Y", n)
+        alloc("F", n)
+        self.nstate = len(rows_list)
+        rows_list.extend(["NXT"] * self.nstate)
+        rows["NXT"] = self.nstate
+        for name in ("LIVE", "CFEV", "CACC", "CREJ", "IDX", "GO", "HS", "TN", "EN", "PW"):
+            alloc(name)
+        self.traj = [m for m, kd in enumerate(self.arg_kinds) if kd.startswith("traj")]
+        for m in self.traj:
+            alloc(f"P{m}")
+        for st in range(1, s + 1):
+            alloc(f"K{st}", n)
+        alloc("YN", n)
+        self.rows, self.nv = rows, len(rows_list)
+        self.src = self._generate()
+
+    # -- helpers -------------------------------------------------------------
+    def at(self, name, j=0, nxt=False):
+        """``S[<const> + l]``: row ``name`` (component ``j``) of lane ``l``."""
+        r = self.rows[name] + j + (self.nstate if nxt else 0)
+        return f"S[{r * self.W} + l]"
+
+    def k(self, m, j):
+        """Stage ``m``'s component ``j`` (K0 is ``f``)."""
+        return self.at("F", j) if m == 0 else self.at(f"K{m}", j)
+
+    def lincomb(self, coefs, j, kvals=None):
+        get = kvals or (lambda m: self.k(m, j))
+        terms = [f"{_lit(c)} * {get(m)}" for m, c in enumerate(coefs) if c != 0]
+        return " + ".join(terms) if terms else "ZERO"
+
+    def call(self, t_expr, comps, lane_args=True):
+        """``fun(t, (y_0, ...), args)`` with per-trajectory args from the lane's rows."""
+        args = "".join(f", {self.at(f'P{m}')}" if m in self.traj and lane_args else f", arg{m}"
+                       for m in range(len(self.arg_kinds)))
+        return f"fun({t_expr}, ({', '.join(comps)}{',' if len(comps) == 1 else ''}){args})"
+
+    # -- generation ------------------------------------------------------------
+    def _generate(self):
+        tab, n, W = self.tab, self.n, self.W
+        s = tab.n_stages
+        at, L = self.at, []
+        arglist = "".join(f", arg{m}" for m in range(len(self.arg_kinds)))
+        ctrl_unpack = ["t1 = c[0]", "rtol = c[1]", "max_step = c[2]", "max_steps = c[3]",
+                       "direction = c[4]"] + [f"atol_{j} = c[{5 + j}]" for j in range(n)]
+
+        def emit(ind, text):
+            for line in text.strip("\n").split("\n"):
+                L.append("    " * ind + line)
+
+        # ---- one step attempt of every lane ----
+        emit(0, f"def attempt(S, c{arglist}):")
+        for line in ctrl_unpack:
+            emit(1, line)
+        # loop 0: _step_impl up to the stages (min_step, clamps, failures, h, t_new), stage 1
+        emit(1, f"for l in range({W}):")
+        emit(2, f"""
+t = {at('T')}
+h_abs = {at('H')}
+live = {at('LIVE')} != ZERO
+rej = {at('REJ')} != ZERO
+err_old = {at('ERR')}
+status = {at('STATUS')}
+nsteps = {at('CACC')} + {at('CREJ')}
+up = (t > ZERO) == (direction > ZERO)
+nt = sel(t == ZERO, direction * DENORM_MIN, as_f64(as_i64(t) + sel(up, 1, -1)))
+min_step = TEN * abs(nt - t)
+c_max = (not rej) & (h_abs > max_step)
+c_min = (not rej) & (not c_max) & (h_abs < min_step)
+h_abs = sel(c_max, max_step, sel(c_min, min_step, h_abs))
+fail_step = h_abs < min_step
+fail_max = (not fail_step) & (nsteps >= max_steps)
+go = live & (not fail_step) & (not fail_max)
+code = sel(fail_step, sel(isfinite(err_old), FAIL_STEP, FAIL_NONFINITE), FAIL_MAXSTEPS)
+{at('STATUS', nxt=True)} = sel(live & (not go), code, status)
+h = h_abs * direction
+t_new = t + h
+t_new = sel(direction * (t_new - t1) > ZERO, t1, t_new)
+h = t_new - t
+{at('GO')} = sel(go, ONE, ZERO)
+{at('HS')} = h
+{at('TN')} = t_new""")
+        for st in range(1, s):
+            if st > 1:
+                emit(1, f"for l in range({W}):")
+                emit(2, f"h = {at('HS')}\nt = {at('T')}")
+            row = tab.a[st, :st]
+            comps = [f"{at('Y', j)} + ({self.lincomb(row, j)}) * h" for j in range(n)]
+            emit(2, f"r = {self.call(f't + {_lit(tab.c[st])} * h', comps)}")
+            for j in range(n):
+                emit(2, f"{at(f'K{st}', j)} = r[{j}]")
+        # y_new, f(t + h, y_new) and the error norm
+        emit(1, f"for l in range({W}):")
+        emit(2, f"h = {at('HS')}\nt = {at('T')}")
+        for j in range(n):
+            emit(2, f"y_{j} = {at('Y', j)}")
+            emit(2, f"yn_{j} = y_{j} + h * ({self.lincomb(tab.b, j)})")
+            emit(2, f"{at('YN', j)} = yn_{j}")
+        emit(2, f"r = {self.call('t + h', [f'yn_{j}' for j in range(n)])}")
+        for j in range(n):
+            emit(2, f"{at(f'K{s}', j)} = r[{j}]")
+        for j in range(n):
+            emit(2, f"a = abs(y_{j})\nb = abs(yn_{j})\nsc_{j} = atol_{j} + sel(a > b, a, b) * rtol")
+        if tab.combined_error:
+            for j in range(n):
+                emit(2, f"e5_{j} = ({self.lincomb(tab.e, j)}) / sc_{j}")
+                emit(2, f"e3_{j} = ({self.lincomb(tab.e_low, j)}) / sc_{j}")
+            emit(2, "s5 = " + " + ".join(f"e5_{j} * e5_{j}" for j in range(n)))
+            emit(2, "s3 = " + " + ".join(f"e3_{j} * e3_{j}" for j in range(n)))
+            emit(2, f"{at('EN')} = sel((s5 == ZERO) & (s3 == ZERO), ZERO, "
+                    f"abs(h) * s5 / sqrt((s5 + HUNDREDTH * s3) * NDIM))")
+        else:
+            for j in range(n):
+                emit(2, f"ee_{j} = ({self.lincomb(tab.e, j)}) * h / sc_{j}")
+            emit(2, f"{at('EN')} = sqrt(" + " + ".join(f"ee_{j} * ee_{j}" for j in range(n))
+                 + ") / SQRTN")
+        # the controller's pow, alone in its loop
+        emit(1, f"for l in range({W}):")
+        emit(2, f"{at('PW')} = SAFETY * POW({at('EN')})")
+        # the masked commit into the NXT rows (every operand loaded before the selects)
+        emit(1, f"n_live = 0\nfor l in range({W}):")
+        emit(2, f"""
+go = {at('GO')} != ZERO
+err = {at('EN')}
+p = {at('PW')}
+h_abs = abs({at('HS')})
+t_new = {at('TN')}
+t = {at('T')}
+h_old = {at('H')}
+err_old = {at('ERR')}
+rej_f = {at('REJ')}
+rej = rej_f != ZERO
+acc = err < ONE
+fa = sel(err == ZERO, MAXF, sel(p > MAXF, MAXF, p))
+fa = sel(rej & (fa > ONE), ONE, fa)
+fr = sel(p > MINF, p, MINF)
+h_new = h_abs * sel(acc, fa, fr)
+a = go & acc
+done = a & (direction * (t_new - t1) >= ZERO)
+{at('T', nxt=True)} = sel(a, t_new, t)
+{at('H', nxt=True)} = sel(go, h_new, h_old)
+{at('ERR', nxt=True)} = sel(go, err, err_old)
+{at('REJ', nxt=True)} = sel(go, sel(acc, ZERO, ONE), rej_f)""")
+        for j in range(n):
+            emit(2, f"v_{j} = {at('Y', j)}\nvn_{j} = {at('YN', j)}\n"
+                    f"w_{j} = {at('F', j)}\nwn_{j} = {at(f'K{s}', j)}")
+        for j in range(n):
+            emit(2, f"{at('Y', j, nxt=True)} = sel(a, vn_{j}, v_{j})")
+            emit(2, f"{at('F', j, nxt=True)} = sel(a, wn_{j}, w_{j})")
+        emit(2, f"""
+{at('CACC')} += sel(a, ONE, ZERO)
+{at('CREJ')} += sel(go & (not acc), ONE, ZERO)
+{at('CFEV')} += sel(go, {_lit(s)}, ZERO)
+still = go & (not done)
+{at('LIVE')} = sel(still, ONE, ZERO)
+n_live += sel(still, 1, 0)""")
+        emit(1, f"for q in range({self.nstate * W}):")
+        emit(2, f"S[q] = S[{self.nstate * W} + q]")
+        emit(1, "return n_live")
+        L.append("")
+
+        # ---- a lane takes trajectory i: f(t0, y0), failures, the initial step ----
+        emit(0, f"def init_lane(S, l, i, t0, first_step, c, y0{arglist}):")
+        for line in ctrl_unpack:
+            emit(1, line)
+        for m in self.traj:
+            emit(1, f"{at(f'P{m}')} = arg{m}[i]")
+        for j in range(n):
+            emit(1, f"y_{j} = y0[{j}, i]")
+        ys = [f"y_{j}" for j in range(n)]
+        emit(1, f"r = {self.call('t0', ys)}")
+        for j in range(n):
+            emit(1, f"f_{j} = DT(r[{j}])")
+        emit(1, "nfev = 1\nh_abs = ZERO")
+        emit(1, "if not isfinite(" + " + ".join(f"ZERO * f_{j}" for j in range(n)) + "):")
+        emit(2, "status = FAIL_NONFINITE")
+        emit(1, "elif t0 == t1:\n    status = SUCCESS\nelse:\n    status = RUNNING")
+        emit(2, "if first_step > ZERO:\n    h_abs = first_step\nelse:")
+        for j in range(n):
+            emit(3, f"sc_{j} = atol_{j} + abs(y_{j}) * rtol")
+        emit(3, "d0 = sqrt(" + " + ".join(f"(y_{j} / sc_{j}) * (y_{j} / sc_{j})"
+                                         for j in range(n)) + ") / SQRTN")
+        emit(3, "d1 = sqrt(" + " + ".join(f"(f_{j} / sc_{j}) * (f_{j} / sc_{j})"
+                                         for j in range(n)) + ") / SQRTN")
+        emit(3, """
+if d0 < SMALL5 or d1 < SMALL5:
+    h0 = SMALL6
+else:
+    h0 = HUNDREDTH * d0 / d1
+interval = abs(t1 - t0)
+if interval < h0:
+    h0 = interval""")
+        emit(3, f"r = {self.call('t0 + h0 * direction', [f'y_{j} + h0 * direction * f_{j}' for j in range(n)])}")
+        for j in range(n):
+            emit(3, f"f1_{j} = DT(r[{j}])")
+        emit(3, "nfev += 1")
+        emit(3, "d2 = sqrt(" + " + ".join(
+            f"((f1_{j} - f_{j}) / sc_{j}) * ((f1_{j} - f_{j}) / sc_{j})" for j in range(n))
+            + ") / SQRTN / h0")
+        emit(3, """
+if d1 <= SMALL15 and d2 <= SMALL15:
+    h1 = h0 * MILLI
+    if h1 < SMALL6:
+        h1 = SMALL6
+else:
+    dm = d2 if d2 > d1 else d1
+    h1 = (HUNDREDTH / dm) ** INV_ORDER
+h_abs = HUNDRED * h0
+if h1 < h_abs:
+    h_abs = h1
+if interval < h_abs:
+    h_abs = interval
+if max_step < h_abs:
+    h_abs = max_step""")
+        emit(1, f"""
+{at('T')} = t0
+{at('H')} = h_abs
+{at('ERR')} = ZERO
+{at('REJ')} = ZERO
+{at('STATUS')} = DT(SUCCESS) if status == RUNNING else DT(status)
+{at('LIVE')} = ONE if status == RUNNING else ZERO
+{at('CFEV')} = DT(nfev)
+{at('CACC')} = ZERO
+{at('CREJ')} = ZERO
+{at('IDX')} = DT(i)""")
+        for j in range(n):
+            emit(1, f"{at('Y', j)} = y_{j}\n{at('F', j)} = f_{j}")
+        emit(1, "return status == RUNNING")
+        L.append("")
+
+        # ---- a finished lane's results into the engine state arrays ----
+        emit(0, "def scatter(S, l, st_t, st_h, st_err, st_y, st_f, st_status, st_cnt):")
+        emit(1, f"""
+i = np.int64({at('IDX')})
+st_t[i] = {at('T')}
+st_h[i] = {at('H')}
+st_err[i] = {at('ERR')}
+st_status[i] = np.int32({at('STATUS')})
+st_cnt[{CNT_NFEV}, i] = np.int64({at('CFEV')})
+st_cnt[{CNT_NACC}, i] = np.int64({at('CACC')})
+st_cnt[{CNT_NREJ}, i] = np.int64({at('CREJ')})""")
+        for j in range(n):
+            emit(1, f"st_y[{j}, i] = {at('Y', j)}\nst_f[{j}, i] = {at('F', j)}")
+        L.append("")
+
+        # ---- the driver: trajectories a <= i < b through W refilled lanes ----
+        params = ", ".join(BASE_PARAMS) + arglist
+        emit(0, f"def run_range(a, b, {params}):")
+        emit(1, f"""
+if b <= a:
+    return
+t0 = ctrl[0, 0]  # (fields, 1): the lane engine runs shared control values only
+first_step = ctrl[3, 0]
+c = (ctrl[1, 0], ctrl[2, 0], ctrl[4, 0], DT(iparams[0, 0]), ctrl[6, 0]{''.join(f', atol[{j}, 0]' for j in range(n))})
+S = np.zeros({self.nv * W})
+nxt = a
+for l in range({W}):
+    S[{self.rows['IDX'] * W} + l] = -ONE
+    while nxt < b:
+        i = nxt
+        nxt += 1
+        if st_status[i] < INIT:
+            continue
+        if init_lane(S, l, i, t0, first_step, c, y0{arglist}):
+            break
+        scatter(S, l, st_t, st_h, st_err, st_y, st_f, st_status, st_cnt)
+        S[{self.rows['IDX'] * W} + l] = -ONE
+n_live = 0
+for l in range({W}):
+    if S[{self.rows['LIVE'] * W} + l] != ZERO:
+        n_live += 1
+if n_live == 0:
+    return
+# idle lanes compute a copy of a live lane (masked): fun sees only real states
+src = 0
+while S[{self.rows['LIVE'] * W} + src] == ZERO:
+    src += 1
+for l in range({W}):
+    if S[{self.rows['IDX'] * W} + l] < ZERO:
+        for r in range({self.nv}):
+            if r != {self.rows['LIVE']} and r != {self.rows['IDX']}:
+                S[r * {W} + l] = S[r * {W} + src]
+while n_live > 0:
+    if iparams[1, 0] == 0:  # stopped (Ctrl-C or another chunk's error)
+        return
+    now = attempt(S, c{arglist})
+    if now == n_live:
+        continue
+    n_live = 0
+    for l in range({W}):
+        if S[{self.rows['LIVE'] * W} + l] != ZERO:
+            n_live += 1
+            continue
+        if S[{self.rows['IDX'] * W} + l] < ZERO:
+            continue
+        scatter(S, l, st_t, st_h, st_err, st_y, st_f, st_status, st_cnt)
+        S[{self.rows['IDX'] * W} + l] = -ONE
+        while nxt < b:
+            i = nxt
+            nxt += 1
+            if st_status[i] < INIT:
+                continue
+            if init_lane(S, l, i, t0, first_step, c, y0{arglist}):
+                n_live += 1
+                break
+            scatter(S, l, st_t, st_h, st_err, st_y, st_f, st_status, st_cnt)
+            S[{self.rows['IDX'] * W} + l] = -ONE""")
+        return "\n".join(L) + "\n"
+
+    def namespace(self):
+        tab = self.tab
+        ns = dict(np=np, sqrt=math.sqrt, isfinite=math.isfinite, DT=np.float64,
+                  sel=sel, as_i64=as_i64, as_f64=as_f64,
+                  ZERO=0.0, ONE=1.0, TEN=10.0, HUNDRED=100.0, HUNDREDTH=0.01, MILLI=1e-3,
+                  SMALL5=1e-5, SMALL6=1e-6, SMALL15=1e-15, INF=np.inf, NDIM=float(self.n),
+                  SQRTN=np.float64(self.n ** 0.5), SAFETY=0.9, MINF=0.2, MAXF=10.0,
+                  DENORM_MIN=5e-324, EXPO=np.float64(tab.error_exponent),
+                  INV_ORDER=np.float64(1.0 / (tab.error_order + 1)))
+        for name in ("SUCCESS", "FAIL_STEP", "FAIL_MAXSTEPS", "FAIL_NONFINITE"):
+            ns[name] = float(getattr(_status, name))
+        ns["INIT"] = np.int32(_status.INIT)
+        ns["RUNNING"] = _status.RUNNING
+        return ns
+
+
+# -- numba pieces (defined lazily: importing this module does not import numba) -------------
+sel = as_i64 = as_f64 = None
+
+
+def _define_intrinsics():
+    global sel, as_i64, as_f64
+    if sel is not None:
+        return
+    from llvmlite import ir
+    from numba import types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def _as_i64(typingctx, x):
+        def codegen(context, builder, sig, args):
+            return builder.bitcast(args[0], ir.IntType(64))
+        return types.int64(types.float64), codegen
+
+    @intrinsic
+    def _as_f64(typingctx, x):
+        def codegen(context, builder, sig, args):
+            return builder.bitcast(args[0], ir.DoubleType())
+        return types.float64(types.int64), codegen
+
+    @intrinsic
+    def _sel(typingctx, c, a, b):
+        """``a if c else b`` as ONE LLVM ``select`` (numba lowers a conditional expression
+        to branches, which the vectoriser turns into masked loads and stores)."""
+        if not isinstance(c, types.Boolean):
+            return None
+        rt = typingctx.unify_types(a, b)
+        if rt is None:
+            return None
+
+        def codegen(context, builder, sig, args):
+            cv, av, bv = args
+            av = context.cast(builder, av, sig.args[1], sig.return_type)
+            bv = context.cast(builder, bv, sig.args[2], sig.return_type)
+            return builder.select(cv, av, bv)
+        return rt(c, a, b), codegen
+
+    sel, as_i64, as_f64 = _sel, _as_i64, _as_f64
+
+
+def build(problem, tableau, jit_options, width=WIDTH, fast_pow=False):
+    """Compile the lane engine's ``run_range`` for ``problem`` (a prepared problem).
+
+    ``fast_pow``: the controller's ``err ** (-1/(q+1))`` by :func:`_fast_pow_source`
+    (vectorised; within a few ulp of libm's ``pow``, so results are no longer bit-identical
+    to the scalar engine's) instead of libm's scalar ``pow``.
+
+    Raises whatever numba raises when ``fun`` cannot be typed with ``y`` as a tuple.
+    """
+    import numba
+
+    from .compile_cache import py_function
+
+    _define_intrinsics()
+    src = LaneSource(tableau, problem.n, problem.arg_kinds, width)
+    ns = src.namespace()
+    fun = numba.njit(inline="always", **jit_options)(py_function(problem.fun))
+    ns["fun"] = fun
+    ns["POW"] = numba.njit(inline="always", **jit_options)(
+        _pow_function(float(tableau.error_exponent), fast_pow))
+    exec(compile(src.src, f"<gpuivp lane engine {tableau.name} n={problem.n} W={width}>",
+                 "exec"), ns)
+    for name in ("attempt", "init_lane", "scatter"):
+        ns[name] = numba.njit(**jit_options)(ns[name])
+    return numba.njit(**jit_options)(ns["run_range"]), src
+
+
+def _pow_function(expo, fast=False):
+    """``x ** expo`` for the controller: libm's ``pow`` (bit-identical to the scalar engine),
+    or with ``fast`` the branch-free :func:`_fast_pow_source` (vectorised, a few ulp)."""
+    ns = {"EXPO": np.float64(expo)}
+    if not fast:
+        exec("def pow_expo(x):\n    return x ** EXPO\n", ns)
+        return ns["pow_expo"]
+    m = round(-1.0 / expo)
+    src, consts = _fast_pow_source(m)
+    ns.update(consts, sel=sel, as_i64=as_i64, as_f64=as_f64, floor=math.floor, INF=np.inf)
+    exec(src, ns)
+    return ns["pow_expo"]
+
+
+def _fast_pow_source(m):
+    """Source of ``pow_expo(x)`` = ``x ** (-1/m)`` for ``x >= 0`` without a call or a branch:
+    ``x = 2^e * u`` (u in [1, 2)), ``e = m q + r``; ``u ** (-1/m)`` from a degree-5 fit and two
+    Newton steps on ``y^-m = u``, times ``2^(-r/m)`` (a select chain) and ``2^-q``. 0 -> inf,
+    inf -> 0, NaN -> NaN; a subnormal ``x`` gives a huge value (the controller clamps it)."""
+    u = np.linspace(1.0, 2.0, 4001)
+    coefs = [float(c) for c in np.polyfit(u, u ** (-1.0 / m), 5)]
+    consts = {f"PC{i}": c for i, c in enumerate(coefs)}
+    consts.update({f"R{r}": float(2.0 ** (-r / m)) for r in range(1, m)})
+    consts.update(M=float(m), INV_M=1.0 / m)
+    poly = "PC0"
+    for i in range(1, len(coefs)):
+        poly = f"({poly}) * u + PC{i}"
+    ym = " * ".join(["y"] * m)
+    chain = "ONE_"
+    for r in range(1, m):
+        chain = f"sel(r == {float(r)}, R{r}, {chain})"
+    src = f"""
+ONE_ = 1.0
+def pow_expo(x):
+    bits = as_i64(x)
+    e = np.float64((bits >> 52) - 1023)
+    u = as_f64((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000)
+    q = floor(e / M)
+    r = e - M * q
+    y = {poly}
+    y = y + y * (1.0 - u * ({ym})) * INV_M
+    y = y + y * (1.0 - u * ({ym})) * INV_M
+    res = y * {chain} * as_f64((1023 - np.int64(q)) << 52)
+    res = sel(x == 0.0, INF, res)
+    return sel(x == INF, 0.0, sel(x != x, x, res))
+"""
+    consts["np"] = np
+    return src, consts
+
+
+def load_from_disk(problem, tableau, jit_options, width=WIDTH, fast_pow=False):
+    """The lane engine's ``run_range`` from the disk cache (:mod:`gpuivp.engines.disk_cache`:
+    ``fun``'s module and the engine's module written as files, ``run_range`` compiled with
+    ``cache=True``), or ``None`` where the cache is off or cannot hold ``fun``."""
+    import hashlib
+    import os
+
+    from . import disk_cache as D
+
+    root = D.cache_dir()
+    if root is None:
+        return None
+    P = D._P
+    src = LaneSource(tableau, problem.n, problem.arg_kinds, width)
+    jit = dict(jit_options)
+    jit.pop("cache", None)
+    try:
+        user = D._Module()
+        user.function(problem.fun, f"{P}fun", dict(jit, inline="always"))
+        user_text = D._PRELUDE + "\n\n" + "\n\n".join(user.body) + "\n"
+        special = {"np", "sqrt", "isfinite", "DT", "sel", "as_i64", "as_f64"}
+        ns = src.namespace()
+        lines = ["import numpy as np", "from math import sqrt, isfinite, floor",
+                 f"from gpuivp.engines import lanes as {P}lanes",
+                 f"{P}lanes._define_intrinsics()",
+                 f"sel, as_i64, as_f64 = {P}lanes.sel, {P}lanes.as_i64, {P}lanes.as_f64",
+                 "DT = np.float64", f"fun = {P}user.{P}fun", f"{P}jit = {P}nb.njit(**{jit!r})"]
+        lines += [f"{name} = {D.value_source(ns[name])}" for name in sorted(ns)
+                  if name not in special]
+        expo = float(tableau.error_exponent)
+        if fast_pow:
+            ptext, consts = _fast_pow_source(round(-1.0 / expo))
+            consts.pop("np")
+            lines += [f"{name} = {D.value_source(v)}" for name, v in sorted(consts.items())]
+        else:
+            ptext = f"def pow_expo(x):\n    return x ** {P}EXPO\n"
+            lines.append(f"{P}EXPO = {D.value_source(np.float64(expo))}")
+        lines += [ptext.replace("ONE_ = 1.0\n", ""),
+                  f"POW = {P}nb.njit(**{dict(jit, inline='always')!r})(pow_expo)",
+                  "ONE_ = 1.0", src.src]
+        lines += [f"{name} = {P}jit({name})" for name in ("attempt", "init_lane", "scatter")]
+        lines.append(f"run_range = {P}nb.njit(**{ {**jit, 'cache': True}!r})(run_range)")
+        engine_text = "\n".join([D._PRELUDE, *lines, ""])
+    except D.Unsupported as exc:
+        D.STATS["fallback"] += 1
+        D.LOG.debug("disk cache: lane engine compiled in-process: %s", exc)
+        return None
+    key = hashlib.sha256("\0".join((D._versions(), "lanes", user_text, engine_text))
+                         .encode()).hexdigest()[:32]
+    folder = os.path.join(root, "numba")
+    user_path = os.path.join(folder, f"u{key}.py")
+    engine_path = os.path.join(folder, f"l{key}.py")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        wrote = D._write(user_path, user_text)
+        wrote = D._write(engine_path, engine_text) or wrote
+        umod = D._import(user_path, f"_gpuivp_cache_u{key}")
+        emod = D._import(engine_path, f"_gpuivp_cache_l{key}", {f"{P}user": umod})
+    except Exception as exc:  # an unwritable directory, a value that does not import again
+        D.STATS["fallback"] += 1
+        D.LOG.debug("disk cache: lane engine compiled in-process: %r", exc)
+        return None
+    D.STATS["write" if wrote else "hit"] += 1
+    D._guard(emod.run_range)
+    return emod.run_range

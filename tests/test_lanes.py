@@ -1,0 +1,244 @@
+"""The numba backend's lane engine (gpuivp.engines.lanes): the scalar engine's results, bit
+for bit, whatever the order of the trajectories; failures stay in their trajectory; the
+backend picks it only where it supports the problem.
+
+Few compiles: one small ensemble per method, each engine compiled once per method.
+"""
+import numpy as np
+import pytest
+
+import gpuivp
+import gpuivp.backends.numba as nb
+from gpuivp.engines import lanes
+
+pytest.importorskip("numba")
+
+
+def lorenz(t, y, sigma, rho, beta):
+    return (sigma * (y[1] - y[0]), y[0] * (rho - y[2]) - y[1], y[0] * y[1] - beta * y[2])
+
+
+def _ensemble(k=53, seed=0):
+    """Lorenz trajectories with failures mixed in: f(t0, y0) overflows (FAIL_NONFINITE at
+    t0), an overflow (rho huge: non-finite mid-run), and k not a multiple of the lane width."""
+    rng = np.random.default_rng(seed)
+    rho = np.linspace(0.0, 28.0, k)
+    y0 = np.tile([[1.0], [0.0], [0.0]], (1, k)) + 0.1 * rng.standard_normal((3, k))
+    y0[:, 5] = (1e200, 1e200, 0.0)
+    rho[11] = 1e300
+    rho[17] = -1e200
+    return y0, rho
+
+
+def _solve(engine, y0, rho, method, **kw):
+    old = nb.ENGINE
+    nb.ENGINE = engine
+    try:
+        return gpuivp.solve_ivp(lorenz, (0.0, 3.0), y0, args=(10.0, rho, 8 / 3), method=method,
+                                rtol=1e-6, atol=1e-8, backend="numba", **kw)
+    finally:
+        nb.ENGINE = old
+
+
+def _same(a, b):
+    np.testing.assert_array_equal(a.status, b.status)
+    np.testing.assert_array_equal(a.nfev, b.nfev)
+    np.testing.assert_array_equal(a.naccept, b.naccept)
+    np.testing.assert_array_equal(a.nreject, b.nreject)
+    np.testing.assert_array_equal(a.t_final, b.t_final)
+    np.testing.assert_array_equal(a.y_final, b.y_final)  # NaN == NaN here
+
+
+@pytest.mark.parametrize("method", ["RK23", "RK45", "DOP853", "Tsit5", "Vern7"])
+def test_lanes_bit_identical_to_scalar_engine_with_failures_and_shuffled(method):
+    y0, rho = _ensemble()
+    ref = _solve("scalar", y0, rho, method, max_steps=400)
+    got = _solve("lanes", y0, rho, method, max_steps=400)
+    assert {0, -3}.issubset(set(ref.status.tolist()))  # successes and failures mixed
+    _same(ref, got)
+    # shuffled input: the same per-trajectory results (refill: no order dependence)
+    perm = np.random.default_rng(1).permutation(y0.shape[1])
+    shuf = _solve("lanes", y0[:, perm], rho[perm], method, max_steps=400)
+    for name in ("status", "nfev", "t_final"):
+        np.testing.assert_array_equal(getattr(shuf, name), getattr(ref, name)[perm])
+    np.testing.assert_array_equal(shuf.y_final, ref.y_final[:, perm])
+
+
+def test_lanes_max_steps_first_step_and_backward_match_scalar():
+    y0, rho = _ensemble(k=21)
+    for kw in (dict(max_steps=30), dict(first_step=1e-3)):
+        _same(_solve("scalar", y0, rho, "RK45", **kw), _solve("lanes", y0, rho, "RK45", **kw))
+    assert (_solve("lanes", y0, rho, "RK45", max_steps=30).status == -2).any()
+    # backward in time, t0 == t1
+    for span in ((3.0, 0.0), (1.0, 1.0)):
+        old = nb.ENGINE
+        out = []
+        for eng in ("scalar", "lanes"):
+            nb.ENGINE = eng
+            try:
+                out.append(gpuivp.solve_ivp(lorenz, span, y0, args=(10.0, rho, 8 / 3),
+                                            method="RK45", backend="numba"))
+            finally:
+                nb.ENGINE = old
+        _same(*out)
+
+
+def test_lane_engine_chosen_only_where_supported():
+    import dataclasses
+
+    from gpuivp.methods import METHODS
+
+    y0, rho = _ensemble(k=21)
+    small = nb.prepare(_problem_of(y0, rho))
+    big_k = lanes.MIN_AUTO_K
+    prob = dataclasses.replace(small, y0=np.ones((3, big_k)),
+                               args=(10.0, np.linspace(0, 28, big_k), 8 / 3))
+    old = nb.ENGINE
+    try:
+        nb.ENGINE = "auto"
+        assert nb.engine_for(small, METHODS["RK45"]) == "scalar"          # few trajectories
+        assert nb.engine_for(prob, METHODS["RK45"]) == "lanes"
+        big_n = dataclasses.replace(prob, fun=None, y0=np.ones((lanes.MAX_AUTO_N + 1, big_k)),
+                                    atol=np.full(lanes.MAX_AUTO_N + 1, 1e-8))
+        assert nb.engine_for(big_n, METHODS["RK45"]) == "scalar"         # large n
+        assert nb.engine_for(prob, METHODS["RK4"]) == "scalar"          # fixed step
+        with_eval = dataclasses.replace(prob, t_eval=np.array([0.0, 1.0]))
+        assert nb.engine_for(with_eval, METHODS["RK45"]) == "scalar"
+        assert lanes.unsupported(with_eval, METHODS["RK45"]) == "t_eval"
+        nb.ENGINE = "scalar"
+        assert nb.engine_for(prob, METHODS["RK45"]) == "scalar"
+        nb.ENGINE = "lanes"
+        with pytest.raises(ValueError, match="t_eval"):
+            nb.engine_for(with_eval, METHODS["RK45"])
+        nb.ENGINE = "bogus"
+        with pytest.raises(ValueError, match="GPUIVP_NUMBA_ENGINE"):
+            nb.engine_for(prob, METHODS["RK45"])
+    finally:
+        nb.ENGINE = old
+
+
+def _problem_of(y0, rho):
+    """The validated problem the backend gets (through the public entry point's parts)."""
+    from gpuivp._problem import Problem
+
+    return Problem(fun=lorenz, t0=0.0, t1=3.0, y0=np.ascontiguousarray(y0),
+                   args=(10.0, np.ascontiguousarray(rho), 8 / 3),
+                   arg_kinds=("scalar", "traj1", "scalar"), t_eval=None, rtol=1e-6,
+                   atol=np.full(3, 1e-8), first_step=None, max_step=np.inf, dt=None,
+                   max_steps=10_000, dtype=np.dtype(np.float64), vectorized=False,
+                   method="RK45")
+
+
+def decay(t, y):
+    return -0.5 * y  # array arithmetic on y: cannot run with y as a tuple
+
+
+def test_fun_that_needs_an_array_y_falls_back_in_auto_and_raises_when_forced():
+    y0 = np.ones((2, lanes.MIN_AUTO_K))  # enough trajectories for auto to try the lanes
+    old = nb.ENGINE
+    try:
+        nb.ENGINE = "auto"
+        res = gpuivp.solve_ivp(decay, (0.0, 1.0), y0, backend="numba")
+        np.testing.assert_allclose(res.y_final, np.exp(-0.5) * y0, rtol=1e-3)
+        nb.ENGINE = "lanes"
+        with pytest.raises(gpuivp.backends.numba.CompileError):
+            gpuivp.solve_ivp(decay, (0.0, 1.0), y0, backend="numba")
+    finally:
+        nb.ENGINE = old
+
+
+def test_lane_loops_are_vectorised_without_masked_stores():
+    """The speed rests on LLVM vectorising every lane loop (see gpuivp.engines.lanes); a numba
+    or LLVM upgrade can silently undo that. On an AVX2 machine: packed-double ymm arithmetic
+    dominates the step attempt, and no masked loads/stores (vmaskmovpd) appear."""
+    import re
+
+    from llvmlite import binding
+
+    from gpuivp.methods import METHODS
+
+    if not binding.get_host_cpu_features().get("avx2", False):
+        pytest.skip("needs AVX2")
+    from gpuivp.engines.runner import EngineState
+
+    y0, rho = _ensemble(k=21)
+    prob = nb.prepare(_problem_of(y0, rho))
+    # compiled here, not loaded from the disk cache (whose run_range skips compiling attempt)
+    run, _ = lanes.build(prob, METHODS["RK45"], nb.JIT_OPTIONS)
+    run(0, 0, *EngineState(prob, 1, METHODS["RK45"]).arrays())
+    attempt = run.py_func.__globals__["attempt"]
+    asm = "\n".join(attempt.inspect_asm().values())
+    packed = len(re.findall(r"\bv(?:add|sub|mul|div|sqrt)pd\s+[^\n]*ymm", asm))
+    scalar = len(re.findall(r"\bv(?:add|sub|mul|div|sqrt)sd\b", asm))
+    assert "vmaskmov" not in asm
+    assert packed > 300 and packed > 4 * scalar, (packed, scalar)
+
+
+def test_fast_pow_stays_within_its_documented_accuracy():
+    """FAST_POW: the controller's pow within a few ulp, so the steps and final states stay
+    close to the scalar engine's (not bit-identical: the last bits of h differ)."""
+    y0, rho = _ensemble()
+    ref = _solve("scalar", y0, rho, "RK45", max_steps=400)
+    old = nb.FAST_POW
+    nb.FAST_POW = True
+    try:
+        got = _solve("lanes", y0, rho, "RK45", max_steps=400)
+    finally:
+        nb.FAST_POW = old
+    np.testing.assert_array_equal(got.status, ref.status)
+    assert np.mean(got.nfev == ref.nfev) > 0.9
+    ok = ref.status == 0
+    # tolerance: h differs from libm-pow steps by ~1e-15 relative, amplified by the dynamics
+    np.testing.assert_allclose(got.y_final[:, ok], ref.y_final[:, ok], rtol=1e-6, atol=1e-8)
+
+
+def test_lane_engine_stops_when_the_backend_stops_it():
+    """A budget of 0 (what the backend sets on Ctrl-C or another chunk's error) makes a
+    running lane engine return at its next step attempt: no trajectory runs to its end."""
+    from gpuivp._status import INIT
+    from gpuivp.engines.runner import EngineState
+    from gpuivp.methods import METHODS
+
+    y0, rho = _ensemble(k=21)
+    prob = nb.prepare(_problem_of(y0, rho))
+    old = nb.ENGINE
+    try:
+        nb.ENGINE = "lanes"
+        run = nb._lane_engine(prob, METHODS["RK45"])
+    finally:
+        nb.ENGINE = old
+    state = EngineState(prob, 0, METHODS["RK45"])
+    run(0, prob.k, *state.arrays())
+    # only the trajectory that fails at t0 (index 5) is finished; the others never ran a step
+    assert state.st_status[5] == -3
+    assert np.all(np.delete(state.st_status, 5) == INIT)
+    state = EngineState(prob, 1 << 62, METHODS["RK45"])
+    run(0, prob.k, *state.arrays())
+    assert np.all(state.st_status < INIT)
+
+
+def test_lane_engine_comes_back_from_the_disk_cache(tmp_path, monkeypatch):
+    """Written once (fun's module, the engine's module, numba's cache of run_range), then
+    loaded: numba finds the compiled code, and the results are the scalar engine's."""
+    from gpuivp.engines import disk_cache
+    from gpuivp.engines.runner import EngineState
+    from gpuivp.methods import METHODS
+
+    monkeypatch.setenv("GPUIVP_CACHE_DIR", str(tmp_path))
+    y0, rho = _ensemble(k=21)
+    prob = nb.prepare(_problem_of(y0, rho))
+    before = dict(disk_cache.STATS)
+    states = []
+    for _ in range(2):
+        run = lanes.load_from_disk(prob, METHODS["RK45"], nb.JIT_OPTIONS)
+        assert run is not None
+        state = EngineState(prob, 1 << 62, METHODS["RK45"])
+        run(0, prob.k, *state.arrays())
+        states.append(state)
+    assert disk_cache.STATS["write"] == before.get("write", 0) + 1
+    assert disk_cache.STATS["hit"] == before.get("hit", 0) + 1
+    assert run.stats.cache_hits  # the second dispatcher loaded numba's compiled code
+    ref = _solve("scalar", y0, rho, "RK45", max_steps=10_000)
+    for state in states:
+        np.testing.assert_array_equal(state.st_y, ref.y_final)
+        np.testing.assert_array_equal(state.st_cnt[0], ref.nfev)
