@@ -415,3 +415,23 @@ def test_dask_run_with_per_trajectory_doses_is_bit_identical_to_one_piece():
     for name in ("status", "nfev", "t_final", "y_final"):
         np.testing.assert_array_equal(np.asarray(parts[name]), whole[name], err_msg=name)
     np.testing.assert_array_equal(np.asarray(parts.t_events[0]), whole.t_events[0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_restarts_follow_each_trajectorys_own_span_and_tolerance(backend):
+    # Per-trajectory t0, t1 and rtol (Problem.per): every restart selects its initial step
+    # towards that trajectory's own t1 with its own rtol, as scipy restarted on that
+    # trajectory's span does.
+    t0, t1 = np.array([0.0, 0.5, 0.0]), np.array([2.5, 2.0, 1.5])
+    rtol = np.array([1e-6, 1e-7, 1e-6])
+    y0 = np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+    c = np.zeros(3)
+    res = gpuivp.solve_ivp(ball, (t0, t1), y0, events=[hit_ground], args=(c,),
+                           backend=backend, vectorized=backend in ("numpy", "cupy"),
+                           rtol=rtol[None, :], atol=1e-9)
+    assert res.backend == backend
+    for i in range(3):
+        ref = restart_loop(ball, (t0[i], t1[i]), y0[:, i], [hit_ground], (c[i],),
+                           rtol=rtol[i])
+        assert len(ref["t_events"][0]) >= 2  # restarted at least twice
+        check_trajectory(res, i, ref, 1)
