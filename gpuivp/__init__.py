@@ -4,6 +4,7 @@ One ``solve_ivp``-style call integrates thousands to millions of parameter sets 
 initial conditions with scipy's Runge-Kutta methods (step for step) or fixed-step
 methods, on the ``cuda``, ``cupy``, ``numba``, ``numpy`` or ``scipy`` backend.
 """
+from ._at import at
 from ._chunking import MemoryBudgetError
 from ._ivp import solve_ivp
 from ._problem import shared
@@ -12,5 +13,5 @@ from .backends import available_backends
 from .backends._base import BackendFallbackWarning
 
 __version__ = "0.1.0"
-__all__ = ["solve_ivp", "shared", "EnsembleResult", "available_backends", "MemoryBudgetError",
+__all__ = ["solve_ivp", "at", "shared", "EnsembleResult", "available_backends", "MemoryBudgetError",
            "BackendFallbackWarning", "__version__"]

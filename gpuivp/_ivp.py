@@ -9,6 +9,7 @@ import numpy as np
 from . import _problem as P
 from ._chunking import check_memory_budget, solve_in_chunks
 from ._result import EnsembleResult, ensemble_result, squeeze_single
+from ._at import check_at
 from .engines.buffers import DenseBuffers, event_buffers
 from .backends import BACKENDS, BackendUnavailable, backend_module, unavailable_reason, usable
 from .backends._base import BackendFallbackWarning, FunCompileError
@@ -247,7 +248,12 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         NaN outside each trajectory's span; scipy's shapes for a single IVP.
     events : callable or list of callables
         As in scipy, per trajectory: ``event(t, y, *args)`` with optional attributes
-        ``terminal`` (bool or count) and ``direction``; vectorized like ``fun``.
+        ``terminal`` (bool or count) and ``direction``; vectorized like ``fun``. An
+        ``affect(t, y, *args)`` attribute (the new state, like ``fun``'s return) restarts the
+        trajectory at each root as a new ``solve_ivp`` from the affected state (a root
+        exactly at the latest restart does not trigger again; a terminal occurrence ends
+        without its affect; restarts piling up at one time fail with status ``-6``).
+        :func:`gpuivp.at` makes an event at given times. Adaptive methods only.
     vectorized : bool
         ``fun`` also accepts ``y`` of shape ``(n, m)``, ``t`` of shape ``(m,)`` and args sliced
         to ``m`` columns (each column its own ``t``). Needed by ``"numpy"`` and ``"cupy"``.
@@ -382,6 +388,14 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     dt, first_step, max_step, max_steps = P.check_steps(method, dt, first_step, max_step,
                                                        max_steps, t0, t1)
     event_funs, event_spec, max_events = P.check_events(events, max_events)
+    affects = P.check_affects(event_funs)
+    if affects and dt is not None:
+        raise ValueError("Events with `affect` restart the integration with a freshly chosen "
+                         "step: they need an adaptive method without `dt` (got dt="
+                         f"{dt!r}).")
+    if affects and np.iscomplexobj(y0_in):
+        raise ValueError("Events with `affect` take a real state: pass a real `y0` (complex "
+                         "systems as 2n real components).")
     memory_budget = check_memory_budget(memory_budget)
     if not isinstance(method, str) or method not in METHODS:
         if backend not in ("auto", "scipy"):
@@ -413,7 +427,8 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     if single and per_given:
         raise ValueError(f"{', '.join(f'`{name}`' for name in per_given)} given per trajectory "
                          f"with a 1-D `y0` (one IVP): pass y0 of shape (n, k) for an ensemble.")
-    if single and (backend == "scipy" or backend == "auto" and scipy_refusal is None):
+    if single and not affects and (backend == "scipy" or
+                                   backend == "auto" and scipy_refusal is None):
         if inplace:
             fun = returning(fun)
         _check_single_shape(fun, t0, y0_in, args, vectorized)
@@ -462,6 +477,7 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
                         vectorized=bool(vectorized), method=method, options=options,
                         progress=bool(progress), memory_budget=memory_budget,
                         events=event_funs, event_spec=event_spec, max_events=max_events,
+                        affects=affects, at_times=check_at(event_funs, k, t0, t1, dtype),
                         dense_output=bool(dense_output) or record_steps,
                         dense_max_steps=dense_max_steps,
                         record_steps=record_steps and not dense_output,

@@ -370,6 +370,21 @@ def check_events(events, max_events):
     return events, tuple(spec), int(max_events)
 
 
+def check_affects(events):
+    """Per event function its ``affect`` attribute (the new state at a root) or None.
+
+    An ``affect`` makes the event a restart point: the integration continues from
+    ``(t_root, affect(t_root, y_root, *args))`` as if a new ``solve_ivp`` started there."""
+    affects = []
+    for m, ev in enumerate(events):
+        affect = getattr(ev, "affect", None)
+        if affect is not None and not callable(affect):
+            raise TypeError(f"The `affect` attribute of `events[{m}]` must be callable "
+                            f"(t, y, *args) -> new state, got {type(affect).__name__}.")
+        affects.append(affect)
+    return tuple(affects) if any(a is not None for a in affects) else ()
+
+
 def _direction(direction, m):
     """An event's ``direction`` as -1.0, 0.0 or 1.0 (its sign); else a ValueError naming it."""
     if isinstance(direction, (numbers.Real, np.number)) and np.ndim(direction) == 0 \
@@ -581,6 +596,8 @@ class Problem:
     events: tuple = ()        # event functions
     event_spec: tuple = ()    # per event: (terminal count, 0 if not terminal; direction)
     max_events: int = 0       # events stored per trajectory and event function
+    affects: tuple = ()       # () or per event: its affect function (a restart) or None
+    at_times: tuple = ()      # () or per event: None, or its gpuivp.at times (m, k), sorted
     dense_output: bool = False
     dense_max_steps: int = 0  # per trajectory; past it the trajectory fails (-4)
     # With dense_output: "record steps only", the dense buffers hold each accepted step's t
@@ -680,7 +697,10 @@ class Problem:
                      for a, kind in zip(self.args, self.arg_kinds))
         per = {name: (v if name == "t_eval" and v.ndim == 1 else v[..., idx])
                for name, v in self.per.items()}
-        part = dataclasses.replace(self, y0=self.y0[:, idx], args=args, per=per)
+        at_times = tuple(None if a is None else np.ascontiguousarray(a[:, idx])
+                         for a in self.at_times)
+        part = dataclasses.replace(self, y0=self.y0[:, idx], args=args, per=per,
+                                   at_times=at_times)
         if part.k and per:  # the shared fields: the part's trajectory 0
             for name in ("t0", "t1", "rtol", "dt", "first_step", "max_step"):
                 if name in per:

@@ -28,7 +28,8 @@ class EnsembleResult(OptimizeResult):
         ``0`` reached ``t1``; ``1`` a terminal event stopped it; ``-1`` the step fell below
         scipy's minimum; ``-2`` ``max_steps`` step attempts were made; ``-3`` not finite
         (``fun(t0, y0)``, or the error estimate down to the minimum step); ``-4``
-        ``dense_output`` stored ``dense_max_steps`` steps.
+        ``dense_output`` stored ``dense_max_steps`` steps; ``-6`` events with ``affect``
+        piled up at one time (chatter).
     nfev, naccept, nreject, njev, nlu : ndarray of int, shape (k,)
         Counters per trajectory (``njev``, ``nlu`` are 0 for explicit methods).
     t_events : list of ndarray, shape (k, max_events), or None

@@ -8,6 +8,9 @@ FAIL_NONFINITE = -3
 FAIL_DENSE = -4
 #: ``cuda`` only: ``fun`` or an event function raised (device code cannot say what it raised).
 FAIL_RAISED = -5
+#: Events with ``affect`` piled up at one time: a restart within rounding (10 spacings of
+#: floating-point numbers) of the previous one, which would otherwise never end (chatter).
+FAIL_CHATTER = -6
 #: Rosenbrock methods: the matrix ``I / (h gamma) - J`` of a step had an exactly zero pivot.
 FAIL_SINGULAR = -7
 # Engine-internal states (never returned): not started, mid-run, mid-step after a rejection.
@@ -28,6 +31,9 @@ MESSAGES = {
                 "Try increasing dense_max_steps.",
     FAIL_RAISED: "`fun` or an event function raised an exception on the GPU (numba.cuda "
                  "device code cannot report which); run this trajectory on `numba` to see it.",
+    FAIL_CHATTER: "Events with `affect` piled up at one time (chatter): a restart came within "
+                  "rounding of the previous one. Change the affect so that the new state moves "
+                  "off the event, or make the event terminal there.",
     FAIL_SINGULAR: "The linear system of a Rosenbrock step (I / (h gamma) - J) was singular: "
                    "check `jac`, or try an explicit method or method='Radau' (backend='scipy').",
 }

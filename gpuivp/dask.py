@@ -70,6 +70,25 @@ ARRAY_FIELDS = ("y", "t_final", "y_final", "status", "nfev", "naccept", "nreject
 _TASK_LOCK = threading.Lock()
 
 
+def _slice_at_events(positional, first, m):
+    """``positional`` with every per-trajectory ``gpuivp.at`` event (times ``(m, k)``) cut to
+    the slice's ``m`` trajectories from ``first``."""
+    from ._at import at
+    method, t_eval, dense_output, events, vectorized = positional
+    if events is None or callable(events):
+        events = events if events is None else [events]
+        single = True
+    else:
+        single = False
+    if events is None or not any(getattr(ev, "at_times", None) is not None
+                                 and ev.at_times.ndim == 2 for ev in events):
+        return positional
+    cut = [at(ev.at_times[:, first:first + m], ev.affect)
+           if getattr(ev, "at_times", None) is not None and ev.at_times.ndim == 2 else ev
+           for ev in events]
+    return (method, t_eval, dense_output, cut[0] if single else cut, vectorized)
+
+
 def _solve_slice(common, first, y0, traj_args, per=None):
     """One task: ``gpuivp.solve_ivp`` on a slice of the ensemble (runs on a worker).
 
@@ -81,6 +100,7 @@ def _solve_slice(common, first, y0, traj_args, per=None):
     given per trajectory (``t0``, ``t1``, ``t_eval``, ``rtol``, ...; see :func:`_per_inputs`).
     """
     fun, t_span, positional, kwargs, fixed_args, kinds = common
+    positional = _slice_at_events(positional, first, y0.shape[1])
     if per:
         t_span = (per.get("t0", t_span[0]), per.get("t1", t_span[1]))
         if "t_eval" in per:

@@ -18,6 +18,9 @@ TINY = {
     "sir_parameter_map": ["--n", "100"],
     "vanderpol_period": ["--n", "20", "--mu-max", "2"],
     "robertson_half_life": ["--n", "16"],
+    "bouncing_ball": ["--n", "16"],
+    "lif_fi_curve": ["--n", "20", "--t-end", "10"],
+    "pk_doses": ["--n", "16"],
 }
 
 

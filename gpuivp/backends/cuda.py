@@ -56,13 +56,13 @@ GPU_SLICE = 20_000
 INPUT_FIELDS = ("y0", "ctrl", "iparams", "atol", "t_eval")
 #: State the result does not use (step size, error norm, last derivative, event function
 #: values): it stays on the device. Every other array parameter comes back to the host.
-DEVICE_ONLY_FIELDS = ("st_h", "st_err", "st_f", "ev_g")
+DEVICE_ONLY_FIELDS = ("st_h", "st_err", "st_f", "ev_g", "ev_rs")
 #: Arrays whose initial contents are one value (what :class:`EngineState` fills them with
 #: on the host): allocated and filled on the device, never uploaded. The rest (inputs,
 #: dense-output buffers, the user's args) go up from the host.
 DEVICE_FILL = {"st_t": 0, "st_h": 0, "st_err": 0, "st_y": 0, "st_f": 0, "st_cnt": 0,
                "st_status": None, "ev_g": 0, "ev_cnt": 0, "out_eval": np.nan, "ev_t": np.nan,
-               "ev_y": np.nan}  # None: INIT, the status of a trajectory not yet started
+               "ev_y": np.nan, "ev_rs": np.nan}  # None: INIT, the status of a trajectory not yet started
 #: Chunked runs (:func:`solve_chunks`) overlap transfer and compute over two streams; False
 #: runs the chunks one after the other, as :func:`solve` (for comparisons: benchmarks/scale.py).
 OVERLAP = True
@@ -225,6 +225,8 @@ def kernel_function(problem, tableau):
     # ``solve_one`` has a single call site, so forcing it costs nothing.
     fun = cuda.jit(device=True)(py_function(problem.fun))
     events = [cuda.jit(device=True)(py_function(e)) for e in problem.events]
+    affects = [None if a is None else cuda.jit(device=True)(py_function(a))
+               for a in problem.affects]
     solve_opts = dict(device=True) if sim else dict(device=True, forceinline=True)
 
     from .._status import FAIL_RAISED, INIT
@@ -246,9 +248,10 @@ def kernel_function(problem, tableau):
     else:
         math_fns = dict(nextafter=math.nextafter, isfinite=math.isfinite, sqrt=math.sqrt)
     solve_py = src.build(jit_helper=cuda.jit(device=True), fun=fun, alloc_state=alloc_state,
-                         events=events, **math_fns)
+                         events=events, affects=affects, **math_fns)
     ns["solve_one"] = cuda.jit(**solve_opts)(solve_py)
-    flagged = may_raise([problem.fun, *problem.events])
+    flagged = may_raise([problem.fun, *problem.events,
+                         *(a for a in problem.affects if a is not None)])
     exec(compile(_kernel_source(src.param_names, sim, flagged),
                  f"<gpuivp cuda kernel {tableau.name} n={n}>", "exec"), ns)
     kernel = ns["kernel"]

@@ -233,9 +233,12 @@ def compiled_engine(problem, tableau):
             fun, events = user.fun, user.events
         else:
             fun, events = jit(problem.fun), [jit(e) for e in problem.events]
+        # (problems with affects never come from the disk cache: load_user refuses them)
+        affects = [None if a is None else jit(a) for a in getattr(problem, "affects", ())]
         if user is None or user.written:  # a user module loaded again compiled before
             try:
-                _check_compiles([fun, *events], problem)
+                _check_compiles([fun, *events, *(a for a in affects if a is not None)],
+                                problem)
             except CompileError as exc:
                 if user is not None:
                     user.discard()
@@ -254,7 +257,7 @@ def compiled_engine(problem, tableau):
             return np.empty(n, dtype)
 
         solve_one = jit(src.build(jit_helper=jit, fun=fun, alloc_state=alloc_state,
-                                  events=events, **HOST_FUNCTIONS))
+                                  events=events, affects=affects, **HOST_FUNCTIONS))
         ns = {"solve_one": solve_one}
         exec(_driver(src.param_names), ns)
         return jit(ns["run_range"])

@@ -8,7 +8,7 @@ import numpy as np
 import scipy.integrate
 from scipy.integrate._ivp.rk import RungeKutta
 
-from .._status import FAIL_MAXSTEPS, FAIL_NONFINITE, FAIL_STEP, MESSAGES
+from .._status import FAIL_CHATTER, FAIL_MAXSTEPS, FAIL_NONFINITE, FAIL_STEP, MESSAGES
 from ..engines.buffers import event_buffers
 from ._base import progress_bar
 
@@ -137,6 +137,106 @@ def solve_single(fun, t_span, y0, method, t_eval, dense_output, events, vectoriz
                      status=status)
 
 
+def _segment_event(ev, terminal, t_rs):
+    """``ev`` for one segment of a restart loop: scipy's ``terminal`` count for it, and NaN
+    instead of an exact zero at the restart time ``t_rs`` (a NaN is no crossing: a root at
+    the restart point does not trigger again)."""
+    def g(t, y, *args):
+        value = ev(t, y, *args)
+        if t == t_rs and value == 0:
+            return np.nan
+        return value
+
+    g.direction = getattr(ev, "direction", 0.0)
+    g.terminal = terminal
+    return g
+
+
+def _time_event(time):
+    def g(t, y, *args):
+        return t - time
+    return g
+
+
+def solve_restarting(p, i, y0, atol):
+    """Trajectory ``i`` as scipy's solve_ivp restarted at every root of an event with
+    ``affect`` from ``(t_root, affect(t_root, y_root))``; a terminal occurrence ends it.
+
+    Returns ``(res, info)`` as :func:`solve_single`, over all the segments: counters summed,
+    events, ``t_eval`` values and dense output (one ``OdeSolution``) joined."""
+    from scipy.integrate import OdeSolution
+    from scipy.integrate._ivp.ivp import OdeResult
+
+    args, n_ev = p.traj_args(i), len(p.events)
+    # Trajectory i's own problem data (Problem.per), each segment towards its own t1.
+    t0, t1 = p.traj_value("t0", i), p.traj_value("t1", i)
+    d = p.direction if t1 == t0 else (1.0 if t1 > t0 else -1.0)
+    rtol, first_step, max_step = (p.traj_value(name, i)
+                                  for name in ("rtol", "first_step", "max_step"))
+    t_eval_i = p.traj_value("t_eval", i) if p.t_eval is not None else None
+    t, y, t_rs = t0, y0, None
+    nfev = naccept = nreject = 0
+    t_ev, y_ev, counts = [[] for _ in range(n_ev)], [[] for _ in range(n_ev)], [0] * n_ev
+    ys, ts, interps = [], [], []
+    while True:
+        seg = []
+        for e, ev in enumerate(p.events):
+            count = p.event_spec[e][0]
+            terminal = count - counts[e] if count else 0
+            if p.affects[e] is not None:
+                terminal = 1
+            times = p.at_times[e] if p.at_times else None
+            if times is not None:  # gpuivp.at: an event at its next time
+                nxt = times[counts[e], i] if counts[e] < len(times) else d * np.inf
+                ev = _time_event(nxt)
+            seg.append(_segment_event(ev, terminal, t_rs))
+        t_eval = t_eval_i
+        if t_eval is not None and t_rs is not None:
+            t_eval = t_eval[d * (t_eval - t) > 0]
+        left = p.max_steps - naccept - nreject
+        res, info = solve_single(p.fun, (t, t1), y, p.method, t_eval, p.dense_output, seg,
+                                 False, args, rtol, atol, first_step, max_step,
+                                 p.options, left)
+        nfev += res.nfev
+        naccept += info["naccept"]
+        nreject += info["nreject"]
+        if t_eval is not None:
+            ys.append(np.reshape(np.asarray(res.y, dtype=float), (len(y0), -1)))
+        if p.dense_output and res.sol is not None:
+            ts.append(res.sol.ts if not ts else res.sol.ts[1:])
+            interps += list(res.sol.interpolants)
+        for e in range(n_ev):
+            counts[e] += len(res.t_events[e])
+            t_ev[e] += list(res.t_events[e])
+            y_ev[e] += list(np.reshape(res.y_events[e], (-1, len(y0))))
+        status, t, y = info["status"], info["t_final"], info["y_final"]
+        if status != 1:
+            break
+        # Stopped at a root: a terminal occurrence there ends the trajectory, else the
+        # earliest event with affect restarts it.
+        at_t = [e for e in range(n_ev) if len(res.t_events[e]) and res.t_events[e][-1] == t]
+        if any(p.event_spec[e][0] and counts[e] >= p.event_spec[e][0] for e in at_t):
+            break
+        e = next(e for e in at_t if p.affects[e] is not None)
+        if t_rs is not None and abs(t - t_rs) <= 10 * abs(np.nextafter(t_rs, d * np.inf) - t_rs):
+            status = FAIL_CHATTER
+            break
+        t_rs = t
+        y = np.asarray(p.affects[e](t, y, *args), dtype=float).reshape(len(y0))
+        if d * (t - t1) >= 0:
+            status = 0
+            break
+    info = dict(naccept=naccept, nreject=nreject, t_final=t, y_final=y, status=status)
+    sol = None
+    if p.dense_output and interps:
+        sol = OdeSolution(np.concatenate(ts), interps)
+    out = OdeResult(t=None, y=np.concatenate(ys, axis=1) if ys else None, sol=sol,
+                    t_events=[np.array(v) for v in t_ev],
+                    y_events=[np.reshape(v, (-1, len(y0))) for v in y_ev],
+                    nfev=nfev, njev=0, nlu=0, status=status)
+    return out, info
+
+
 def solve(problem, tableau):
     """Loop over the trajectories; each is an ordinary scipy solve."""
     p = problem
@@ -160,12 +260,16 @@ def solve(problem, tableau):
             t_eval = p.traj_value("t_eval", i) if n_eval else None
             atol_i = p.traj_value("atol", i) if "atol" in per else atol
             try:
-                res, info = solve_single(p.fun, (t0, t1), y0, p.method, t_eval,
-                                         p.dense_output,
-                                         list(p.events) or None, False, p.traj_args(i),
-                                         p.traj_value("rtol", i), atol_i,
-                                         p.traj_value("first_step", i),
-                                         p.traj_value("max_step", i), p.options, p.max_steps)
+                if p.affects:
+                    res, info = solve_restarting(p, i, y0, atol_i)
+                else:
+                    res, info = solve_single(p.fun, (t0, t1), y0, p.method, t_eval,
+                                             p.dense_output,
+                                             list(p.events) or None, False, p.traj_args(i),
+                                             p.traj_value("rtol", i), atol_i,
+                                             p.traj_value("first_step", i),
+                                             p.traj_value("max_step", i), p.options,
+                                             p.max_steps)
             except Exception as exc:
                 p.name_trajectory(exc, i)
                 raise

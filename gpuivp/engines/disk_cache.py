@@ -542,8 +542,8 @@ def load_user(problem, jit_options):
     as numba dispatchers), or ``None`` where the disk cache is off or cannot hold them (then
     compile in-process). ``jit_options``: numba's options for ``fun`` and the events."""
     folder = _folder()
-    if folder is None:
-        return None
+    if folder is None or getattr(problem, "affects", ()):
+        return None  # (events with affect: compiled in-process)
     try:
         text = user_text(problem, jit_options)
         key = _key(text)

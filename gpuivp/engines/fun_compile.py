@@ -289,7 +289,10 @@ def prepare(problem, jit):
     compiler = _Compiler(jit)
     n_pass = 2 + len(problem.args)  # t, y, *args; an in-place fun also takes dydt
     inplace = int(bool(getattr(problem, "inplace", False)))
-    plans = [_Plan(problem.fun, n_pass + inplace), *(_Plan(e, n_pass) for e in problem.events)]
+    affects = getattr(problem, "affects", ())
+    present = [a for a in affects if a is not None]
+    plans = [_Plan(problem.fun, n_pass + inplace), *(_Plan(e, n_pass) for e in problem.events),
+             *(_Plan(a, n_pass) for a in present)]
     slots = []  # (name, value): one hidden argument each, shared where the same object
     for plan in plans:
         for name, value in plan.hidden.items():
@@ -314,6 +317,10 @@ def prepare(problem, jit):
     args = tuple(plain_array(a) for a in problem.args)
     hidden = tuple(plain_array(v) if isinstance(v, np.ndarray) else v for _, v in slots)
     kinds = tuple("shared" if isinstance(v, np.ndarray) else "scalar" for v in hidden)
-    return dataclasses.replace(problem, fun=new[0], events=tuple(new[1:]), args=args + hidden,
+    n_ev = len(problem.events)
+    compiled_affects = iter(new[1 + n_ev:])
+    affects = tuple(None if a is None else next(compiled_affects) for a in affects)
+    return dataclasses.replace(problem, fun=new[0], events=tuple(new[1:1 + n_ev]),
+                               affects=affects, args=args + hidden,
                                arg_kinds=tuple(problem.arg_kinds) + kinds,
                                y0=plain_array(problem.y0))

@@ -13,8 +13,8 @@ import numpy as np
 
 from .buffers import DenseBuffers, event_buffers
 from ..methods import CONTROLLER
-from .._status import (FAIL_DENSE, FAIL_MAXSTEPS, FAIL_NONFINITE, FAIL_SINGULAR, FAIL_STEP,
-                       INIT, REJECTED, RUNNING, TERMINATED)
+from .._status import (FAIL_CHATTER, FAIL_DENSE, FAIL_MAXSTEPS, FAIL_NONFINITE, FAIL_SINGULAR,
+                       FAIL_STEP, INIT, REJECTED, RUNNING, TERMINATED)
 
 
 def sum_rows(x):
@@ -90,6 +90,11 @@ class Lockstep:
         if n_ev:
             self.ev_g = xp.zeros((n_ev, k), dtype=self.dtype)
             self.__dict__.update(event_buffers(xp, p, self.dtype))
+        # Events with affect: the time of each column's latest restart (NaN: none yet).
+        self.t_rs = xp.full(k, np.nan, dtype=self.dtype) if p.affects else None
+        if p.at_times:
+            from .._at import at_buffer
+            self.ev_at = at_buffer(xp, p, self.dtype)
 
     # -- helpers -----------------------------------------------------------------
     def c(self, value):
@@ -126,6 +131,9 @@ class Lockstep:
 
     def event(self, e, t, y, idx):
         """Event function ``e`` on columns ``idx``: an (m,) array."""
+        if self.p.at_times and self.p.at_times[e] is not None:
+            # gpuivp.at: t minus the next of its times (the count of those passed)
+            return (t - self.ev_at[e, self.ev_cnt[e, idx], idx]).astype(self.dtype)
         g = self.p.events[e](t, y, *self.args_for(idx))
         return self.xp.broadcast_to(self.xp.asarray(g, dtype=self.dtype), t.shape)
 
@@ -362,18 +370,26 @@ class Lockstep:
             self.save_t_eval(step, t_end)
         self.nacc[ia] += 1
         self.f[:, ia] = Ka[tab.n_stages]
-        if terminating is not None and bool(xp.any(terminating)):
+        restart = step.restart >= 0 if p.affects else None
+        moved = terminating
+        if restart is not None:
+            moved = terminating | restart
+        if moved is not None and bool(xp.any(moved)):
             y_stop = self.interpolate(t_end, ta, ya, yna, step.K, ha)
-            yna = xp.where(terminating[None], y_stop, yna)
+            yna = xp.where(moved[None], y_stop, yna)
         self.y[:, ia] = yna
         self.t[ia] = t_end
         if self.fixed:
             done = self.nacc[ia] >= self.at("n_fixed", ia, p.n_fixed)
         else:
-            done = self.at("d", ia, self.direction) * (tn - self.at("t1", ia, p.t1)) >= 0
+            done = self.at("d", ia, self.direction) * (t_end - self.at("t1", ia, p.t1)) >= 0
         self.status[ia[done]] = 0
         if terminating is not None:
             self.status[ia[terminating]] = TERMINATED
+        if restart is not None:
+            go = restart & ~done
+            if bool(xp.any(go)):
+                self.restart(ia[go], t_end[go], yna[:, go], step.restart[go])
         return True
 
     def t_eval_pending(self, st, t_end):
@@ -425,10 +441,12 @@ class Lockstep:
         return any_active
 
     def handle_events(self, st, any_active):
-        """Roots, terminal decision and storage of the events of this step.
+        """Roots, terminal decision, restarts and storage of the events of this step.
 
         Returns ``(t_end, terminating)``: each column's end time (its step end, or the
-        terminal event's time) and the mask of terminating columns (None without events).
+        terminal event's or the restart's time) and the mask of terminating columns (None
+        without events). Sets ``st.restart`` (the event whose affect restarts each column
+        at ``t_end``, or -1) where events have ``affect``.
         """
         xp, c = self.xp, self.c
         d = self.at("d", st.idx, self.direction)
@@ -436,6 +454,9 @@ class Lockstep:
             return st.t_new, None
         t_end = st.t_new.copy()
         terminating = xp.zeros(st.idx.shape, dtype=bool)
+        affects = self.p.affects
+        if affects:
+            st.restart = xp.full(st.idx.shape, -1, dtype=np.int64)
         if not bool(xp.any(any_active)):
             return t_end, terminating
         roots = []
@@ -443,15 +464,40 @@ class Lockstep:
             root = st.t_new.copy()
             if bool(xp.any(act)):
                 root[act] = self.brent(e, st, act)
+            if affects:
+                # A root exactly at the latest restart does not trigger again.
+                act &= ~(root == self.t_rs[st.idx])
+                st.active[e] = act
             roots.append(root)
+        terminal_occ = []
         for e, (count, _) in enumerate(self.p.event_spec):
+            ends = st.active[e] & (self.ev_cnt[e, st.idx] + 1 >= count) if count else None
+            terminal_occ.append(ends)
             if count:
-                ends = st.active[e] & (self.ev_cnt[e, st.idx] + 1 >= count)
                 earlier = ends & (~terminating | (d * (roots[e] - t_end) < 0))
                 t_end = xp.where(earlier, roots[e], t_end)
                 terminating |= ends
+        stop = terminating
+        if affects:
+            # The earliest root of an event with affect (not a terminal occurrence) restarts
+            # the column there, unless a terminal occurrence comes at the same time or before.
+            rs_t = st.t_new.copy()
+            for e, affect in enumerate(affects):
+                if affect is None:
+                    continue
+                occ = st.active[e]
+                if terminal_occ[e] is not None:
+                    occ = occ & ~terminal_occ[e]
+                earlier = occ & ((st.restart < 0) | (d * (roots[e] - rs_t) < 0))
+                rs_t = xp.where(earlier, roots[e], rs_t)
+                st.restart = xp.where(earlier, e, st.restart)
+            win = (st.restart >= 0) & (~terminating | (d * (rs_t - t_end) < 0))
+            st.restart = xp.where(win, st.restart, -1)
+            t_end = xp.where(win, rs_t, t_end)
+            terminating = terminating & ~win
+            stop = terminating | win
         for e, act in enumerate(st.active):
-            keep = act & (~terminating | (d * (roots[e] - t_end) <= 0))
+            keep = act & (~stop | (d * (roots[e] - t_end) <= 0))
             if not bool(xp.any(keep)):
                 continue
             cols = st.idx[keep]
@@ -464,6 +510,64 @@ class Lockstep:
             self.ev_t[e, slot[stored], cols[stored]] = roots[e][sub]
             self.ev_y[e, slot[stored], :, cols[stored]] = y_root.T
         return t_end, terminating
+
+    def affect(self, e, t, y, idx):
+        """The affect of event ``e`` on columns ``idx``: the new state, an (n, m) array."""
+        r = self.p.affects[e](t, y, *self.args_for(idx))
+        if len(r) != self.p.n:
+            raise ValueError(f"The `affect` of `events[{e}]` returned {len(r)} values: "
+                             f"expected n={self.p.n}.")
+        out = self.xp.empty(y.shape, dtype=self.dtype)
+        for j, v in enumerate(r):
+            out[j] = v
+        return out
+
+    def restart(self, cols, t, y_root, which):
+        """Columns ``cols`` restart at ``t`` from their affected state, as a new solve_ivp:
+        f and the event functions evaluated afresh, the initial step selected again."""
+        xp, p, c = self.xp, self.p, self.c
+        y = y_root.copy()
+        for e in range(len(p.events)):
+            sel = which == e
+            if p.affects[e] is not None and bool(xp.any(sel)):
+                y[:, sel] = self.affect(e, t[sel], y_root[:, sel], cols[sel])
+        # Chatter: a restart within rounding of the previous one.
+        prev = self.t_rs[cols]
+        d = self.at("d", cols, self.direction)
+        chatter = xp.abs(t - prev) <= CONTROLLER.min_step(prev, d if self.per else self.direction,
+                                                         xp)
+        self.t_rs[cols] = t
+        self.y[:, cols] = y
+        f = self.fun(t, y, cols)
+        self.nfev[cols] += 1
+        self.f[:, cols] = f
+        finite = xp.all(xp.isfinite(f), axis=0)
+        for e in range(len(p.events)):
+            self.ev_g[e, cols] = self.event(e, t, y, cols)
+        if p.first_step is not None:
+            h = xp.full(t.shape, self.at("first_step", cols, p.first_step), dtype=self.dtype)
+        else:
+            fin = finite.astype(np.int64)
+
+            def fun1(tt, yy):
+                self.nfev[cols] += fin
+                return self.fun(tt, yy, cols)
+
+            with np.errstate(all="ignore"):
+                # (towards each column's own t1, with its own tolerances: Problem.per)
+                atol = self.atol[:, cols] if self.atol.shape[1] > 1 else self.atol
+                if self.per:
+                    h = CONTROLLER.initial_step(y, f, fun1, t, self.cols["t1"][cols], d, atol,
+                                                self.cols["rtol"][cols],
+                                                self.cols["max_step"][cols],
+                                                self.tab.error_order, p.n, xp)
+                else:
+                    h = CONTROLLER.initial_step(y, f, fun1, t, p.t1, self.direction, atol,
+                                                p.rtol, p.max_step, self.tab.error_order, p.n,
+                                                xp)
+        self.h_abs[cols] = xp.where(finite, h, c(0)).astype(self.dtype)
+        self.status[cols] = xp.where(chatter, FAIL_CHATTER,
+                                     xp.where(finite, RUNNING, FAIL_NONFINITE))
 
     def brent(self, e, st, act):
         """scipy's brentq (xtol = rtol = 4 eps) on the interpolant, for the columns ``act``."""

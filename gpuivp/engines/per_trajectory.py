@@ -36,7 +36,7 @@ import numpy as np
 from ..methods import Tableau
 
 STATUS_NAMES = ("SUCCESS", "TERMINATED", "FAIL_STEP", "FAIL_MAXSTEPS", "FAIL_NONFINITE",
-                "FAIL_DENSE", "INIT", "RUNNING", "REJECTED")
+                "FAIL_DENSE", "FAIL_CHATTER", "INIT", "RUNNING", "REJECTED")
 
 # Integer positions inside the ``st_cnt`` (4, k) counter array.
 CNT_NFEV, CNT_NACC, CNT_NREJ, CNT_IE = range(4)
@@ -52,6 +52,10 @@ BASE_PARAMS = ("y0", "ctrl", "iparams", "atol", "t_eval", "out_eval", "st_t", "s
 # Event state: g at the last step end (n_ev, k), counts (n_ev, k), times
 # (n_ev, max_events, k) and states (n_ev, max_events, n, k) of the stored events.
 EVENT_PARAMS = ["ev_g", "ev_cnt", "ev_t", "ev_y"]
+# Events with affect: the time of each trajectory's latest restart (k,), NaN before any.
+AFFECT_PARAMS = ["ev_rs"]
+# gpuivp.at events: their times (n_ev, m + 1, k), an infinity after each event's last.
+AT_PARAMS = ["ev_at"]
 # Dense output: step boundaries (cap + 1, k), step sizes (cap, k) and per step the
 # interpolant's rows (cap, 1 + n_coef, n, k): y_old, then the coefficient rows.
 DENSE_PARAMS = ["dn_t", "dn_h", "dn_c"]
@@ -113,12 +117,21 @@ class EngineSource:
         ``fun(t, y, dydt, *args)`` fills ``dydt`` instead of returning the derivative.
     looped : bool or None
         Loops over state arrays instead of scalarised code; ``None``: from ``n >= LOOP_MIN_N``.
+    affects : tuple of bool
+        Per event function: whether it has an ``affect`` (``affect<e>``), which restarts the
+        integration at its roots from the affected state, as a new ``solve_ivp`` would.
+    at_events : tuple of bool
+        Per event function: whether it is a ``gpuivp.at`` event, whose value is ``t`` minus
+        its next time (``ev_at[e, count, i]``) instead of a call.
     """
 
     def __init__(self, tableau: Tableau, n: int, arg_kinds: tuple, dtype, fixed: bool,
                  target: str, events: tuple = (), dense: bool = False, t_eval: bool = True,
-                 inplace: bool = False, looped: bool | None = None, steps_only: bool = False):
+                 inplace: bool = False, looped: bool | None = None, affects: tuple = (),
+                 at_events: tuple = (), steps_only: bool = False):
         self.tab = tableau
+        self.at_events = tuple(bool(a) for a in at_events) if any(at_events) else ()
+        self.affects = tuple(bool(a) for a in affects) if any(affects) else ()
         self.inplace = bool(inplace)
         self.looped = loops_for(n) if looped is None else bool(looped)
         self.helpers = []
@@ -140,6 +153,10 @@ class EngineSource:
         names = list(BASE_PARAMS)
         if self.events:
             names += EVENT_PARAMS
+        if self.affects:
+            names += AFFECT_PARAMS
+        if self.at_events:
+            names += AT_PARAMS
         if self.dense:
             names += DENSE_PARAMS
         return names + [f"arg{m}" for m in range(len(self.arg_kinds))]
@@ -410,6 +427,8 @@ dn_h[slot, i] = h""")
                         src(ind, f"K{st}_{j} = ZERO")
         src(ind, "t_end = t_new")
         src(ind, "terminating = False")
+        if self.affects:
+            src(ind, "restarting = False\nrs_e = -1")
         if self.events:
             self._events(src, ind)
         if self.dense:
@@ -427,6 +446,9 @@ while ie < n_eval:
         src(ind + 1, "ie += 1")
 
     def _event_call(self, src, ind, e, t_expr, out):
+        if self.at_events and self.at_events[e]:
+            src(ind, f"{out} = DT({t_expr} - ev_at[{e}, nev_{e}, i])")
+            return
         src(ind, f"{out} = DT(event{e}({t_expr}, yv{self.call_args}))")
 
     def _events(self, src, ind):
@@ -445,6 +467,9 @@ while ie < n_eval:
         for e in range(len(evs)):
             src(ind + 1, f"if act_{e}:")
             self._brent(src, ind + 2, e)
+            if self.affects:  # a root exactly at the latest restart does not trigger again
+                src(ind + 2, f"if root_{e} == t_rs:")
+                src(ind + 3, f"act_{e} = False")
         for e, (terminal, _) in enumerate(evs):
             if terminal:
                 src(ind + 1, f"""
@@ -452,16 +477,37 @@ if act_{e} and nev_{e} + 1 >= {terminal}:
     if (not terminating) or direction * (root_{e} - t_end) < ZERO:
         t_end = root_{e}
         terminating = True""")
+        stop = "terminating"
+        if self.affects:
+            stop = "(terminating or restarting)"
+            # The earliest root of an event with affect that is not a terminal occurrence
+            # restarts the trajectory there, unless a terminal occurrence comes first or at
+            # the same time.
+            src(ind + 1, "rs_e = -1\nrs_t = t_new")
+            for e, ((terminal, _), has) in enumerate(zip(evs, self.affects)):
+                if not has:
+                    continue
+                occ = f"act_{e}" + (f" and nev_{e} + 1 < {terminal}" if terminal else "")
+                src(ind + 1, f"""
+if {occ}:
+    if rs_e < 0 or direction * (root_{e} - rs_t) < ZERO:
+        rs_e = {e}
+        rs_t = root_{e}""")
+            src(ind + 1, """
+if rs_e >= 0 and ((not terminating) or direction * (rs_t - t_end) < ZERO):
+    t_end = rs_t
+    terminating = False
+    restarting = True""")
         for e in range(len(evs)):
             src(ind + 1, f"""
-if act_{e} and ((not terminating) or direction * (root_{e} - t_end) <= ZERO):
+if act_{e} and ((not {stop}) or direction * (root_{e} - t_end) <= ZERO):
     nev_{e} += 1
     if nev_{e} <= max_events:
         te = root_{e}""")
             self._interpolate(src, ind + 3)
             src(ind + 3, f"ev_t[{e}, nev_{e} - 1, i] = root_{e}")
             self._per(src, ind + 3, lambda j: f"ev_y[{e}, nev_{e} - 1, {j}, i] = yv[{j}]")
-        src(ind + 1, "if terminating:")
+        src(ind + 1, f"if {stop}:")
         src(ind + 2, "te = t_end")
         self._interpolate(src, ind + 2)
         self._per(src, ind + 2, lambda j: f"{v('ys', j)} = yv[{j}]")
@@ -558,17 +604,50 @@ root_{e} = xcur""")
         src(ind, "if terminating:")
         src(ind + 1, "status = TERMINATED")
         src(ind + 1, "break")
+        if self.affects:
+            src(ind, "if restarting and direction * (t - t1) < ZERO:")
+            self._restart(src, ind + 1)
 
-    def _initial_step(self, src, ind):
-        """scipy's ``select_initial_step`` (one evaluation of ``fun``)."""
+    def _restart(self, src, ind):
+        """A new solve_ivp at (t, affect(t, y)): f, the event functions and the initial step
+        afresh; a restart within rounding of the previous one fails (chatter)."""
+        v = self.v
+        src(ind, """
+if abs(t - t_rs) <= TEN * abs(nextafter(t_rs, direction * INF) - t_rs):
+    status = FAIL_CHATTER
+    break
+t_rs = t""")
+        self._per(src, ind, lambda j: f"yv[{j}] = {v('y', j)}")
+        for e, has in enumerate(self.affects):
+            if has:
+                src(ind, f"if rs_e == {e}:")
+                src(ind + 1, f"ra = affect{e}(t, yv{self.call_args})")
+                self._per(src, ind + 1, lambda j: f"{v('y', j)} = DT(ra[{j}])")
+        self._call(src, ind, "t", lambda j: v("y", j), "f")
+        src(ind, "nfev += 1")
+        src(ind, f"if not ({self._finite(src, ind, 'f')}):")
+        src(ind + 1, "status = FAIL_NONFINITE")
+        src(ind + 1, "break")
+        self._per(src, ind, lambda j: f"yv[{j}] = {v('y', j)}")
+        for e in range(len(self.events)):
+            self._event_call(src, ind, e, "t", f"g_{e}")
+        src(ind, "status = RUNNING")
+        src(ind, "if first_step > ZERO:")
+        src(ind + 1, "h_abs = first_step")
+        src(ind, "else:")
+        self._initial_step(src, ind + 1, "t")
+
+    def _initial_step(self, src, ind, t_start="t0"):
+        """scipy's ``select_initial_step`` (one evaluation of ``fun``) from ``t_start``."""
         n, v = self.n, self.v
         if self.looped:
-            # d0, d1 and d2 as sums in loops; the scale sc[j] kept in an array for d2.
+            # d0, d1 and d2 as sums in loops; the scale kept in the array sci for d2 (not
+            # ``sc``: the error norm's scalar scale, which a restart's initial step follows).
             src(ind, "d0 = ZERO\nd1 = ZERO\nfor j in range(nst):")
             src(ind + 1, """
-sc[j] = atol[j, ica] + abs(y[j]) * rtol
-d0 += (y[j] / sc[j]) * (y[j] / sc[j])
-d1 += (f[j] / sc[j]) * (f[j] / sc[j])""")
+sci[j] = atol[j, ica] + abs(y[j]) * rtol
+d0 += (y[j] / sci[j]) * (y[j] / sci[j])
+d1 += (f[j] / sci[j]) * (f[j] / sci[j])""")
             src(ind, "d0 = sqrt(d0) / SQRTN\nd1 = sqrt(d1) / SQRTN")
         else:
             for j in range(n):
@@ -582,15 +661,15 @@ if d0 < SMALL5 or d1 < SMALL5:
     h0 = SMALL6
 else:
     h0 = HUNDREDTH * d0 / d1
-interval = abs(t1 - t0)
+interval = abs(t1 - {t_start})
 if interval < h0:
-    h0 = interval""")
-        self._call(src, ind, "t0 + h0 * direction",
+    h0 = interval""".replace("{t_start}", t_start))
+        self._call(src, ind, f"{t_start} + h0 * direction",
                    lambda j: f"{v('y', j)} + h0 * direction * {v('f', j)}", "f1")
         src(ind, "nfev += 1")
         if self.looped:
-            self._sum(src, ind, "d2", lambda j: f"((f1[{j}] - f[{j}]) / sc[{j}]) * "
-                                                f"((f1[{j}] - f[{j}]) / sc[{j}])")
+            self._sum(src, ind, "d2", lambda j: f"((f1[{j}] - f[{j}]) / sci[{j}]) * "
+                                                f"((f1[{j}] - f[{j}]) / sci[{j}])")
             src(ind, "d2 = sqrt(d2) / SQRTN / h0")
         else:
             src(ind, "d2 = sqrt(" + " + ".join(
@@ -812,8 +891,8 @@ icte = i if t_eval.shape[1] > 1 else 0""")
             # at run time, so that NVVM does not unroll the loops and promote the arrays to
             # (spilled) registers: they stay in local memory, the code stays small.
             src(1, "nst = NSTATE" if self.target == "cpu" else "nst = y0.shape[0]")
-            # The state vectors as arrays (K0 is f; f1 and sc: the initial step; dv: in place).
-            vecs = ["y", "f", "yn", "f1", "sc"]
+            # The state vectors as arrays (K0 is f; f1 and sci: the initial step; dv: in place).
+            vecs = ["y", "f", "yn", "f1", "sci"]
             vecs += [f"K{m}" for m in range(1, tab.n_stages + 1 + tab.n_extra)]
             vecs += ["ys"] if self.events else []
             for name in vecs:
@@ -833,6 +912,8 @@ h_abs = st_h[i]
 err = st_err[i]""")
         if self.events:
             src(1, "max_events = ev_t.shape[1]")
+        if self.affects:
+            src(1, "t_rs = ev_rs[i]")
         for e in range(len(self.events)):
             src(1, f"g_{e} = ev_g[{e}, i]")
             src(1, f"nev_{e} = ev_cnt[{e}, i]")
@@ -884,6 +965,8 @@ st_cnt[{CNT_NACC}, i] = nacc
 st_cnt[{CNT_NREJ}, i] = nrej
 st_cnt[{CNT_IE}, i] = ie""")
         self._state_point(src, 1, load=False)
+        if self.affects:
+            src(1, "ev_rs[i] = t_rs")
         for e in range(len(self.events)):
             src(1, f"ev_g[{e}, i] = g_{e}")
             src(1, f"ev_cnt[{e}, i] = nev_{e}")
@@ -895,6 +978,8 @@ st_cnt[{CNT_IE}, i] = ie""")
         return cls(tableau, problem.n, problem.arg_kinds, problem.dtype, problem.dt is not None,
                    target, problem.event_spec, problem.dense_output, problem.t_eval is not None,
                    inplace=getattr(problem, "inplace", False),
+                   affects=tuple(a is not None for a in getattr(problem, "affects", ())),
+                   at_events=tuple(a is not None for a in getattr(problem, "at_times", ())),
                    steps_only=getattr(problem, "record_steps", False))
 
     @staticmethod
@@ -902,19 +987,23 @@ st_cnt[{CNT_IE}, i] = ie""")
         """What identifies a compiled specialisation of this problem."""
         from .compile_cache import fun_key
         return (target, fun_key(problem.fun), tuple(fun_key(e) for e in problem.events),
+                tuple(None if a is None else fun_key(a) for a in getattr(problem, "affects", ())),
+                tuple(a is not None for a in getattr(problem, "at_times", ())),
                 problem.event_spec, tableau.name, problem.n, problem.arg_kinds,
                 problem.dtype.str, problem.dt is not None, problem.dense_output,
                 getattr(problem, "record_steps", False), problem.t_eval is not None, getattr(problem, "inplace", False),
                 loops_for(problem.n))
 
-    def namespace(self, fun, alloc_state, nextafter, isfinite, sqrt, events=()):
+    def namespace(self, fun, alloc_state, nextafter, isfinite, sqrt, events=(), affects=()):
         """The globals the generated source runs in, for a given target.
 
-        ``events`` are the compiled event functions, in the order of ``self.events``.
+        ``events`` are the compiled event functions, in the order of ``self.events``;
+        ``affects`` their compiled affects (None where an event has none).
         """
         from .. import _status
         ns = dict(self.consts)
         ns.update({f"event{e}": ev for e, ev in enumerate(events)})
+        ns.update({f"affect{e}": a for e, a in enumerate(affects) if a is not None})
         ns.update(fun=fun, ALLOC_STATE=alloc_state, nextafter=nextafter, isfinite=isfinite,
                   sqrt=sqrt, DT=self.dtype.type, NSTATE=self.n)
         # int32, as ``st_status`` is: the status stays one 32-bit register in compiled code.

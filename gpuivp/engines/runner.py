@@ -46,6 +46,11 @@ class EngineState:
         if p.events:
             self.ev_g = np.zeros((len(p.events), k), dtype=dt)
             self.events = event_buffers(np, p, dt)
+        self.ev_rs = np.full(k, np.nan, dtype=dt) if getattr(p, "affects", ()) else None
+        self.ev_at = None
+        if getattr(p, "at_times", ()):
+            from .._at import at_buffer
+            self.ev_at = at_buffer(np, p, dt)
 
     def arrays(self):
         """Arguments of ``solve_one`` after ``i``, in the order of ``EngineSource.param_names``."""
@@ -55,6 +60,10 @@ class EngineState:
         if self.events is not None:
             ev = self.events
             arrays += (self.ev_g, ev["ev_cnt"], ev["ev_t"], ev["ev_y"])
+        if self.ev_rs is not None:
+            arrays += (self.ev_rs,)
+        if self.ev_at is not None:
+            arrays += (self.ev_at,)
         if self.dense is not None:
             arrays += (self.dense.dn_t, self.dense.dn_h, self.dense.dn_c)
         return arrays + tuple(self.args)
