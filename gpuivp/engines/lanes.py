@@ -37,7 +37,7 @@ import math
 import numpy as np
 
 from .. import _status
-from .per_trajectory import BASE_PARAMS, CNT_NACC, CNT_NFEV, CNT_NREJ
+from .per_trajectory import BASE_PARAMS, CNT_NACC, CNT_NFEV, CNT_NREJ, INITIAL_STEP_END
 
 #: Lanes per block (a compile-time constant of the generated code).
 WIDTH = 16
@@ -305,21 +305,7 @@ if interval < h0:
         emit(3, "d2 = sqrt(" + " + ".join(
             f"((f1_{j} - f_{j}) / sc_{j}) * ((f1_{j} - f_{j}) / sc_{j})" for j in range(n))
             + ") / SQRTN / h0")
-        emit(3, """
-if d1 <= SMALL15 and d2 <= SMALL15:
-    h1 = h0 * MILLI
-    if h1 < SMALL6:
-        h1 = SMALL6
-else:
-    dm = d2 if d2 > d1 else d1
-    h1 = (HUNDREDTH / dm) ** INV_ORDER
-h_abs = HUNDRED * h0
-if h1 < h_abs:
-    h_abs = h1
-if interval < h_abs:
-    h_abs = interval
-if max_step < h_abs:
-    h_abs = max_step""")
+        emit(3, INITIAL_STEP_END)
         emit(1, f"""
 {at('T')} = t0
 {at('H')} = h_abs

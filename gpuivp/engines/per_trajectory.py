@@ -60,6 +60,22 @@ AT_PARAMS = ["ev_at"]
 # interpolant's rows (cap, 1 + n_coef, n, k): y_old, then the coefficient rows.
 DENSE_PARAMS = ["dn_t", "dn_h", "dn_c"]
 BRENT_MAXIT = 100
+#: scipy's ``select_initial_step`` from ``d1``, ``d2`` (the norms of f and of its change over
+#: ``h0``) on: the step, capped by the interval and ``max_step`` (shared with the lane engine).
+INITIAL_STEP_END = """if d1 <= SMALL15 and d2 <= SMALL15:
+    h1 = h0 * MILLI
+    if h1 < SMALL6:
+        h1 = SMALL6
+else:
+    dm = d2 if d2 > d1 else d1
+    h1 = (HUNDREDTH / dm) ** INV_ORDER
+h_abs = HUNDRED * h0
+if h1 < h_abs:
+    h_abs = h1
+if interval < h_abs:
+    h_abs = interval
+if max_step < h_abs:
+    h_abs = max_step"""
 #: State size from which the engine loops over state arrays instead of scalarising every
 #: component (chosen by measurement: benchmarks/RESULTS.md, "Large systems").
 LOOP_MIN_N = 12
@@ -675,21 +691,7 @@ if interval < h0:
             src(ind, "d2 = sqrt(" + " + ".join(
                 f"((f1_{j} - f_{j}) / sc_{j}) * ((f1_{j} - f_{j}) / sc_{j})"
                 for j in range(n)) + ") / SQRTN / h0")
-        src(ind, """
-if d1 <= SMALL15 and d2 <= SMALL15:
-    h1 = h0 * MILLI
-    if h1 < SMALL6:
-        h1 = SMALL6
-else:
-    dm = d2 if d2 > d1 else d1
-    h1 = (HUNDREDTH / dm) ** INV_ORDER
-h_abs = HUNDRED * h0
-if h1 < h_abs:
-    h_abs = h1
-if interval < h_abs:
-    h_abs = interval
-if max_step < h_abs:
-    h_abs = max_step""")
+        src(ind, INITIAL_STEP_END)
 
     def _adaptive_attempt(self, src, ind):
         s = self.tab.n_stages
