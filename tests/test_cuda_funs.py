@@ -45,6 +45,10 @@ def _example(name):
 DUFFING = _example("duffing_bifurcation")
 SIR = _example("sir_parameter_map")
 VDP = _example("vanderpol_period")
+BALL = _example("bouncing_ball")
+LIF = _example("lif_fi_curve")
+PK = _example("pk_doses")
+ROBER = _example("robertson_half_life")
 
 K = 4
 PER = np.linspace(0.5, 2.0, K)
@@ -61,7 +65,16 @@ CASES = {
     "duffing": (DUFFING.duffing, 2, (0.3, -1.0, 1.0, PER, 1.2), ()),
     "sir": (SIR.sir, 2, (PER, PER), ()),
     "vanderpol_period": (VDP.vanderpol, 2, (PER,), (VDP.maximum_of_x,)),
+    "bouncing_ball": (BALL.ball, 2, (PER,), (BALL.ground,)),
+    # An affect returns the new state as fun returns the derivative: compiled the same way.
+    "bounce": (BALL.bounce, 2, (PER,), ()),
+    "lif": (LIF.membrane, 1, (PER,), (LIF.spike,)),
+    "pk_doses": (PK.elimination, 1, (PER, PER), ()),
+    "dose": (PK.dose, 1, (PER, PER), ()),
+    "rober": (ROBER.rober, 3, (PER, PER), (ROBER.half,)),
 }
+#: Functions of (t, y, ...) that never run on cuda, with the reason.
+NOT_ON_CUDA = {"rober_jac": "a Jacobian of the Rosenbrock methods, which run on numpy only"}
 
 
 def _problem(fun, n, args, events, dtype):
@@ -112,6 +125,7 @@ def test_case_list_covers_every_fun():
     listed = set()
     for fun, _, _, events in CASES.values():
         listed |= {fun.__name__} | {e.__name__ for e in events}
+    listed |= set(NOT_ON_CUDA)
     files = glob.glob(os.path.join(HERE, "gpu", "*.py")) + \
         glob.glob(os.path.join(ROOT, "examples", "*.py"))
     missing = {}
