@@ -1,6 +1,7 @@
 """Stiff methods (Rosenbrock23, Rodas5P): Test Set problems against stored Radau references,
 convergence order, Jacobians, failures, and the backends that refuse them."""
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -12,22 +13,14 @@ from gpuivp._status import FAIL_SINGULAR, MESSAGES
 ROBER_T = 1e5
 ROBER_K1 = np.array([0.04, 0.02, 0.08])
 ROBER_K3 = np.array([1e4, 5e3, 2e4])
+# Robertson's kinetics (ROBER of the Test Set for IVP Solvers) and its Jacobian: one home,
+# shared with the benchmark.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "benchmarks"))
+from stiff import rober, rober_jac  # noqa: E402
+
 VDPOL_T = 2.0
 VDPOL_EPS = np.array([1e-6, 1e-5])   # mu = 1e3 (and ~316) in Hairer's scaled form
-
-
-def rober(t, y, k1, k2, k3):
-    """Robertson's kinetics (ROBER of the Test Set for IVP Solvers)."""
-    y1, y2, y3 = y
-    return (-k1 * y1 + k3 * y2 * y3, k1 * y1 - k2 * y2 * y2 - k3 * y2 * y3, k2 * y2 * y2)
-
-
-def rober_jac(t, y, k1, k2, k3):
-    y1, y2, y3 = y
-    z = 0 * y1
-    return ((z - k1, k3 * y3, k3 * y2),
-            (z + k1, -2 * k2 * y2 - k3 * y3, -k3 * y2),
-            (z, 2 * k2 * y2, z))
 
 
 def rober_y0():
