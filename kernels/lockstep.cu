@@ -174,6 +174,10 @@ __global__ void gpuivp_control(i64 n, i64 k, int fixed, int combined, int n_stag
             if (j == 0) { s5 = e5 * e5; s3 = e3 * e3; }
             else { s5 += e5 * e5; s3 += e3 * e3; }
         }
+        // scipy squares the norms (np.linalg.norm(err5)**2), not the sums of squares.
+        T r5 = gx_sqrt(s5), r3 = gx_sqrt(s3);
+        s5 = r5 * r5;
+        s3 = r3 * r3;
         en = (s5 == T(0) && s3 == T(0)) ? T(0)
              : gx_fabs(hi) * s5 / gx_sqrt((s5 + T(0.01) * s3) * nf);
     } else {

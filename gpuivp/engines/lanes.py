@@ -215,6 +215,8 @@ h = t_new - t
                 emit(2, f"e3_{j} = ({self.lincomb(tab.e_low, j)}) / sc_{j}")
             emit(2, "s5 = " + " + ".join(f"e5_{j} * e5_{j}" for j in range(n)))
             emit(2, "s3 = " + " + ".join(f"e3_{j} * e3_{j}" for j in range(n)))
+            # scipy squares the norms (np.linalg.norm(err5)**2), not the sums of squares.
+            emit(2, "r5 = sqrt(s5)\nr3 = sqrt(s3)\ns5 = r5 * r5\ns3 = r3 * r3")
             emit(2, f"{at('EN')} = sel((s5 == ZERO) & (s3 == ZERO), ZERO, "
                     f"abs(h) * s5 / sqrt((s5 + HUNDREDTH * s3) * NDIM))")
         else:

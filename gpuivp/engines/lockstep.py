@@ -171,8 +171,12 @@ class Lockstep:
         if tab.combined_error:
             e5 = self.lincomb(tab.e, K) / scale
             e3 = self.lincomb(tab.e_low, K) / scale
-            s5 = sum_rows(e5 * e5)
-            s3 = sum_rows(e3 * e3)
+            # scipy squares the norms (np.linalg.norm(err5)**2), not the sums of squares:
+            # sqrt then square rounds differently, and DOP853's steps follow every ulp.
+            r5 = xp.sqrt(sum_rows(e5 * e5))
+            r3 = xp.sqrt(sum_rows(e3 * e3))
+            s5 = r5 * r5
+            s3 = r3 * r3
             both0 = (s5 == 0) & (s3 == 0)
             err = xp.abs(h) * s5 / xp.sqrt((s5 + self.c(0.01) * s3) * self.c(n))
             return xp.where(both0, self.c(0), err)

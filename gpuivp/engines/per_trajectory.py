@@ -303,7 +303,12 @@ b = abs({v('yn', j)})
                     src(ind, f"e3_{j} = ({self._lincomb(e3, 'E3', names, j)}) / sc_{j}")
                 src(ind, "s5 = " + " + ".join(f"e5_{j} * e5_{j}" for j in range(n)))
                 src(ind, "s3 = " + " + ".join(f"e3_{j} * e3_{j}" for j in range(n)))
+            # scipy squares the norms (np.linalg.norm(err5)**2), not the sums of squares.
             src(ind, """
+r5 = sqrt(s5)
+r3 = sqrt(s3)
+s5 = r5 * r5
+s3 = r3 * r3
 if s5 == ZERO and s3 == ZERO:
     err = ZERO
 else:
