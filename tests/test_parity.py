@@ -141,6 +141,7 @@ def sequential_scipy_steps():
     return json.loads(run.stdout)
 
 
+# Not cupy: its pow is the device's (CUDA's is not libm's, to the last bit).
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
 @pytest.mark.parametrize("method", SCIPY_METHODS)
 def test_every_step_is_scipys_under_a_sequential_blas(method, backend, sequential_scipy_steps):
