@@ -9,9 +9,10 @@ from ._chunking import MemoryBudgetError
 from ._ivp import solve_ivp
 from ._problem import shared
 from ._result import EnsembleResult
+from ._stiffness import StiffnessWarning
 from .backends import available_backends
 from .backends._base import BackendFallbackWarning
 
 __version__ = "0.1.0"
 __all__ = ["solve_ivp", "at", "shared", "EnsembleResult", "available_backends", "MemoryBudgetError",
-           "BackendFallbackWarning", "__version__"]
+           "BackendFallbackWarning", "StiffnessWarning", "__version__"]

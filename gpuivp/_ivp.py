@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 
 from . import _problem as P
+from . import _stiffness
 from ._chunking import check_memory_budget, solve_in_chunks
 from ._result import EnsembleResult, ensemble_result, squeeze_single
 from ._at import check_at
@@ -527,6 +528,9 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     if left:
         _warn_fallback(left, res.backend if res is not None else candidates[-1])
     _warn_dropped_events(res, problem.max_events)
+    # explicit methods: do the failed (or very long) trajectories look stiff? (_stiffness.py)
+    stiff_note = _stiffness.notice(problem, res, METHODS.get(problem.method)
+                                   if isinstance(problem.method, str) else None)
     if returns_cupy:
         res = _to_cupy(res)
     if single:
@@ -534,6 +538,8 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
                              problem.direction)
     if complex_n:
         res = _complex.to_complex(res, complex_n, cdtype)
+    if stiff_note:
+        res.message = f"{res.message} {stiff_note}"
     return res
 
 

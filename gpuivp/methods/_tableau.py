@@ -164,6 +164,11 @@ class Tableau:
     #: First same as last: the method's final stage is ``f(t + h, y_new)``, so its error
     #: estimate reads ``K[n_stages]``. Checked against ``e``; it changes no cost here.
     fsal: bool = False
+    #: Where the propagated solution's stability region meets the negative real axis: the
+    #: largest ``x`` with ``|R(-s)| <= 1`` on ``[0, x]``, ``R`` the stability polynomial (an
+    #: adaptive step on a stiff problem sits near ``h rho(J) = x``). Data, 3 digits; the
+    #: tests compute it from ``a`` and ``b``. Read by the stiffness diagnostic.
+    stability_boundary: float | None = None
 
     def __post_init__(self):
         c, a, b = (np.asarray(x, dtype=float) for x in (self.c, self.a, self.b))

@@ -11,14 +11,15 @@ from scipy.integrate import RK45 as _RK45
 from ._tableau import Interpolant, Tableau
 
 
-def _from_scipy(cls):
+def _from_scipy(cls, stability_boundary):
     return Tableau(name=cls.__name__, c=cls.C, a=cls.A, b=cls.B, order=cls.order,
                    error_order=cls.error_estimator_order, e=cls.E,
-                   interpolant=Interpolant(cls.P), fsal=True)
+                   interpolant=Interpolant(cls.P), fsal=True,
+                   stability_boundary=stability_boundary)
 
 
-RK23 = _from_scipy(_RK23)
-RK45 = _from_scipy(_RK45)
+RK23 = _from_scipy(_RK23, 2.51)
+RK45 = _from_scipy(_RK45, 3.31)
 
 
 def _dop853_interpolant():
@@ -42,5 +43,5 @@ DOP853 = Tableau(
     # Hairer's combined estimate: the 5th order one, with the 3rd order one beside it.
     e=_DOP853.E5, e_low=_DOP853.E3,
     c_extra=_DOP853.C_EXTRA, a_extra=_DOP853.A_EXTRA,
-    interpolant=_dop853_interpolant(), fsal=False,
+    interpolant=_dop853_interpolant(), fsal=False, stability_boundary=6.39,
 )

@@ -60,4 +60,4 @@ def _interpolant_p():
 
 TSIT5 = Tableau(name="Tsit5", c=_C[:6], a=_A[:6, :6], b=_A[6, :6], order=5, error_order=4,
                 e=np.append(_A[6, :6], 0.0) - _BHAT, interpolant=Interpolant(_interpolant_p()),
-                fsal=True)
+                fsal=True, stability_boundary=3.51)

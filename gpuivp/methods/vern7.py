@@ -255,7 +255,7 @@ def _tableau():
         p[i - 1, first - 1:first - 1 + len(coefs)] = [_num(x) for x in coefs]
     return Tableau(name="Vern7", c=np.array(_C), a=a, b=_row(_B, s), order=7, error_order=6,
                    e=_row(_BTILDE, s + 1), c_extra=c_extra, a_extra=a_extra,
-                   interpolant=Interpolant(p), fsal=False)
+                   interpolant=Interpolant(p), fsal=False, stability_boundary=4.64)
 
 
 VERN7 = _tableau()
