@@ -354,6 +354,10 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
     gpuivp.BackendFallbackWarning
         ``backend="auto"`` left a backend (``fun`` did not compile there): which, why, and
         what to change.
+    gpuivp.StiffnessWarning
+        An explicit method succeeded, but trajectories that took 10,000 or more steps look
+        stiff (their steps at the method's stability limit); names a stiff method. Failed
+        trajectories that look stiff are named in ``message`` instead.
 
     Examples
     --------

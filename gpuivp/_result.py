@@ -47,7 +47,8 @@ class EnsembleResult(OptimizeResult):
     success : bool
         All statuses are ``>= 0``.
     message : str
-        A summary counting each status.
+        A summary counting each status; for an explicit method, a sentence naming the
+        failed trajectories that look stiff and a stiff method to use (``_stiffness.py``).
     backend : str
         The backend that ran.
 

@@ -169,6 +169,8 @@ def _sentence(problem, tableau, stiff, examined, candidates, what, hr):
             of = f"All {candidates} trajectories that {what}"
         elif examined == candidates:
             of = f"{stiff.size} of the {candidates} trajectories that {what}"
+        elif stiff.size == examined:
+            of = f"All {examined} examined of the {candidates} trajectories that {what}"
         else:
             of = (f"{stiff.size} of {examined} examined of the {candidates} trajectories that "
                   f"{what}")

@@ -132,4 +132,4 @@ def test_diagnostic_examines_a_capped_sample(backend, monkeypatch):
                            method="RK45", rtol=1e-6, atol=1e-10, max_steps=300,
                            backend=backend, vectorized=True)
     assert calls == [3]
-    assert "3 of 3 examined of the 4 trajectories that failed look stiff" in res.message
+    assert "All 3 examined of the 4 trajectories that failed look stiff" in res.message
