@@ -71,7 +71,8 @@ BENCHMARKS = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCHMARKS))
 # An installed gpuivp (or PYTHONPATH) wins; otherwise the checkout this script belongs to.
 sys.path.append(str(BENCHMARKS.parent))
-from cpu import _fmt, _sig, cpu_model, timed, versions  # noqa: E402
+from cpu import (_fmt, _sig, add_output_options, add_sample_options,  # noqa: E402
+                 benchmark_parser, cpu_model, timed, versions, write_outputs)
 from reference import build  # noqa: E402
 from reference.large_problem import (  # noqa: E402
     ATOL, MODELS, N_EVAL, RTOL, max_rel_diff, solve_c, solve_scipy)
@@ -88,19 +89,14 @@ GOALS = [("numba_vs_c", "numba per trajectory <= 1.5x the C", 1.5),
 
 def parse_args(argv=None):
     """Command-line options; ``--quick`` shrinks the defaults."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = benchmark_parser(__doc__)
     p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     p.add_argument("--outputs", nargs="+", choices=OUTPUTS, default=list(OUTPUTS))
     p.add_argument("--k", type=int, default=None,
                    help="trajectories for numpy and the C (default 2000)")
-    p.add_argument("--k-numba", type=int, default=None,
-                   help="trajectories for numba (default: --k)")
-    p.add_argument("--scipy-sample", type=int, default=None,
-                   help="trajectories in the scipy loop (default 10)")
-    p.add_argument("--repeats", type=int, default=3,
-                   help="interleaved rounds of numba, numpy and C; the best call counts "
-                        "(default 3)")
+    add_sample_options(p, "trajectories for numba (default: --k)", 10,
+                       "interleaved rounds of numba, numpy and C; the best call counts "
+                       "(default 3)")
     p.add_argument("--fresh", type=int, default=2, metavar="N",
                    help="new processes timing numba's first call on Kuramoto (default 2; "
                         "0: none)")
@@ -113,9 +109,7 @@ def parse_args(argv=None):
                         "(loops, inplace=True), where this gpuivp has that option")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: K = 100, scipy sample 3, 1 round, no fresh process")
-    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
-    p.add_argument("--markdown", action="store_true",
-                   help="also print the tables of benchmarks/RESULTS.md")
+    add_output_options(p, "tables")
     p.add_argument("--report", nargs="+", metavar="JSON",
                    help="measure nothing: print the report (and --markdown) of figures saved "
                         "with --json; several files are merged (later ones win per case)")
@@ -476,11 +470,7 @@ def finish(args, fig):
     fig["goals"] = goal_values(fig)
     fig["check_failures"] = checks(fig)
     report(fig)
-    if args.markdown:
-        print("\n" + markdown(fig))
-    if args.json:
-        Path(args.json).write_text(json.dumps(fig, indent=2) + "\n")
-        print(f"\nfigures written to {args.json}")
+    write_outputs(args, fig, markdown)
     return 1 if fig["errors"] or fig["check_failures"] else 0
 
 
