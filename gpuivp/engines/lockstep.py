@@ -9,6 +9,8 @@ here; CuPy for the ``cupy`` backend).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .buffers import DenseBuffers, event_buffers
@@ -155,7 +157,7 @@ class Lockstep:
 
         For a term that is added at once: the engine's arrays are large ((n, k) at the
         start), and a new temporary per operation costs more than the operation."""
-        size = int(np.prod(shape))
+        size = math.prod(shape)
         buf = self._scratch
         if buf is None or buf.size < size or buf.dtype != dtype:
             buf = self._scratch = self.xp.empty(size, dtype=dtype)
