@@ -5,7 +5,8 @@ fresh closures grows the process.
 Measured, in one run, side by side:
 
 * per ``fun`` numba cannot compile (try/except, ``np.errstate``, a generator expression,
-  ``**kwargs``, ``scipy.special.erf``, an object attribute): the whole ``auto`` call (the
+  ``**kwargs``, ``scipy.special.erf``, an object attribute, a global dict;
+  ``not_compiling.py``): the whole ``auto`` call (the
   failed numba attempt and the ``scipy`` run that follows) and the ``scipy`` run alone;
 * a ``fun`` reading a 1 MiB global table: the first ``numba`` call (compile), a repeat,
   and a call after changing the table in place (no recompile: the table is a hidden
@@ -21,51 +22,14 @@ import time
 import warnings
 
 import numpy as np
-import scipy.special
 
 import gpuivp
 from gpuivp.engines import compile_cache
+from not_compiling import NOT_COMPILING
 
 K = 16
 Y0 = np.ones((1, K))
 ARGS = (np.linspace(0.5, 1.5, K),)
-
-
-def f_try(t, y, a):
-    try:
-        v = -a * y[0]
-    except Exception as e:  # noqa: F841
-        v = 0.0
-    return (v,)
-
-
-def f_errstate(t, y, a):
-    with np.errstate(all="ignore"):
-        v = -a * y[0]
-    return (v,)
-
-
-def f_generator(t, y, a):
-    return (sum(-a * y[j] for j in range(1)),)
-
-
-def f_kwargs(t, y, a, **kw):
-    return (-a * y[0],)
-
-
-def f_erf(t, y, a):
-    return (-a * scipy.special.erf(y[0]),)
-
-
-class Params:
-    a = 0.7
-
-
-PARAMS = Params()
-
-
-def f_attribute(t, y, a):
-    return (-PARAMS.a * y[0],)
 
 
 TABLE = np.zeros(131_072)
@@ -88,7 +52,7 @@ def rss_mib():
 def main():
     solve = gpuivp.solve_ivp
     print(f"{'fun':<14} {'auto (s)':>9} {'scipy alone (s)':>16}  backend")
-    for fun in (f_try, f_errstate, f_generator, f_kwargs, f_erf, f_attribute):
+    for fun, _ in NOT_COMPILING.values():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             t_auto, res = timed(solve, fun, (0, 1), Y0, args=ARGS)

@@ -75,27 +75,50 @@ GOALS = [
 ]
 
 
+def benchmark_parser(doc):
+    """A benchmark script's parser, described by its docstring's first paragraph."""
+    return argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_sample_options(p, k_numba_help, scipy_default, repeats_help):
+    """``--k-numba``, ``--scipy-sample`` and ``--repeats`` (shared with ``large.py``)."""
+    p.add_argument("--k-numba", type=int, default=None, help=k_numba_help)
+    p.add_argument("--scipy-sample", type=int, default=None,
+                   help=f"trajectories in the scipy loop (default {scipy_default})")
+    p.add_argument("--repeats", type=int, default=3, help=repeats_help)
+
+
+def add_output_options(p, tables="table"):
+    """``--json`` and ``--markdown`` (see :func:`write_outputs`)."""
+    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    p.add_argument("--markdown", action="store_true",
+                   help=f"also print the {tables} of benchmarks/RESULTS.md")
+
+
+def write_outputs(args, fig, markdown):
+    """Print ``markdown(fig)`` (``--markdown``) and write ``fig`` as JSON (``--json``)."""
+    if args.markdown:
+        print("\n" + markdown(fig))
+    if args.json:
+        Path(args.json).write_text(json.dumps(fig, indent=2) + "\n")
+        print(f"\nfigures written to {args.json}")
+
+
 def parse_args(argv=None):
     """Command-line options; ``--quick`` shrinks the defaults."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--k-numba", type=int, default=None,
-                   help="trajectories for numba and the C (default 20000)")
+    p = benchmark_parser(__doc__)
+    add_sample_options(p, "trajectories for numba and the C (default 20000)", 50,
+                       "calls on the full ensembles; the best counts (default 3)")
     p.add_argument("--k-numpy", type=int, default=None,
                    help="trajectories for numpy (default 10000)")
-    p.add_argument("--scipy-sample", type=int, default=None,
-                   help="trajectories in the scipy loop (default 50)")
-    p.add_argument("--repeats", type=int, default=3,
-                   help="calls on the full ensembles; the best counts (default 3)")
     p.add_argument("--repeats-small", type=int, default=20,
                    help=f"calls on {K_SMALL} trajectories; the best counts (default 20)")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: K = 500 / 200, scipy sample 5")
     p.add_argument("--only-reference", action="store_true",
                    help="measure the C and the scipy loop only")
-    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
-    p.add_argument("--markdown", action="store_true",
-                   help="also print the table of benchmarks/RESULTS.md")
+    add_output_options(p)
     args = p.parse_args(argv)
     defaults = (500, 200, 5) if args.quick else (20_000, 10_000, 50)
     for name, default in zip(("k_numba", "k_numpy", "scipy_sample"), defaults):
@@ -435,11 +458,7 @@ def main(argv=None):
     fig["machine"]["load_average_after"] = os.getloadavg()[0]
     fig["goals"] = check_goals(fig)
     report(fig)
-    if args.markdown:
-        print("\n" + markdown(fig))
-    if args.json:
-        Path(args.json).write_text(json.dumps(fig, indent=2) + "\n")
-        print(f"\nfigures written to {args.json}")
+    write_outputs(args, fig, markdown)
     ok = not fig["errors"] and all(r["failed"] == 0 for r in impl.values())
     ok &= all(g["met"] is not False for g in fig["goals"].values())
     return 0 if ok else 1

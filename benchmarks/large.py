@@ -32,9 +32,9 @@ a last-bit difference (BLAS with FMA in scipy, NumPy's pairwise sums) grows to
 (``tests/test_reference_large.py`` checks the values on shorter spans).
 
 Then ``--fresh`` times the first call of ``numba`` in new Python processes
-(Kuramoto, n = 50, final state, ``--fresh-k`` trajectories), twice in a row:
-the first pays the compilation, the second shows what an on-disk cache of
-compiled engines saves (nothing without one).
+(Kuramoto, n = 50, final state, ``--fresh-k`` trajectories), twice in a row,
+over a new, empty compiled-engine cache (``GPUIVP_CACHE_DIR``): the first pays
+the compilation, the second shows what the on-disk cache saves.
 
 Goals (issue 17), reported, not asserted: ``numba`` within 1.5x of the C per
 trajectory on both models; ``numpy`` at least 20x faster than the scipy loop on
@@ -59,8 +59,10 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -71,7 +73,8 @@ BENCHMARKS = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCHMARKS))
 # An installed gpuivp (or PYTHONPATH) wins; otherwise the checkout this script belongs to.
 sys.path.append(str(BENCHMARKS.parent))
-from cpu import _fmt, _sig, cpu_model, timed, versions  # noqa: E402
+from cpu import (_fmt, _sig, add_output_options, add_sample_options,  # noqa: E402
+                 benchmark_parser, cpu_model, timed, versions, write_outputs)
 from reference import build  # noqa: E402
 from reference.large_problem import (  # noqa: E402
     ATOL, MODELS, N_EVAL, RTOL, max_rel_diff, solve_c, solve_scipy)
@@ -88,19 +91,14 @@ GOALS = [("numba_vs_c", "numba per trajectory <= 1.5x the C", 1.5),
 
 def parse_args(argv=None):
     """Command-line options; ``--quick`` shrinks the defaults."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = benchmark_parser(__doc__)
     p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     p.add_argument("--outputs", nargs="+", choices=OUTPUTS, default=list(OUTPUTS))
     p.add_argument("--k", type=int, default=None,
                    help="trajectories for numpy and the C (default 2000)")
-    p.add_argument("--k-numba", type=int, default=None,
-                   help="trajectories for numba (default: --k)")
-    p.add_argument("--scipy-sample", type=int, default=None,
-                   help="trajectories in the scipy loop (default 10)")
-    p.add_argument("--repeats", type=int, default=3,
-                   help="interleaved rounds of numba, numpy and C; the best call counts "
-                        "(default 3)")
+    add_sample_options(p, "trajectories for numba (default: --k)", 10,
+                       "interleaved rounds of numba, numpy and C; the best call counts "
+                       "(default 3)")
     p.add_argument("--fresh", type=int, default=2, metavar="N",
                    help="new processes timing numba's first call on Kuramoto (default 2; "
                         "0: none)")
@@ -113,9 +111,7 @@ def parse_args(argv=None):
                         "(loops, inplace=True), where this gpuivp has that option")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: K = 100, scipy sample 3, 1 round, no fresh process")
-    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
-    p.add_argument("--markdown", action="store_true",
-                   help="also print the tables of benchmarks/RESULTS.md")
+    add_output_options(p, "tables")
     p.add_argument("--report", nargs="+", metavar="JSON",
                    help="measure nothing: print the report (and --markdown) of figures saved "
                         "with --json; several files are merged (later ones win per case)")
@@ -257,6 +253,10 @@ def bench_fresh(args, fig, model_name="kuramoto"):
     # the child imports the gpuivp this process measures
     env["PYTHONPATH"] = os.pathsep.join(
         [str(Path(gpuivp.__file__).parent.parent), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    # A new, empty compiled-engine cache (not the one this process has filled): the first
+    # process compiles, the next ones load what it wrote.
+    cache = tempfile.mkdtemp(prefix="gpuivp-fresh-")
+    env["GPUIVP_CACHE_DIR"] = cache
     runs = []
     for i in range(args.fresh):
         print(f"fresh process {i + 1}/{args.fresh}: numba first call, {model_name}, "
@@ -272,6 +272,7 @@ def bench_fresh(args, fig, model_name="kuramoto"):
             print(proc.stderr[-2000:], file=sys.stderr)
             break
         runs.append({**json.loads(lines[-1][6:]), "process_s": process_s})
+    shutil.rmtree(cache, ignore_errors=True)
     fig["fresh"] = {"model": model_name, "k": args.fresh_k, "runs": runs}
 
 
@@ -476,11 +477,7 @@ def finish(args, fig):
     fig["goals"] = goal_values(fig)
     fig["check_failures"] = checks(fig)
     report(fig)
-    if args.markdown:
-        print("\n" + markdown(fig))
-    if args.json:
-        Path(args.json).write_text(json.dumps(fig, indent=2) + "\n")
-        print(f"\nfigures written to {args.json}")
+    write_outputs(args, fig, markdown)
     return 1 if fig["errors"] or fig["check_failures"] else 0
 
 

@@ -12,7 +12,6 @@ import warnings
 
 import numpy as np
 import pytest
-import scipy.special
 
 import gpuivp
 from gpuivp.backends import numba as nb
@@ -20,64 +19,12 @@ from gpuivp.engines import compile_cache
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+from not_compiling import NOT_COMPILING  # noqa: E402  (funs numba does not compile)
 K = 3
 Y0 = np.ones((1, K))
 ARGS = (np.linspace(0.5, 1.5, K),)
 TOL = dict(rtol=1e-8, atol=1e-10)
-
-
-# -- funs numba does not compile -----------------------------------------------------------
-def f_try(t, y, a):
-    try:
-        v = -a * y[0]
-    except Exception as e:  # noqa: F841
-        v = 0.0
-    return (v,)
-
-
-def f_errstate(t, y, a):
-    with np.errstate(all="ignore"):
-        v = -a * y[0]
-    return (v,)
-
-
-def f_generator(t, y, a):
-    return (sum(-a * y[j] for j in range(1)),)
-
-
-def f_kwargs(t, y, a, **kw):
-    return (-a * y[0],)
-
-
-def f_erf(t, y, a):
-    return (-a * scipy.special.erf(y[0]),)
-
-
-class Params:
-    a = 0.7
-
-
-PARAMS = Params()
-
-
-def f_attribute(t, y, a):
-    return (-PARAMS.a * y[0],)
-
-
-RATES = {"a": 0.7}
-
-
-def f_global_dict(t, y, a):
-    return (-RATES["a"] * y[0],)
-
-
-NOT_COMPILING = {"try/except": (f_try, "UnsupportedBytecodeError"),
-                 "np.errstate": (f_errstate, "CompilerError"),
-                 "generator expression": (f_generator, "UnsupportedError"),
-                 "**kwargs": (f_kwargs, "takes **kwargs"),
-                 "scipy.special.erf": (f_erf, "erf"),
-                 "object attribute": (f_attribute, "PARAMS"),
-                 "global dict": (f_global_dict, "RATES")}
 
 
 def solve(fun, backend="auto", y0=Y0, args=ARGS, **kw):

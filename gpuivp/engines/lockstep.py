@@ -9,6 +9,8 @@ here; CuPy for the ``cupy`` backend).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .buffers import DenseBuffers, event_buffers
@@ -24,10 +26,18 @@ def sum_rows(x):
     which rounds differently, so a trajectory's steps would depend on how many others
     are still running. Row by row is also the numba engine's order.
     """
-    acc = x[0]
-    for row in x[1:]:
-        acc = acc + row
+    if len(x) == 1:
+        return x[0]
+    acc = x[0] + x[1]
+    for row in x[2:]:
+        acc += row  # in place: the same sums, without a new array per row
     return acc
+
+
+def _may_share(xp, a, b):
+    """Whether arrays ``a`` and ``b`` may overlap in memory (True where ``xp`` cannot say)."""
+    may = getattr(xp, "may_share_memory", None)
+    return True if may is None else bool(may(a, b))
 
 
 class Lockstep:
@@ -78,6 +88,7 @@ class Lockstep:
         self.nrej = xp.zeros(k, dtype=np.int64)
         self.ie = xp.zeros(k, dtype=np.int64)
         self._args_cache = (None, None)
+        self._scratch = None
         # A linearly implicit (Rosenbrock) method: its stages and linear solves, composed in.
         self.linear = None
         if getattr(tableau, "linear_solve", False):
@@ -121,10 +132,14 @@ class Lockstep:
 
     def fun(self, t, y, idx):
         """``fun`` on columns ``idx``: returns an (n, m) array."""
+        xp = self.xp
         r = self.p.fun(t, y, *self.args_for(idx))
         if len(r) != self.p.n:
             raise ValueError(f"`fun` returned {len(r)} values: expected n={self.p.n}.")
-        out = self.xp.empty(y.shape, dtype=self.dtype)
+        if (type(r) is xp.ndarray and r.dtype == self.dtype and r.shape == y.shape
+                and not _may_share(xp, r, y)):
+            return r  # used as returned, as scipy does (no copy row by row)
+        out = xp.empty(y.shape, dtype=self.dtype)
         for j, v in enumerate(r):
             out[j] = v
         return out
@@ -137,51 +152,94 @@ class Lockstep:
         g = self.p.events[e](t, y, *self.args_for(idx))
         return self.xp.broadcast_to(self.xp.asarray(g, dtype=self.dtype), t.shape)
 
+    def scratch(self, shape, dtype):
+        """A scratch array of ``shape`` (a view of one reused buffer; contents undefined).
+
+        For a term that is added at once: the engine's arrays are large ((n, k) at the
+        start), and a new temporary per operation costs more than the operation."""
+        size = math.prod(shape)
+        buf = self._scratch
+        if buf is None or buf.size < size or buf.dtype != dtype:
+            buf = self._scratch = self.xp.empty(size, dtype=dtype)
+        return buf[:size].reshape(shape)
+
     def lincomb(self, coefs, K):
-        """``sum_s coefs[s] K[s]`` over the nonzero coefficients, as a new array."""
-        acc = None
+        """``sum_s coefs[s] K[s]`` over the nonzero coefficients, as a new array.
+
+        Each term ``coefs[s] * K[s]`` is rounded, then added in order of ``s``; terms after
+        the first go through :meth:`scratch` (one new array per call, whatever the terms).
+        """
+        xp = self.xp
+        acc = tmp = None
         for cf, k in zip(coefs, K):
             if cf != 0:
-                term = self.c(cf) * k
                 if acc is None:
-                    acc = term
+                    acc = self.c(cf) * k  # a new array: returned, and added to in place
+                elif k.shape == acc.shape and k.dtype == acc.dtype:
+                    if tmp is None:
+                        tmp = self.scratch(acc.shape, acc.dtype)
+                    xp.multiply(self.c(cf), k, out=tmp)
+                    acc += tmp
                 else:
-                    acc += term  # in place: acc is always a fresh temporary here
-        return acc if acc is not None else self.xp.zeros_like(K[0])
+                    acc += self.c(cf) * k
+        return acc if acc is not None else xp.zeros_like(K[0])
 
     def stages(self, t, y, f, h, idx):
         """scipy's ``rk_step``: returns (y_new, K) with K[-1] = f(t + h, y_new)."""
         tab = self.tab
         K = [f]
         for s in range(1, tab.n_stages):
-            dy = self.lincomb(tab.a[s, :s], K) * h
-            K.append(self.fun(t + self.c(tab.c[s]) * h, y + dy, idx))
-        y_new = y + h * self.lincomb(tab.b, K)
+            # y + lincomb * h, in place on lincomb's new array (+ and * commute exactly)
+            ys = self.lincomb(tab.a[s, :s], K)
+            ys *= h
+            ys += y
+            K.append(self.fun(t + self.c(tab.c[s]) * h, ys, idx))
+        y_new = self.lincomb(tab.b, K)   # y + h * lincomb
+        y_new *= h
+        y_new += y
         K.append(self.fun(t + h, y_new, idx))
         return y_new, K
 
     def error_norm(self, y, y_new, K, h, idx=None):
+        """scipy's error norm per column. Written in place on new arrays (``a += b`` for
+        ``b + a``: + and * commute exactly), with scipy's operations in scipy's order."""
         xp, tab = self.xp, self.tab
         if self.per:
             atol = self.atol[:, idx] if self.atol.shape[1] > 1 else self.atol
-            scale = atol + xp.maximum(xp.abs(y), xp.abs(y_new)) * self.cols["rtol"][idx]
+            rtol = self.cols["rtol"][idx]
         else:
-            scale = self.atol + xp.maximum(xp.abs(y), xp.abs(y_new)) * self.c(self.p.rtol)
+            atol, rtol = self.atol, self.c(self.p.rtol)
+        # scale = atol + maximum(|y|, |y_new|) * rtol
+        scale = xp.abs(y)
+        if y_new.shape == scale.shape and y_new.dtype == scale.dtype:
+            xp.maximum(scale, xp.abs(y_new, out=self.scratch(scale.shape, scale.dtype)),
+                       out=scale)
+        else:
+            scale = xp.maximum(scale, xp.abs(y_new))
+        scale *= rtol
+        scale += atol
         n = self.p.n
         if tab.combined_error:
-            e5 = self.lincomb(tab.e, K) / scale
-            e3 = self.lincomb(tab.e_low, K) / scale
+            e5 = self.lincomb(tab.e, K)
+            e5 /= scale
+            e3 = self.lincomb(tab.e_low, K)
+            e3 /= scale
+            e5 *= e5
+            e3 *= e3
             # scipy squares the norms (np.linalg.norm(err5)**2), not the sums of squares:
             # sqrt then square rounds differently, and DOP853's steps follow every ulp.
-            r5 = xp.sqrt(sum_rows(e5 * e5))
-            r3 = xp.sqrt(sum_rows(e3 * e3))
+            r5 = xp.sqrt(sum_rows(e5))
+            r3 = xp.sqrt(sum_rows(e3))
             s5 = r5 * r5
             s3 = r3 * r3
             both0 = (s5 == 0) & (s3 == 0)
             err = xp.abs(h) * s5 / xp.sqrt((s5 + self.c(0.01) * s3) * self.c(n))
             return xp.where(both0, self.c(0), err)
-        e = self.lincomb(tab.e, K) * h / scale
-        return xp.sqrt(sum_rows(e * e)) / self.c(n ** 0.5)
+        e = self.lincomb(tab.e, K)   # lincomb * h / scale
+        e *= h
+        e /= scale
+        e *= e
+        return xp.sqrt(sum_rows(e)) / self.c(n ** 0.5)
 
     def coef_rows(self, t, y, y_new, K, h):
         """The step interpolant's coefficient rows (:meth:`Interpolant.rows`)."""
@@ -206,7 +264,7 @@ class Lockstep:
     def initialise(self):
         xp, p = self.xp, self.p
         idx = xp.arange(p.k)
-        self.f = self.fun(self.t, self.y, idx)
+        self.f = self.fun(self.t, self.y, idx).copy()  # the engine writes into self.f
         self.nfev[:] = 1
         finite = xp.all(xp.isfinite(self.f), axis=0)
         self.status = xp.where(finite, RUNNING, FAIL_NONFINITE).astype(np.int64)
