@@ -39,7 +39,7 @@ ROBER_K3 = np.array([1e4, 5e3, 2e4])
 # shared with the benchmark.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "benchmarks"))
-from stiff import rober, rober_jac  # noqa: E402
+from stiff import hires, hires_jac, rober, rober_jac  # noqa: E402
 
 VDPOL_T = 2.0
 VDPOL_EPS = np.array([1e-6, 1e-5])   # mu = 1e3 (and ~316) in Hairer's scaled form
@@ -65,20 +65,7 @@ def vdpol_y0():
 
 HIRES_T = 321.8122
 HIRES_K = np.array([280.0, 140.0])   # the Test Set's rate 280, and half of it
-
-
-def hires(t, y, k):
-    """HIRES of the Test Set for IVP Solvers (8 components), with its rate 280 as ``k``."""
-    y1, y2, y3, y4, y5, y6, y7, y8 = y
-    r = k * y6 * y8
-    return (-1.71 * y1 + 0.43 * y2 + 8.32 * y3 + 0.0007,
-            1.71 * y1 - 8.75 * y2,
-            -10.03 * y3 + 0.43 * y4 + 0.035 * y5,
-            8.32 * y2 + 1.71 * y3 - 1.12 * y4,
-            -1.745 * y5 + 0.43 * y6 + 0.43 * y7,
-            -r + 0.69 * y4 + 1.71 * y5 - 0.43 * y6 + 0.69 * y7,
-            r - 1.81 * y7,
-            -r + 1.81 * y7)
+# hires(t, y, k) and hires_jac live in benchmarks/stiff.py, as Robertson's do.
 
 
 def hires_y0():
@@ -353,13 +340,14 @@ def test_rober_in_float32_with_finite_differences_matches_the_reference(method, 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("method", list(RTOL))
-def test_hires_matches_radau_reference_within_tolerance(method, backend):
+@pytest.mark.parametrize("use_jac", [False, True], ids=["finite-differences", "jac"])
+def test_hires_matches_radau_reference_within_tolerance(use_jac, method, backend):
     ref = np.load(REFS)["hires"]
     rtol = RTOL[method]
     atol = rtol * 1e-2
     r = gpuivp.solve_ivp(hires, (0, HIRES_T), ensemble(hires_y0(), len(HIRES_K)),
                          method=method, vectorized=True, args=(HIRES_K,), backend=backend,
-                         rtol=rtol, atol=atol)
+                         rtol=rtol, atol=atol, jac=hires_jac if use_jac else None)
     assert np.all(r.status == 0)
     assert scaled_error(r.y_final, ref, rtol, atol) < 50
 
@@ -450,3 +438,22 @@ def test_a_singular_trajectory_leaves_the_others_bit_identical(backend):
     np.testing.assert_array_equal(both.y[:, 1], alone.y[:, 0])
     for name in ("nfev", "njev", "nlu", "naccept"):
         assert getattr(both, name)[1] == getattr(alone, name)[0], name
+
+
+@pytest.mark.parametrize("name", ["rober", "hires"])
+def test_the_benchmarks_analytic_jacobians_match_central_differences(name):
+    """The Jacobians the benchmark and the tests pass as ``jac`` (benchmarks/stiff.py)."""
+    fun, jac, y, args = {
+        "rober": (rober, rober_jac, np.array([0.9, 3e-5, 0.1]), (0.04, 3e7, 1e4)),
+        "hires": (hires, hires_jac, np.array([0.7, 0.1, 0.05, 0.2, 0.3, 0.4, 0.2, 0.005]),
+                  (280.0,)),
+    }[name]
+    J = np.array(jac(0.0, y, *args), dtype=float)
+    n = len(y)
+    for j in range(n):
+        d = 1e-6 * max(abs(y[j]), 1e-6)
+        up, down = y.copy(), y.copy()
+        up[j] += d
+        down[j] -= d
+        col = (np.array(fun(0.0, up, *args)) - np.array(fun(0.0, down, *args))) / (2 * d)
+        np.testing.assert_allclose(J[:, j], col, rtol=1e-6, atol=1e-6 * np.abs(J).max())
