@@ -15,8 +15,9 @@ analytic ``jac`` everywhere. Side by side in one run:
   where ``jax`` and ``diffrax`` are installed (``pip install jax diffrax``: a benchmark-only
   dependency; skipped with a note otherwise).
 
-Reported per implementation: time per trajectory (wall time of one call / trajectories), the
-speed-up against the fastest scipy loop, the error against a reference (scipy Radau at rtol
+Reported per implementation: time per trajectory (wall time of one call / trajectories) and
+the process's CPU time per trajectory (all threads: what other jobs on a shared machine do not
+inflate), each with the speed-up against the fastest scipy loop, the error against a reference (scipy Radau at rtol
 1e-13 on the sample): the largest ``|y - ref| / (|ref| + 1e-10)`` over the sample's final
 states (relative, floored at the problem's atol), and the mean step attempts, ``nfev``,
 ``njev``, ``nlu`` per trajectory (what each solver reports; Diffrax reports steps only).
@@ -128,6 +129,7 @@ class Run:
     nfev: object = None
     njev: object = None
     nlu: object = None
+    cpu: float = None      # CPU seconds per trajectory (set by timed)
 
 
 def _mean(v):
@@ -271,13 +273,16 @@ def error(y, ref, floor=ATOL):
 
 
 def timed(label, run, scope, prob, k, sample, rtol, atol):
-    """``(seconds per trajectory, Run restricted to the sample, trajectories)``."""
+    """``(seconds per trajectory, Run restricted to the sample, trajectories)``; the Run
+    also carries ``cpu``: the process's CPU seconds per trajectory (all threads), which
+    other jobs on a shared machine do not inflate."""
     idx = np.arange(k) if scope == "all" else sample
     if hasattr(run, "warm"):   # compilation (numba, cuda, jit) out of the timing
         run.warm(prob, k, idx, rtol, atol)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     r = run(prob, k, idx, rtol, atol)
     dt = (time.perf_counter() - t) / len(idx)
+    r.cpu = (time.process_time() - c) / len(idx)
     if scope == "all":
         r.y = r.y[:, sample]
     return dt, r, len(idx)
@@ -312,12 +317,15 @@ def table(prob, k, n_sample, include_diffrax=True):
     print(f"\n{prob.name}, t in [0, {prob.t1:g}], rtol {RTOL:g}, atol {ATOL:g}, K = {k}, "
           f"sample {len(sample)}; error = max over the sample of |y - ref| / (|ref| + {ATOL:g})"
           f"; {machine()}")
+    best_cpu = min(r.cpu for label, _, _, _, r in results if label.startswith("scipy"))
     print(f"| implementation | trajectories | time per trajectory | vs best scipy loop "
-          f"({best_label.split()[-1]}) | error | steps | nfev | njev | nlu |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          f"({best_label.split()[-1]}) | CPU time per trajectory | vs best scipy loop, CPU "
+          f"| error | steps | nfev | njev | nlu |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, m, dt, e, r in results:
-        print(f"| {label} | {m} | {dt * 1e3:.3f} ms | {best / dt:.1f}x | {e:.2g} | "
-              f"{fmt(r.steps)} | {fmt(r.nfev)} | {fmt(r.njev)} | {fmt(r.nlu)} |")
+        print(f"| {label} | {m} | {dt * 1e3:.3f} ms | {best / dt:.1f}x | {r.cpu * 1e3:.3f} ms "
+              f"| {best_cpu / r.cpu:.1f}x | {e:.2g} | {fmt(r.steps)} | {fmt(r.nfev)} | "
+              f"{fmt(r.njev)} | {fmt(r.nlu)} |")
     return results
 
 

@@ -457,3 +457,25 @@ def test_the_benchmarks_analytic_jacobians_match_central_differences(name):
         down[j] -= d
         col = (np.array(fun(0.0, up, *args)) - np.array(fun(0.0, down, *args))) / (2 * d)
         np.testing.assert_allclose(J[:, j], col, rtol=1e-6, atol=1e-6 * np.abs(J).max())
+
+
+def test_the_stiff_benchmark_runs_its_rows_side_by_side_on_a_tiny_ensemble(capsys):
+    """benchmarks/stiff.py on 4 trajectories to t = 40 (Diffrax left out): a row per method
+    on each usable Rosenbrock backend and per scipy loop, every error against the Radau
+    reference within a few tolerances."""
+    import dataclasses
+
+    import stiff
+
+    prob = dataclasses.replace(stiff.PROBLEMS["robertson"], t1=40.0)
+    results = stiff.table(prob, 4, 2, include_diffrax=False)
+    labels = [r[0] for r in results]
+    for backend in ROSENBROCK_BACKENDS:
+        if unavailable_reason(backend) is None and backend != "cuda":
+            assert f"gpuivp `{backend}` Rodas5P" in labels
+    assert [lab for lab in labels if lab.startswith("scipy")] == [
+        "scipy loop Radau", "scipy loop BDF", "scipy loop LSODA"]
+    for label, m, dt, err, run in results:
+        assert dt > 0 and run.y.shape == (3, 2)
+        assert err < 1e-3, (label, err)   # relative error, atol floor; rtol 1e-6
+    assert "| gpuivp `numpy` Rodas5P | 4 |" in capsys.readouterr().out
