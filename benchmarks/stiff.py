@@ -31,7 +31,7 @@ Rows are a list of ``(label, run)`` pairs (:func:`rows`), ``run(problem, idx, rt
 returning the final states and counters of trajectories ``idx``.
 
     python benchmarks/stiff.py [--k 10000] [--sample 20] [--problem robertson hires]
-    python benchmarks/stiff.py --plot docs/stiff_work_precision.png [--k 1000] [--sample 8]
+    python benchmarks/stiff.py --plot docs/stiff_work_precision.png [--k 2000] [--sample 8]
 """
 import argparse
 import os
@@ -384,7 +384,7 @@ def work_precision(out, prob, k, n_sample, include_diffrax=True):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--k", type=int, default=None,
-                    help="trajectories (default 10000; 1000 with --plot)")
+                    help="trajectories (default 10000; 2000 with --plot)")
     ap.add_argument("--sample", type=int, default=None,
                     help="sampled trajectories for the scipy loops and the reference "
                          "(default 20; 8 with --plot)")
@@ -395,7 +395,7 @@ def main():
                     "Robertson to PNG instead of the tables")
     a = ap.parse_args()
     if a.plot:
-        work_precision(a.plot, PROBLEMS["robertson"], a.k or 1000, a.sample or 8,
+        work_precision(a.plot, PROBLEMS["robertson"], a.k or 2000, a.sample or 8,
                        not a.no_diffrax)
         return
     for name in a.problem:
