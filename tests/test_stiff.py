@@ -125,6 +125,25 @@ def test_rober_to_1e5_matches_radau_reference_within_tolerance(use_jac, method, 
     assert np.array_equal(r.nfev, 2 + FEV_PER_ATTEMPT[method] * r.nlu + per_jac * r.njev)
 
 
+#: ROBER at t = 1e11 for k = (0.04, 3e7, 1e4), y0 = (1, 0, 0): the reference solution published
+#: with the Test Set for IVP Solvers (Mazzia & Magherini, problem ROBER).
+ROBER_1E11 = np.array([0.2083340149701255e-07, 0.8333360770334713e-13, 0.9999999791665050])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("method", list(RTOL))
+def test_rober_to_1e11_matches_the_test_sets_reference(method, backend):
+    """Far beyond 1e5: y1 and y2 fall to 2e-8 and 8e-14 (atol 1e-14 resolves them), every
+    component within a small multiple of rtol, relative."""
+    rtol = RTOL[method]
+    r = gpuivp.solve_ivp(rober, (0, 1e11), ensemble(rober_y0(), 2), method=method,
+                         vectorized=True, args=(np.full(2, 0.04), 3e7, np.full(2, 1e4)),
+                         backend=backend, rtol=rtol, atol=1e-14, jac=rober_jac)
+    assert np.all(r.status == 0)
+    rel = np.abs(r.y_final - ROBER_1E11[:, None]) / ROBER_1E11[:, None]
+    assert np.all(rel < 100 * rtol), rel
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("method", list(RTOL))
 def test_vdpol_mu_1e3_matches_radau_reference_within_tolerance(method, backend):
