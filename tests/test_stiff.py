@@ -371,9 +371,16 @@ def test_hires_matches_radau_reference_within_tolerance(use_jac, method, backend
     assert scaled_error(r.y_final, ref, rtol, atol) < 50
 
 
-def test_a_chunked_rosenbrock_run_equals_the_whole_run():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_chunked_rosenbrock_run_equals_the_whole_run(backend, monkeypatch):
     """A memory budget that forces chunks: the same values and counters (njev, nlu too)."""
-    kw = dict(method="Rodas5P", vectorized=True, backend="numpy", rtol=1e-6, atol=1e-10)
+    import gpuivp._chunking as chunking
+
+    sizes = []
+    real = chunking.chunk_size
+    monkeypatch.setattr(chunking, "chunk_size",
+                        lambda *a, **kw: sizes.append(real(*a, **kw)) or sizes[-1])
+    kw = dict(method="Rodas5P", vectorized=True, backend=backend, rtol=1e-6, atol=1e-10)
     k = 6
     k1 = np.linspace(0.02, 0.08, k)
     k3 = 1e4 * np.linspace(0.5, 2, k)
@@ -383,17 +390,18 @@ def test_a_chunked_rosenbrock_run_equals_the_whole_run():
         fun=rober, t0=0.0, t1=40.0, y0=ensemble(rober_y0(), k), args=(k1, 3e7, k3),
         arg_kinds=("traj1", "scalar", "traj1"), t_eval=None, rtol=1e-6, atol=np.full(3, 1e-10),
         first_step=None, max_step=np.inf, dt=None, max_steps=100, dtype=np.dtype(float),
-        vectorized=True, method="Rodas5P"), "numpy")
+        vectorized=True, method="Rodas5P"), backend)
     chunked = gpuivp.solve_ivp(rober, (0, 40.0), ensemble(rober_y0(), k), args=(k1, 3e7, k3),
                                memory_budget=2 * per, **kw)
+    assert sizes[-1] < k, sizes   # the budgeted run was chunked
     np.testing.assert_array_equal(chunked.y_final, whole.y_final)
     for name in ("nfev", "njev", "nlu", "naccept"):
         np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 # Rosenbrock23 is left out: over OREGO's oscillations its order-2 global error at rtol 1e-6
 # reaches about 500 times the tolerance (phase error accumulating over the cycles).
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("method", ["Rodas5P"])
 def test_orego_matches_radau_reference_within_tolerance(method, backend):
     ref = np.load(REFS)["orego"]
