@@ -17,18 +17,19 @@ analytic ``jac`` everywhere. Side by side in one run:
 
 Reported per implementation: time per trajectory (wall time of one call / trajectories) and
 the process's CPU time per trajectory (all threads: what other jobs on a shared machine do not
-inflate), each with the speed-up against the fastest scipy loop, the error against a reference (scipy Radau at rtol
-1e-13 on the sample): the largest ``|y - ref| / (|ref| + 1e-10)`` over the sample's final
-states (relative, floored at the problem's atol), and the mean step attempts, ``nfev``,
-``njev``, ``nlu`` per trajectory (what each solver reports; Diffrax reports steps only).
+inflate), each with the speed-up against the fastest scipy loop; the error against a
+reference (scipy Radau at rtol 1e-13 on the sample): the largest ``|y - ref| / (|ref| +
+1e-10)`` over the sample's final states (relative, floored at the problem's atol); the mean
+step attempts, ``nfev``, ``njev``, ``nlu`` per trajectory (what each solver reports; Diffrax
+reports steps only).
 
 ``--plot PNG`` instead draws the work-precision diagram (error against time per trajectory for
 rtol 1e-4 ... 1e-10, atol = 1e-4 rtol) of Robertson: Rodas5P and Rosenbrock23 (down to 1e-8:
-an order-2 method needs ~1e5 steps beyond) on the best backend available, the scipy loops and
-Diffrax when installed.
+an order-2 method needs ~1e5 steps beyond) on the best backend available (a GPU backend, else
+``numba``, else ``numpy``), the scipy loops and Diffrax when installed.
 
-Rows are a list of ``(label, run)`` pairs (:func:`rows`), ``run(problem, idx, rtol, atol)``
-returning the final states and counters of trajectories ``idx``.
+Rows are a list of ``(label, run, scope)`` (:func:`rows`), ``run(problem, k, idx, rtol,
+atol)`` returning the final states and counters of trajectories ``idx`` of the K-grid.
 
     python benchmarks/stiff.py [--k 10000] [--sample 20] [--problem robertson hires]
     python benchmarks/stiff.py --plot docs/stiff_work_precision.png [--k 2000] [--sample 8]
@@ -234,12 +235,13 @@ def diffrax_runner():
 
 def rows(include_diffrax=True):
     """``[(label, run, scope)]``: scope ``"all"`` runs the K trajectories, ``"sample"`` the
-    sample. gpuivp's rows follow ROSENBROCK_BACKENDS (CPU backends first)."""
+    sample. gpuivp's rows follow ROSENBROCK_BACKENDS, usable ones only: the GPU backends
+    first, then ``numba``, then ``numpy`` (the work-precision diagram takes the first)."""
     from gpuivp.backends import usable
     from gpuivp.methods.rosenbrock import ROSENBROCK_BACKENDS
 
     out = []
-    order = ("numba", "numpy", "cupy", "cuda")
+    order = ("cuda", "cupy", "numba", "numpy")
     for backend in sorted(ROSENBROCK_BACKENDS, key=lambda b: order.index(b)
                           if b in order else len(order)):
         if backend == "cuda":
@@ -342,7 +344,8 @@ def work_precision(out, prob, k, n_sample, include_diffrax=True):
     ref = reference(prob, k, sample)
     curves = {}
     all_rows = rows(include_diffrax)
-    # gpuivp: the first backend listed (numba where it runs the methods, else numpy, ...)
+    # gpuivp on the first backend listed: a GPU backend where usable, else numba where it
+    # runs the methods, else numpy
     first = next((lab.split("`")[1] for lab, _, _ in all_rows if lab.startswith("gpuivp")), None)
     for label, run, scope in all_rows:
         if label.startswith("gpuivp") and f"`{first}`" not in label:
