@@ -236,7 +236,8 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         ``"Euler"``, ``"Midpoint"``, ``"Heun"``, ``"RK4"`` (fixed step, need ``dt``),
         ``"RK23"``, ``"RK45"``, ``"DOP853"`` (scipy's, step for step; scipy's classes of
         those names are the same methods), ``"Tsit5"``, ``"Vern7"``; the stiff Rosenbrock
-        methods ``"Rosenbrock23"`` and ``"Rodas5P"`` (``numpy`` backend only, with
+        methods ``"Rosenbrock23"`` and ``"Rodas5P"`` (the backends of
+        ``gpuivp.methods.rosenbrock.ROSENBROCK_BACKENDS``: ``numpy`` and ``cupy``, with
         ``vectorized=True``; other backends refuse them); ``"Radau"``, ``"BDF"``,
         ``"LSODA"`` or another ``OdeSolver`` subclass run on the ``scipy`` backend.
     t_eval : array_like, optional

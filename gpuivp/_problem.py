@@ -419,8 +419,11 @@ def scipy_refusal(method, dt):
     if not isinstance(method, str) or method in SCIPY_ONLY:
         return None
     if method not in SCIPY_RK:
-        return (f"Method {method!r} is gpuivp's own: it runs on the {ENGINE_BACKENDS} "
-                f"backends, not on 'scipy' (scipy's methods: {list(SCIPY_RK + SCIPY_ONLY)}).")
+        runs = method_backends(method)
+        where = (f"the {ENGINE_BACKENDS} backends" if runs is None
+                 else f"the backends {list(runs)} only")
+        return (f"Method {method!r} is gpuivp's own: it runs on {where}, not on 'scipy' "
+                f"(scipy's methods: {list(SCIPY_RK + SCIPY_ONLY)}).")
     if dt is not None:
         return (f"`dt` given with the adaptive method {method!r} means fixed steps of dt, "
                 f"which the 'scipy' backend cannot take: use one of the {ENGINE_BACKENDS} "

@@ -272,3 +272,14 @@ def test_progress_counts_every_column_after_compaction(host, monkeypatch):
     engine.run(Bar())
     assert compactions and all(width == p.k for width, _ in seen)
     assert seen[-1][1] == p.k and engine.width == p.k
+
+
+@pytest.mark.parametrize("method", ["Rosenbrock23", "Rodas5P"])
+def test_rosenbrock_methods_run_the_array_engine_with_its_linear_solve_part(method):
+    """The fused kernels have no linear-solve part: a Rosenbrock method takes the generic
+    lockstep engine on CuPy arrays (batched LU per step), with or without events."""
+    from gpuivp.engines.rosenbrock import RosenbrockPart
+
+    p = _problem()
+    engine = cupy_backend.engine(p, METHODS[method], np, None)
+    assert type(engine) is Lockstep and isinstance(engine.linear, RosenbrockPart)

@@ -1,6 +1,7 @@
 """Stiff methods (Rosenbrock23, Rodas5P): Test Set problems against stored Radau references,
 convergence order, Jacobians, failures, and the backends that refuse them."""
 import os
+import re
 import sys
 
 import numpy as np
@@ -8,6 +9,27 @@ import pytest
 
 import gpuivp
 from gpuivp._status import FAIL_SINGULAR, MESSAGES
+from gpuivp.backends import unavailable_reason
+from gpuivp.methods.rosenbrock import ROSENBROCK_BACKENDS
+
+#: Every engine backend meant to run the Rosenbrock methods (issue 18). A test parametrised
+#: over these runs on those in ROSENBROCK_BACKENDS and usable here (``cupy`` without a GPU:
+#: its engine on the host, see conftest.py) and skips the others with the reason.
+STIFF_BACKENDS = ("numpy", "cupy", "numba", "cuda")
+
+
+def _backend_param(backend):
+    why = None
+    if backend not in ROSENBROCK_BACKENDS:
+        why = f"the {backend} backend has no Rosenbrock engine yet (ROSENBROCK_BACKENDS)"
+    elif backend != "cupy" and unavailable_reason(backend) is not None:
+        why = f"{backend} is unavailable here: {unavailable_reason(backend)}"
+    return pytest.param(backend, marks=pytest.mark.skipif(why is not None, reason=str(why)))
+
+
+BACKENDS = [_backend_param(b) for b in STIFF_BACKENDS]
+#: The backends compared with ``numpy`` (step for step).
+OTHER_BACKENDS = [_backend_param(b) for b in STIFF_BACKENDS if b != "numpy"]
 
 # -- problems (the reference script imports these) -------------------------------------
 ROBER_T = 1e5
@@ -17,7 +39,7 @@ ROBER_K3 = np.array([1e4, 5e3, 2e4])
 # shared with the benchmark.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "benchmarks"))
-from stiff import rober, rober_jac  # noqa: E402
+from stiff import hires, hires_jac, rober, rober_jac  # noqa: E402
 
 VDPOL_T = 2.0
 VDPOL_EPS = np.array([1e-6, 1e-5])   # mu = 1e3 (and ~316) in Hairer's scaled form
@@ -43,20 +65,7 @@ def vdpol_y0():
 
 HIRES_T = 321.8122
 HIRES_K = np.array([280.0, 140.0])   # the Test Set's rate 280, and half of it
-
-
-def hires(t, y, k):
-    """HIRES of the Test Set for IVP Solvers (8 components), with its rate 280 as ``k``."""
-    y1, y2, y3, y4, y5, y6, y7, y8 = y
-    r = k * y6 * y8
-    return (-1.71 * y1 + 0.43 * y2 + 8.32 * y3 + 0.0007,
-            1.71 * y1 - 8.75 * y2,
-            -10.03 * y3 + 0.43 * y4 + 0.035 * y5,
-            8.32 * y2 + 1.71 * y3 - 1.12 * y4,
-            -1.745 * y5 + 0.43 * y6 + 0.43 * y7,
-            -r + 0.69 * y4 + 1.71 * y5 - 0.43 * y6 + 0.69 * y7,
-            r - 1.81 * y7,
-            -r + 1.81 * y7)
+# hires(t, y, k) and hires_jac live in benchmarks/stiff.py, as Robertson's do.
 
 
 def hires_y0():
@@ -95,14 +104,15 @@ FEV_PER_ATTEMPT = {"Rosenbrock23": 2, "Rodas5P": 8}
 
 
 # -- accuracy against the references -------------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("method", list(RTOL))
 @pytest.mark.parametrize("use_jac", [True, False], ids=["jac", "finite-differences"])
-def test_rober_to_1e5_matches_radau_reference_within_tolerance(use_jac, method):
+def test_rober_to_1e5_matches_radau_reference_within_tolerance(use_jac, method, backend):
     ref = np.load(REFS)["rober"]
     rtol, atol = RTOL[method], 1e-10
     k = len(ROBER_K1)
     r = gpuivp.solve_ivp(rober, (0, ROBER_T), ensemble(rober_y0(), k), method=method,
-                         vectorized=True, args=(ROBER_K1, 3e7, ROBER_K3), backend="numpy",
+                         vectorized=True, args=(ROBER_K1, 3e7, ROBER_K3), backend=backend,
                          rtol=rtol, atol=atol, jac=rober_jac if use_jac else None)
     assert np.all(r.status == 0)
     # A global error of a few tens of local tolerances: an order-2 method over 1e5 time units.
@@ -115,13 +125,33 @@ def test_rober_to_1e5_matches_radau_reference_within_tolerance(use_jac, method):
     assert np.array_equal(r.nfev, 2 + FEV_PER_ATTEMPT[method] * r.nlu + per_jac * r.njev)
 
 
+#: ROBER at t = 1e11 for k = (0.04, 3e7, 1e4), y0 = (1, 0, 0): the reference solution published
+#: with the Test Set for IVP Solvers (Mazzia & Magherini, problem ROBER).
+ROBER_1E11 = np.array([0.2083340149701255e-07, 0.8333360770334713e-13, 0.9999999791665050])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("method", list(RTOL))
-def test_vdpol_mu_1e3_matches_radau_reference_within_tolerance(method):
+def test_rober_to_1e11_matches_the_test_sets_reference(method, backend):
+    """Far beyond 1e5: y1 and y2 fall to 2e-8 and 8e-14 (atol 1e-14 resolves them), every
+    component within a small multiple of rtol, relative."""
+    rtol = RTOL[method]
+    r = gpuivp.solve_ivp(rober, (0, 1e11), ensemble(rober_y0(), 2), method=method,
+                         vectorized=True, args=(np.full(2, 0.04), 3e7, np.full(2, 1e4)),
+                         backend=backend, rtol=rtol, atol=1e-14, jac=rober_jac)
+    assert np.all(r.status == 0)
+    rel = np.abs(r.y_final - ROBER_1E11[:, None]) / ROBER_1E11[:, None]
+    assert np.all(rel < 100 * rtol), rel
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("method", list(RTOL))
+def test_vdpol_mu_1e3_matches_radau_reference_within_tolerance(method, backend):
     ref = np.load(REFS)["vdpol"]
     rtol = atol = RTOL[method]
     k = len(VDPOL_EPS)
     r = gpuivp.solve_ivp(vdpol, (0, VDPOL_T), ensemble(vdpol_y0(), k), method=method,
-                         vectorized=True, args=(VDPOL_EPS,), backend="numpy", rtol=rtol,
+                         vectorized=True, args=(VDPOL_EPS,), backend=backend, rtol=rtol,
                          atol=atol, jac=vdpol_jac)
     assert np.all(r.status == 0)
     assert scaled_error(r.y_final, ref, rtol, atol) < 50
@@ -141,13 +171,14 @@ def prothero_robinson(t, y, lam):
     return (lam * (y[0] - np.cos(t)) - np.sin(t),)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [np.float64])
-def test_rosenbrock23_converges_with_order_2_at_fixed_steps(dtype):
+def test_rosenbrock23_converges_with_order_2_at_fixed_steps(dtype, backend):
     lam = np.array([-50.0, -2000.0])
     errs = []
     for dt in (0.1, 0.05, 0.025):
         r = gpuivp.solve_ivp(prothero_robinson, (0, 2), np.ones((1, 2)), method="Rosenbrock23",
-                             vectorized=True, args=(lam,), backend="numpy", dt=dt, dtype=dtype)
+                             vectorized=True, args=(lam,), backend=backend, dt=dt, dtype=dtype)
         assert np.all(r.status == 0) and np.all(r.naccept == round(2 / dt))
         errs.append(np.abs(r.y_final[0] - np.cos(2.0)))
     orders = np.log2(np.array(errs[:-1]) / np.array(errs[1:]))
@@ -176,8 +207,9 @@ def test_jacobian_as_an_array_stack_equals_jacobian_as_rows():
     assert np.array_equal(a.y_final, b.y_final) and np.array_equal(a.nfev, b.nfev)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_t_eval_events_and_sol_follow_the_rosenbrock_interpolant(dtype):
+def test_t_eval_events_and_sol_follow_the_rosenbrock_interpolant(dtype, backend):
     lam = np.array([-50.0, -2000.0])
     rtol = 1e-4 if dtype == np.float32 else 1e-7
     t_eval = np.linspace(0, 2, 9)
@@ -186,7 +218,7 @@ def test_t_eval_events_and_sol_follow_the_rosenbrock_interpolant(dtype):
         return y[0] - 0.5
 
     r = gpuivp.solve_ivp(prothero_robinson, (0, 2), np.ones((1, 2)), method="Rosenbrock23",
-                         vectorized=True, args=(lam,), backend="numpy", rtol=rtol,
+                         vectorized=True, args=(lam,), backend=backend, rtol=rtol,
                          atol=rtol * 1e-2, t_eval=t_eval, dense_output=True, events=crossing,
                          dtype=dtype)
     assert r.y.dtype == dtype and np.all(r.status == 0)
@@ -199,7 +231,8 @@ def test_t_eval_events_and_sol_follow_the_rosenbrock_interpolant(dtype):
 
 
 # -- failures ---------------------------------------------------------------------------------
-def test_a_singular_matrix_fails_only_its_own_trajectory():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_singular_matrix_fails_only_its_own_trajectory(backend):
     """y' = lam y with lam = 1 / (h gamma) makes I / (h gamma) - J exactly zero."""
     gamma = gpuivp.methods.METHODS["Rosenbrock23"].gamma
     dt = 0.125
@@ -209,7 +242,7 @@ def test_a_singular_matrix_fails_only_its_own_trajectory():
         return (lam * y[0],)
 
     r = gpuivp.solve_ivp(lin, (0, 1), np.ones((1, 2)), method="Rosenbrock23", vectorized=True,
-                         args=(lam,), backend="numpy", dt=dt, jac=lambda t, y, lam: ((lam,),))
+                         args=(lam,), backend=backend, dt=dt, jac=lambda t, y, lam: ((lam,),))
     assert r.status[0] == FAIL_SINGULAR and "singular" in MESSAGES[FAIL_SINGULAR]
     assert r.status[1] == 0
     np.testing.assert_allclose(r.y_final[0, 1], np.exp(-1.0), rtol=1e-2)
@@ -222,9 +255,11 @@ def test_a_jacobian_of_the_wrong_shape_is_a_value_error_naming_jac():
                          jac=lambda t, y, eps: ((1.0, 2.0),))
 
 
-@pytest.mark.parametrize("backend", ["numba", "cuda", "cupy", "scipy"])
+@pytest.mark.parametrize("backend", [b for b in STIFF_BACKENDS + ("scipy",)
+                                     if b not in ROSENBROCK_BACKENDS])
 def test_backends_without_a_rosenbrock_engine_refuse_it_naming_those_that_run_it(backend):
-    with pytest.raises(ValueError, match=r"runs on the backends \['numpy'\]|'numpy'"):
+    with pytest.raises(ValueError, match=re.escape(f"runs on the backends "
+                                                   f"{list(ROSENBROCK_BACKENDS)}")):
         gpuivp.solve_ivp(vdpol, (0, 0.1), ensemble(vdpol_y0(), 2), method="Rosenbrock23",
                          vectorized=True, args=(VDPOL_EPS,), backend=backend)
 
@@ -259,7 +294,8 @@ def test_rosenbrock_result_does_not_depend_on_the_split():
         assert one.nfev[0] == full.nfev[i] and one.nlu[0] == full.nlu[i]
 
 
-def test_rodas5p_converges_with_order_5_at_fixed_steps():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rodas5p_converges_with_order_5_at_fixed_steps(backend):
     """A mildly stiff linear system with a time-dependent coefficient; reference from
     DOP853 at rtol 1e-13. The observed order approaches 5 from below at these steps."""
     def f(t, y, lam):
@@ -268,11 +304,12 @@ def test_rodas5p_converges_with_order_5_at_fixed_steps():
     y0 = np.ones((3, 2))
     y0[1] = 0
     lam = np.array([-0.5, -1.0])
-    kw = dict(vectorized=True, args=(lam,), backend="numpy")
-    ref = gpuivp.solve_ivp(f, (0, 2), y0, method="DOP853", rtol=1e-13, atol=1e-13, **kw).y_final
+    kw = dict(vectorized=True, args=(lam,))
+    ref = gpuivp.solve_ivp(f, (0, 2), y0, method="DOP853", rtol=1e-13, atol=1e-13,
+                           backend="numpy", **kw).y_final
     errs = []
     for dt in (0.1, 0.05, 0.025):
-        r = gpuivp.solve_ivp(f, (0, 2), y0, method="Rodas5P", dt=dt, **kw)
+        r = gpuivp.solve_ivp(f, (0, 2), y0, method="Rodas5P", dt=dt, backend=backend, **kw)
         errs.append(np.abs(r.y_final - ref).max(axis=0))
     orders = np.log2(np.array(errs[:-1]) / np.array(errs[1:]))
     assert np.all(orders > 4.2) and np.all(orders[-1] > 4.6), orders
@@ -305,8 +342,9 @@ def test_batched_lu_with_pivoting_solves_like_lapack_and_flags_singular_matrices
         np.testing.assert_allclose(x[:, c], np.linalg.solve(A[:, :, c], b[:, c]), rtol=1e-10)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("method", list(RTOL))
-def test_rober_in_float32_with_finite_differences_matches_the_reference(method):
+def test_rober_in_float32_with_finite_differences_matches_the_reference(method, backend):
     ref = np.load(REFS)["rober"]
     rtol, atol = 1e-4, 1e-7
     k = len(ROBER_K1)
@@ -314,26 +352,35 @@ def test_rober_in_float32_with_finite_differences_matches_the_reference(method):
     r = gpuivp.solve_ivp(rober, (0, ROBER_T), ensemble(rober_y0(), k), method=method,
                          vectorized=True, args=(ROBER_K1.astype(f32), f32(3e7),
                                                 ROBER_K3.astype(f32)),
-                         backend="numpy", rtol=rtol, atol=atol, dtype=f32)
+                         backend=backend, rtol=rtol, atol=atol, dtype=f32)
     assert r.y_final.dtype == f32 and np.all(r.status == 0)
     assert scaled_error(r.y_final, ref, rtol, atol) < 50
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("method", list(RTOL))
-def test_hires_matches_radau_reference_within_tolerance(method):
+@pytest.mark.parametrize("use_jac", [False, True], ids=["finite-differences", "jac"])
+def test_hires_matches_radau_reference_within_tolerance(use_jac, method, backend):
     ref = np.load(REFS)["hires"]
     rtol = RTOL[method]
     atol = rtol * 1e-2
     r = gpuivp.solve_ivp(hires, (0, HIRES_T), ensemble(hires_y0(), len(HIRES_K)),
-                         method=method, vectorized=True, args=(HIRES_K,), backend="numpy",
-                         rtol=rtol, atol=atol)
+                         method=method, vectorized=True, args=(HIRES_K,), backend=backend,
+                         rtol=rtol, atol=atol, jac=hires_jac if use_jac else None)
     assert np.all(r.status == 0)
     assert scaled_error(r.y_final, ref, rtol, atol) < 50
 
 
-def test_a_chunked_rosenbrock_run_equals_the_whole_run():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_chunked_rosenbrock_run_equals_the_whole_run(backend, monkeypatch):
     """A memory budget that forces chunks: the same values and counters (njev, nlu too)."""
-    kw = dict(method="Rodas5P", vectorized=True, backend="numpy", rtol=1e-6, atol=1e-10)
+    import gpuivp._chunking as chunking
+
+    sizes = []
+    real = chunking.chunk_size
+    monkeypatch.setattr(chunking, "chunk_size",
+                        lambda *a, **kw: sizes.append(real(*a, **kw)) or sizes[-1])
+    kw = dict(method="Rodas5P", vectorized=True, backend=backend, rtol=1e-6, atol=1e-10)
     k = 6
     k1 = np.linspace(0.02, 0.08, k)
     k3 = 1e4 * np.linspace(0.5, 2, k)
@@ -343,9 +390,10 @@ def test_a_chunked_rosenbrock_run_equals_the_whole_run():
         fun=rober, t0=0.0, t1=40.0, y0=ensemble(rober_y0(), k), args=(k1, 3e7, k3),
         arg_kinds=("traj1", "scalar", "traj1"), t_eval=None, rtol=1e-6, atol=np.full(3, 1e-10),
         first_step=None, max_step=np.inf, dt=None, max_steps=100, dtype=np.dtype(float),
-        vectorized=True, method="Rodas5P"), "numpy")
+        vectorized=True, method="Rodas5P"), backend)
     chunked = gpuivp.solve_ivp(rober, (0, 40.0), ensemble(rober_y0(), k), args=(k1, 3e7, k3),
                                memory_budget=2 * per, **kw)
+    assert sizes[-1] < k, sizes   # the budgeted run was chunked
     np.testing.assert_array_equal(chunked.y_final, whole.y_final)
     for name in ("nfev", "njev", "nlu", "naccept"):
         np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name))
@@ -353,12 +401,108 @@ def test_a_chunked_rosenbrock_run_equals_the_whole_run():
 
 # Rosenbrock23 is left out: over OREGO's oscillations its order-2 global error at rtol 1e-6
 # reaches about 500 times the tolerance (phase error accumulating over the cycles).
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("method", ["Rodas5P"])
-def test_orego_matches_radau_reference_within_tolerance(method):
+def test_orego_matches_radau_reference_within_tolerance(method, backend):
     ref = np.load(REFS)["orego"]
     rtol = atol = RTOL[method]
     r = gpuivp.solve_ivp(orego, (0, OREGO_T), ensemble(orego_y0(), len(OREGO_W)),
-                         method=method, vectorized=True, args=(OREGO_W,), backend="numpy",
+                         method=method, vectorized=True, args=(OREGO_W,), backend=backend,
                          rtol=rtol, atol=atol)
     assert np.all(r.status == 0)
     assert scaled_error(r.y_final, ref, rtol, atol) < 50
+
+
+# -- backends against numpy ------------------------------------------------------------------
+def _half_conversion(t, y, k1, k2, k3):
+    return y[0] - 0.5
+
+
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+@pytest.mark.parametrize("method", list(RTOL))
+@pytest.mark.parametrize("use_jac", [True, False], ids=["jac", "finite-differences"])
+def test_backends_take_the_numpy_backends_rosenbrock_steps(use_jac, method, backend):
+    """Robertson with t_eval, an event and dense output, float64: the same step counts (and
+    njev, nlu) as ``numpy``, values to 1e-12 (the same arithmetic in the same order; on the
+    host build of ``cupy`` it is NumPy's, bit for bit)."""
+    k = len(ROBER_K1)
+    kw = dict(method=method, vectorized=True, args=(ROBER_K1, 3e7, ROBER_K3),
+              rtol=RTOL[method], atol=1e-10, jac=rober_jac if use_jac else None,
+              t_eval=np.linspace(0, 40, 9), events=_half_conversion, dense_output=True)
+    want = gpuivp.solve_ivp(rober, (0, 40.0), ensemble(rober_y0(), k), backend="numpy", **kw)
+    got = gpuivp.solve_ivp(rober, (0, 40.0), ensemble(rober_y0(), k), backend=backend, **kw)
+    assert got.backend == backend and np.all(got.status == 0)
+    for name in ("status", "nfev", "njev", "nlu", "naccept", "nreject", "n_events"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    for name in ("y", "y_final", "t_final"):
+        np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-12,
+                                   atol=1e-22, err_msg=name)
+    for i in range(k):
+        np.testing.assert_allclose(got.t_events[0][i], want.t_events[0][i], rtol=1e-12)
+    ts = np.linspace(0, 40, 17)
+    np.testing.assert_allclose(got.sol(ts), want.sol(ts), rtol=1e-12, atol=1e-22)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_singular_trajectory_leaves_the_others_bit_identical(backend):
+    """Two trajectories, one failing with a singular matrix at its first step, the other as
+    when it runs alone: its values and counters bit for bit."""
+    gamma = gpuivp.methods.METHODS["Rodas5P"].gamma
+    dt = 0.125
+
+    def lin(t, y, lam):
+        return (lam * y[0] + np.sin(t),)
+
+    def jac(t, y, lam):
+        return ((lam,),)
+
+    kw = dict(method="Rodas5P", vectorized=True, backend=backend, dt=dt, jac=jac,
+              t_eval=np.linspace(0, 1, 5))
+    both = gpuivp.solve_ivp(lin, (0, 1), np.ones((1, 2)), args=(np.array([1 / (dt * gamma),
+                                                                          -3.0]),), **kw)
+    alone = gpuivp.solve_ivp(lin, (0, 1), np.ones((1, 1)), args=(np.array([-3.0]),), **kw)
+    assert both.status[0] == FAIL_SINGULAR and both.status[1] == 0
+    np.testing.assert_array_equal(both.y[:, 1], alone.y[:, 0])
+    for name in ("nfev", "njev", "nlu", "naccept"):
+        assert getattr(both, name)[1] == getattr(alone, name)[0], name
+
+
+@pytest.mark.parametrize("name", ["rober", "hires"])
+def test_the_benchmarks_analytic_jacobians_match_central_differences(name):
+    """The Jacobians the benchmark and the tests pass as ``jac`` (benchmarks/stiff.py)."""
+    fun, jac, y, args = {
+        "rober": (rober, rober_jac, np.array([0.9, 3e-5, 0.1]), (0.04, 3e7, 1e4)),
+        "hires": (hires, hires_jac, np.array([0.7, 0.1, 0.05, 0.2, 0.3, 0.4, 0.2, 0.005]),
+                  (280.0,)),
+    }[name]
+    J = np.array(jac(0.0, y, *args), dtype=float)
+    n = len(y)
+    for j in range(n):
+        d = 1e-6 * max(abs(y[j]), 1e-6)
+        up, down = y.copy(), y.copy()
+        up[j] += d
+        down[j] -= d
+        col = (np.array(fun(0.0, up, *args)) - np.array(fun(0.0, down, *args))) / (2 * d)
+        np.testing.assert_allclose(J[:, j], col, rtol=1e-6, atol=1e-6 * np.abs(J).max())
+
+
+def test_the_stiff_benchmark_runs_its_rows_side_by_side_on_a_tiny_ensemble(capsys):
+    """benchmarks/stiff.py on 4 trajectories to t = 40 (Diffrax left out): a row per method
+    on each usable Rosenbrock backend and per scipy loop, every error against the Radau
+    reference within a few tolerances."""
+    import dataclasses
+
+    import stiff
+
+    prob = dataclasses.replace(stiff.PROBLEMS["robertson"], t1=40.0)
+    results = stiff.table(prob, 4, 2, include_diffrax=False)
+    labels = [r[0] for r in results]
+    for backend in ROSENBROCK_BACKENDS:
+        if unavailable_reason(backend) is None and backend != "cuda":
+            assert f"gpuivp `{backend}` Rodas5P" in labels
+    assert [lab for lab in labels if lab.startswith("scipy")] == [
+        "scipy loop Radau", "scipy loop BDF", "scipy loop LSODA"]
+    for label, m, dt, err, run in results:
+        assert dt > 0 and run.y.shape == (3, 2)
+        assert err < 1e-3, (label, err)   # relative error, atol floor; rtol 1e-6
+    assert "| gpuivp `numpy` Rodas5P | 4 |" in capsys.readouterr().out

@@ -11,6 +11,15 @@ With ``events`` or ``dense_output`` the backend runs the array code of
 :class:`~gpuivp.engines.lockstep.Lockstep` on CuPy arrays instead: same results,
 one host synchronisation per step.
 
+The stiff Rosenbrock methods (``Rosenbrock23``, ``Rodas5P``) always take that generic
+path: :class:`~gpuivp.engines.lockstep.Lockstep` with ``xp = cupy`` composes
+:class:`~gpuivp.engines.rosenbrock.RosenbrockPart`, whose batched LU with partial pivoting
+factors the ``(n, n, m)`` stack of ``I / (h gamma) - J`` of all running trajectories in
+CuPy array operations per step (a Python loop over the ``n`` components, none over
+trajectories), the stages' solves likewise. The fused kernels have no linear-solve part.
+A singular matrix fails its own trajectory (``FAIL_SINGULAR``); ``njev`` and ``nlu``
+come back per trajectory.
+
 Kernels are compiled with ``--fmad=false``: no multiply-add contraction, so the GPU
 does the numpy engine's arithmetic and takes the same steps. CuPy appends ``-ftz=true``
 to every NVRTC compile, after the caller's options (``cupy/cuda/compiler.py``,
@@ -98,8 +107,10 @@ class Launcher:
 
 def engine(problem, tableau, xp, launch):
     """The engine for ``problem``: fused kernels, or the array code with events, dense
-    output or per-trajectory problem data (which the fused kernels do not take yet)."""
-    if problem.events or problem.dense_output or problem.per:
+    output, per-trajectory problem data or a Rosenbrock method (which the fused kernels do
+    not take)."""
+    if (problem.events or problem.dense_output or problem.per
+            or getattr(tableau, "linear_solve", False)):
         return Lockstep(problem, tableau, xp)
     return FusedLockstep(problem, tableau, xp, launch)
 

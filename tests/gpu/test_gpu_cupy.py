@@ -81,3 +81,32 @@ def test_cupy_failures_stay_per_trajectory():
 
 def test_cupy_events_and_dense_output():
     assert_events_and_dense_output_agree("cupy", "numpy", vectorized=True)
+
+
+def _rober(t, y, k1, k2, k3):
+    y1, y2, y3 = y
+    return (-k1 * y1 + k3 * y2 * y3, k1 * y1 - k2 * y2 * y2 - k3 * y2 * y3, k2 * y2 * y2)
+
+
+@pytest.mark.parametrize("method", ["Rosenbrock23", "Rodas5P"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_cupy_rosenbrock_agrees_with_numpy(method, dtype):
+    """Robertson over a grid of rate constants to t = 1e5 (finite-difference Jacobians),
+    with t_eval: the batched LU on the GPU takes numpy's steps (CUDA's pow in the
+    controller may differ by an ulp and move a step now and then)."""
+    k = 256
+    k1 = np.linspace(0.02, 0.08, k)
+    k3 = 1e4 * np.linspace(0.5, 2, k)
+    rtol, atol = (1e-6, 1e-10) if dtype == "float64" else (1e-4, 1e-7)
+    kw = dict(method=method, args=(k1, 3e7, k3), rtol=rtol, atol=atol, dtype=dtype,
+              t_eval=np.logspace(-5, 5, 11), vectorized=True)
+    y0 = np.c_[[1.0, 0.0, 0.0]]
+    gpu = solve_ivp(_rober, (0.0, 1e5), y0, backend="cupy", **kw)
+    cpu = solve_ivp(_rober, (0.0, 1e5), y0, backend="numpy", **kw)
+    assert gpu.backend == "cupy"
+    np.testing.assert_array_equal(gpu.status, 0)
+    for name in ("nfev", "nlu"):
+        a, b = getattr(gpu, name), getattr(cpu, name)
+        assert np.all(np.abs(a - b) <= 0.01 * b + 8), (name, a, b)
+    tol = 1e-8 if dtype == "float64" else 1e-3
+    np.testing.assert_allclose(gpu.y, cpu.y, rtol=tol, atol=tol * 1e-4)
