@@ -256,8 +256,19 @@ def compiled_engine(problem, tableau):
         def alloc_state():
             return np.empty(n, dtype)
 
+        @numba.njit(**JIT_OPTIONS)
+        def alloc_matrix():  # a Rosenbrock method's n x n matrices, row-major
+            return np.empty(n * n, dtype)
+
+        @numba.njit(**JIT_OPTIONS)
+        def alloc_index():  # its row permutation
+            return np.empty(n, np.int64)
+
+        jac = None if getattr(problem, "jac", None) is None else jit(problem.jac)
         solve_one = jit(src.build(jit_helper=jit, fun=fun, alloc_state=alloc_state,
-                                  events=events, affects=affects, **HOST_FUNCTIONS))
+                                  events=events, affects=affects, jac=jac,
+                                  alloc_matrix=alloc_matrix, alloc_index=alloc_index,
+                                  **HOST_FUNCTIONS))
         ns = {"solve_one": solve_one}
         exec(_driver(src.param_names), ns)
         return jit(ns["run_range"])
