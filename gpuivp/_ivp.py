@@ -235,8 +235,8 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         ``"Euler"``, ``"Midpoint"``, ``"Heun"``, ``"RK4"`` (fixed step, need ``dt``),
         ``"RK23"``, ``"RK45"``, ``"DOP853"`` (scipy's, step for step; scipy's classes of
         those names are the same methods), ``"Tsit5"``, ``"Vern7"``; the stiff Rosenbrock
-        methods ``"Rosenbrock23"`` and ``"Rodas5P"`` (``numpy`` backend only, with
-        ``vectorized=True``; other backends refuse them); ``"Radau"``, ``"BDF"``,
+        methods ``"Rosenbrock23"`` and ``"Rodas5P"`` (backends ``numba``, ``cuda`` and
+        ``numpy``; ``cupy`` and ``scipy`` refuse them); ``"Radau"``, ``"BDF"``,
         ``"LSODA"`` or another ``OdeSolver`` subclass run on the ``scipy`` backend.
     t_eval : array_like, optional
         Times at which to store the solution, sorted in the direction of integration. In an
@@ -315,7 +315,9 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         they ignore them. With ``"Rosenbrock23"`` or ``"Rodas5P"``, ``jac`` is the engine's:
         ``jac(t, y, *args)`` returns the ``n x n`` Jacobian as ``n`` rows of ``n`` values or
         an ``(n, n, m)`` array (``vectorized=True``), or ``jac`` is a constant ``(n, n)``
-        array; without it, forward differences (``n`` evaluations per Jacobian). ``df/dt``
+        array; without it, forward differences (``n`` evaluations per Jacobian). On
+        ``numba`` and ``cuda`` ``jac`` is compiled like ``fun`` and called per trajectory
+        (scalar ``t``, 1-D ``y``; rows as tuples, or a 2-D array on ``numba``). ``df/dt``
         always costs one more evaluation per Jacobian (a forward difference in ``t``).
 
     Returns

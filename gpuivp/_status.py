@@ -24,8 +24,8 @@ MESSAGES = {
     FAIL_STEP: "Required step size is less than spacing between numbers.",
     FAIL_MAXSTEPS: "The maximum number of step attempts (`max_steps`) was reached. "
                    "Try increasing max_steps. An explicit method spending them is often on a "
-                   "stiff problem: try method='Rodas5P' or 'Rosenbrock23' (backend "
-                   "'numpy') or 'Radau' (backend 'scipy').",
+                   "stiff problem: try method='Rodas5P' or 'Rosenbrock23' (backends "
+                   "'numba', 'cuda', 'numpy') or 'Radau' (backend 'scipy').",
     FAIL_NONFINITE: "The derivative or the error estimate was not finite (NaN or inf).",
     FAIL_DENSE: "Dense output stored `dense_max_steps` steps: the trajectory was stopped there. "
                 "Try increasing dense_max_steps.",
