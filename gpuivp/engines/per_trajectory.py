@@ -13,6 +13,11 @@ GPU) with the same operations in the same order, so both forms give the same
 results bit for bit, and the interpolant is one helper function (``interp``,
 compiled through ``build``'s ``jit_helper``): the source no longer grows with n.
 
+A Rosenbrock method (a tableau with ``linear_solve``) replaces the explicit stages by its
+own part (:mod:`.rosenbrock_source`: Jacobian, thread-local LU with partial pivoting,
+triangular solves), and shares everything else: the error norm, the controller,
+``t_eval``, events and dense output with the method's interpolant.
+
 The integration is resumable. All per-trajectory state lives in ``st_*``
 arrays (trajectory index last, so GPU accesses coalesce); one call runs at most
 ``budget`` step attempts and stores the state back. Backends use this to run in

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._status import FAIL_SINGULAR  # noqa: F401  (the status the generated code sets)
-
 #: Rows of the ``st_jac`` ``(n * n + n, k)`` array: ``J`` row-major, then ``f_t``.
 ROSENBROCK_PARAMS = ["st_jac"]
 
@@ -107,14 +105,15 @@ def vectors(es):
 
 
 def constants(es):
+    """``num_jac``'s increment factor and ``gamma`` as typed constants."""
     eps = np.finfo(es.dtype).eps
     es.const("SQRTEPS", eps ** 0.5)
     es.const("GAMMA", es.tab.gamma)
 
 
 def setup(es, src, ind):
-    """Allocations and the kept Jacobian at the start of ``solve_one``."""
-    n = es.n
+    """Allocations, the counters and (after a rejection) the kept Jacobian at the start of
+    ``solve_one``."""
     if not es.looped:
         src(ind, "nst = NSTATE")
         for name in ("TV", "RV", "XV", "DYV"):
@@ -128,7 +127,6 @@ if status == REJECTED:
         JM[ma] = st_jac[ma, i]
     for ma in range(nst):
         TV[ma] = st_jac[nst * nst + ma, i]""")
-    del n
 
 
 def store(es, src, ind):
