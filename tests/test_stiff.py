@@ -229,10 +229,11 @@ def test_a_singular_matrix_fails_only_its_own_trajectory(backend):
     np.testing.assert_allclose(r.y_final[0, 1], np.exp(-1.0), rtol=1e-2)
 
 
-def test_a_jacobian_of_the_wrong_shape_is_a_value_error_naming_jac():
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_jacobian_of_the_wrong_shape_is_a_value_error_naming_jac(backend):
     with pytest.raises(ValueError, match="`jac`"):
         gpuivp.solve_ivp(vdpol, (0, 0.1), ensemble(vdpol_y0(), 2), method="Rosenbrock23",
-                         vectorized=True, args=(VDPOL_EPS,), backend="numpy",
+                         vectorized=True, args=(VDPOL_EPS,), backend=backend,
                          jac=lambda t, y, eps: ((1.0, 2.0),))
 
 
@@ -486,6 +487,16 @@ def test_generated_engine_is_the_numpy_engine_bit_for_bit_given_the_same_pow(pro
         assert raw[name][0] == getattr(ref, name)[0], name
     np.testing.assert_array_equal(raw["t_final"], ref.t_final)
     np.testing.assert_array_equal(raw["y_final"], ref.y_final)
+
+
+def test_numba_jacobian_as_a_2d_array_equals_jacobian_as_rows():
+    """Per trajectory, ``jac`` may return an (n, n) array instead of tuple rows."""
+    def jac_2d(t, y, eps):
+        return np.array([[0.0, 1.0], [(-2 * y[0] * y[1] - 1) / eps, (1 - y[0] * y[0]) / eps]])
+    kw = dict(method="Rosenbrock23", args=(VDPOL_EPS,), backend="numba", rtol=1e-5, atol=1e-5)
+    a = gpuivp.solve_ivp(vdpol, (0, 0.3), ensemble(vdpol_y0(), 2), jac=vdpol_jac, **kw)
+    b = gpuivp.solve_ivp(vdpol, (0, 0.3), ensemble(vdpol_y0(), 2), jac=jac_2d, **kw)
+    assert np.array_equal(a.y_final, b.y_final) and np.array_equal(a.nfev, b.nfev)
 
 
 def test_numba_analytic_jacobian_and_finite_differences_give_the_same_steps():
