@@ -218,9 +218,10 @@ def bytes_per_trajectory(problem, backend):
       ``t_final``, six int64 counters and status), and per event function
       ``2 * max_events * (n + 1) * s + s + 8`` (stored times and states, the engine's and
       the result's copy, the count and the last event-function value);
-    - per-trajectory engine (``numba``, ``cuda``): ``(3 n + 3) * s + 36 + A`` more (``y0``,
-      state and derivative, ``t``, ``h``, error, status, counters); the stages live in
-      per-thread locals, not per trajectory;
+    - per-trajectory engine (``numba``, ``cuda``): ``(3 n + 3) * s + 52 + A`` more (``y0``,
+      state and derivative, ``t``, ``h``, error, status, six counters); the stages live in
+      per-thread locals, not per trajectory; a Rosenbrock method adds ``(n^2 + n) * s``
+      (the Jacobian and ``df/dt`` kept across time slices; its matrices are per-thread);
     - lockstep engine (``numpy``, ``cupy``): ``2 * ((S + 5) * n * s + 12 * 8 + A)`` more,
       ``S`` the number of stages plus the interpolant's extra stages (``K`` and ``y``, ``f``,
       ``y_new``, scale, error), twelve per-column vectors, and a factor 2 for the copies of
@@ -246,7 +247,10 @@ def bytes_per_trajectory(problem, backend):
     outputs = (n_t + 1) * n * s + s + 48 \
         + len(problem.events) * (2 * problem.max_events * (n + 1) * s + s + 8)
     if engine == "per_trajectory":
-        work = (3 * n + 3) * s + 36 + args
+        work = (3 * n + 3) * s + 52 + args
+        tab = METHODS.get(problem.method) if isinstance(problem.method, str) else None
+        if getattr(tab, "linear_solve", False):
+            work += (n * n + n) * s  # st_jac
     elif engine == "lockstep":
         tab = METHODS.get(problem.method) if isinstance(problem.method, str) else None
         stages = (tab.n_stages + tab.n_extra) if tab is not None else 13

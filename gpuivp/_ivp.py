@@ -237,8 +237,8 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         ``"RK23"``, ``"RK45"``, ``"DOP853"`` (scipy's, step for step; scipy's classes of
         those names are the same methods), ``"Tsit5"``, ``"Vern7"``; the stiff Rosenbrock
         methods ``"Rosenbrock23"`` and ``"Rodas5P"`` (the backends of
-        ``gpuivp.methods.rosenbrock.ROSENBROCK_BACKENDS``: ``numpy`` and ``cupy``, with
-        ``vectorized=True``; other backends refuse them); ``"Radau"``, ``"BDF"``,
+        ``gpuivp.methods.rosenbrock.ROSENBROCK_BACKENDS``: ``numba``, ``cuda``, and
+        ``numpy``/``cupy`` with ``vectorized=True``; ``scipy`` refuses them); ``"Radau"``, ``"BDF"``,
         ``"LSODA"`` or another ``OdeSolver`` subclass run on the ``scipy`` backend.
     t_eval : array_like, optional
         Times at which to store the solution, sorted in the direction of integration. In an
@@ -317,7 +317,9 @@ def solve_ivp(fun, t_span, y0, method="RK45", t_eval=None, dense_output=False, e
         they ignore them. With ``"Rosenbrock23"`` or ``"Rodas5P"``, ``jac`` is the engine's:
         ``jac(t, y, *args)`` returns the ``n x n`` Jacobian as ``n`` rows of ``n`` values or
         an ``(n, n, m)`` array (``vectorized=True``), or ``jac`` is a constant ``(n, n)``
-        array; without it, forward differences (``n`` evaluations per Jacobian). ``df/dt``
+        array; without it, forward differences (``n`` evaluations per Jacobian). On
+        ``numba`` and ``cuda`` ``jac`` is compiled like ``fun`` and called per trajectory
+        (scalar ``t``, 1-D ``y``; rows as tuples, or a 2-D array on ``numba``). ``df/dt``
         always costs one more evaluation per Jacobian (a forward difference in ``t``).
 
     Returns

@@ -25,6 +25,9 @@ if HERE not in sys.path:
 
 from problems import blowup, forced_oscillator, harmonic, lorenz, vanderpol  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "benchmarks"))
+from stiff import rober, rober_jac  # noqa: E402  (Robertson's kinetics, benchmarks/stiff.py)
+
 FIELDS = ("t", "y", "t_final", "y_final", "status", "nfev", "naccept", "nreject",
           "t_events", "y_events", "n_events")
 
@@ -80,6 +83,19 @@ def raises_sometimes(t, y, omega):
 #: Cases where ``fun`` raises: on ``cuda`` those trajectories get status -5 (FAIL_RAISED);
 #: on ``numba`` the exception propagates, so they are not compared with it.
 RAISES = ("raises_f64",)
+
+
+def half_converted(t, y, k1, k2, k3):
+    """Robertson's product reaches half the mass."""
+    return y[2] - 0.5
+
+
+def linear_1(t, y, lam):
+    return (lam * y[0],)
+
+
+def linear_1_jac(t, y, lam):
+    return ((lam,),)
 
 
 def _lorenz_args(k, dtype=float):
@@ -187,6 +203,24 @@ def _cases():
                                  y0=osc, kw=dict(method="RK4", dt=np.array([0.1, 0.05, 0.2, 0.1]),
                                                  args=(w4,), t_eval=np.linspace(
                                                      0.0, np.array([2.0, -1.0, 1.0, 0.3]), 3)))
+    # Stiff (Rosenbrock methods): Robertson with jac over one-attempt launches (a launch
+    # that ends on a rejection keeps its Jacobian for the retry); finite differences in
+    # float32 with t_eval, an event and dense output; a singular matrix in trajectory 0 only
+    # (lam = 1 / (dt gamma) makes I / (dt gamma) - J zero).
+    rober_args = (np.array([0.04, 0.02, 0.08]), 3e7, np.array([1e4, 5e3, 2e4]))
+    c["rodas5p_jac_sliced_f64"] = dict(fun=rober, t_span=(0.0, 1e5), y0=x3, slice=1,
+                                       kw=dict(method="Rodas5P", args=rober_args, jac=rober_jac,
+                                               rtol=1e-6, atol=1e-10))
+    c["rosenbrock23_events_dense_f32"] = dict(
+        fun=rober, t_span=(0.0, 1e3), y0=x3, sol_at=7,
+        kw=dict(method="Rosenbrock23", args=rober_args, rtol=1e-4, atol=1e-7,
+                dtype=np.float32, t_eval=np.linspace(0.0, 1e3, 5), events=half_converted,
+                dense_output=True))
+    gamma = 1.0 / (2.0 + np.sqrt(2.0))  # Rosenbrock23's
+    c["rosenbrock23_singular_f64"] = dict(
+        fun=linear_1, t_span=(0.0, 1.0), y0=np.ones((1, 1)),
+        kw=dict(method="Rosenbrock23", dt=0.125, jac=linear_1_jac,
+                args=(np.array([1.0 / (0.125 * gamma), -1.0]),)))
     # Chunked twins (key ``chunk``: trajectories per chunk on the cuda backend, through a
     # memory budget): solved in 3+ chunks pipelined over two streams, they must equal their
     # one-piece case bit for bit (``tests/test_cuda_sim.py``).

@@ -56,13 +56,13 @@ GPU_SLICE = 20_000
 INPUT_FIELDS = ("y0", "ctrl", "iparams", "atol", "t_eval")
 #: State the result does not use (step size, error norm, last derivative, event function
 #: values): it stays on the device. Every other array parameter comes back to the host.
-DEVICE_ONLY_FIELDS = ("st_h", "st_err", "st_f", "ev_g", "ev_rs")
+DEVICE_ONLY_FIELDS = ("st_h", "st_err", "st_f", "ev_g", "ev_rs", "st_jac")
 #: Arrays whose initial contents are one value (what :class:`EngineState` fills them with
 #: on the host): allocated and filled on the device, never uploaded. The rest (inputs,
 #: dense-output buffers, the user's args) go up from the host.
 DEVICE_FILL = {"st_t": 0, "st_h": 0, "st_err": 0, "st_y": 0, "st_f": 0, "st_cnt": 0,
                "st_status": None, "ev_g": 0, "ev_cnt": 0, "out_eval": np.nan, "ev_t": np.nan,
-               "ev_y": np.nan, "ev_rs": np.nan}  # None: INIT, the status of a trajectory not yet started
+               "ev_y": np.nan, "ev_rs": np.nan, "st_jac": 0}  # None: INIT, the status of a trajectory not yet started
 #: Chunked runs (:func:`solve_chunks`) overlap transfer and compute over two streams; False
 #: runs the chunks one after the other, as :func:`solve` (for comparisons: benchmarks/scale.py).
 OVERLAP = True
@@ -188,7 +188,11 @@ def may_raise(funcs, depth=3):
 
 
 _ALLOC_SOURCE = ("def alloc_state():\n"
-                 "    return cuda.local.array(N_STATE, STATE_DTYPE)\n")
+                 "    return cuda.local.array(N_STATE, STATE_DTYPE)\n"
+                 "def alloc_matrix():\n"  # a Rosenbrock method's n x n matrices
+                 "    return cuda.local.array(N_MATRIX, STATE_DTYPE)\n"
+                 "def alloc_index():\n"  # and its row permutation
+                 "    return cuda.local.array(N_STATE, numba.int32)\n")
 
 
 def prepare(problem):
@@ -232,13 +236,18 @@ def kernel_function(problem, tableau):
     from .._status import FAIL_RAISED, INIT
     from ..engines.per_trajectory import CTRL_FIELDS
 
-    ns = {"__name__": "gpuivp_cuda_kernel", "cuda": cuda, "N_STATE": n,
+    ns = {"__name__": "gpuivp_cuda_kernel", "cuda": cuda, "N_STATE": n, "N_MATRIX": n * n,
+          "numba": numba,
           "STATE_DTYPE": numba.from_dtype(dtype), "FAIL_RAISED": np.int32(FAIL_RAISED),
           "INIT": np.int32(INIT), "CTRL_T0": CTRL_FIELDS.index("t0")}
     exec(compile(_ALLOC_SOURCE, "<gpuivp cuda alloc_state>", "exec"), ns)
     # ``cuda.local.array`` must sit in the function that uses the array: inline
     # the allocator into ``solve_one`` at the Numba IR level.
     alloc_state = cuda.jit(device=True, inline="always")(ns["alloc_state"])
+    alloc_matrix = cuda.jit(device=True, inline="always")(ns["alloc_matrix"])
+    alloc_index = cuda.jit(device=True, inline="always")(ns["alloc_index"])
+    jac = (None if getattr(problem, "jac", None) is None
+           else cuda.jit(device=True)(py_function(problem.jac)))
 
     src = EngineSource.for_problem(problem, tableau, "cuda")
     if sim:
@@ -248,7 +257,8 @@ def kernel_function(problem, tableau):
     else:
         math_fns = dict(nextafter=math.nextafter, isfinite=math.isfinite, sqrt=math.sqrt)
     solve_py = src.build(jit_helper=cuda.jit(device=True), fun=fun, alloc_state=alloc_state,
-                         events=events, affects=affects, **math_fns)
+                         events=events, affects=affects, jac=jac, alloc_matrix=alloc_matrix,
+                         alloc_index=alloc_index, **math_fns)
     ns["solve_one"] = cuda.jit(**solve_opts)(solve_py)
     flagged = may_raise([problem.fun, *problem.events,
                          *(a for a in problem.affects if a is not None)])

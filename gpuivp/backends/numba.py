@@ -214,6 +214,36 @@ def _check_compiles(functions, problem):
             raise CompileError.from_exception(exc) from exc
 
 
+def check_jac(jac, problem):
+    """Compile a Rosenbrock method's ``jac`` alone (the types ``fun`` gets) and check what it
+    returns: ``n`` rows of ``n`` values (tuples) or a 2-D array. A ``jac`` numba cannot
+    compile is a :class:`CompileError` naming ``jac``; one of the wrong shape a ValueError
+    naming it, as on the ``numpy`` backend."""
+    import numba
+
+    sig = _folded(jac, fun_signature(problem, event=True))
+    try:
+        jac.compile(sig)
+    except Exception as exc:  # any failure to compile, whatever numba's class for it
+        err = CompileError.from_exception(exc)
+        raise CompileError(f"in `jac`: {err.reason}", err.hint) from exc
+    ret = jac.overloads[jac.signatures[-1]].signature.return_type
+    n = problem.n
+    if isinstance(ret, numba.types.Array):
+        if ret.ndim == 2:
+            return
+        shape = f"a {ret.ndim}-D array"
+    elif isinstance(ret, numba.types.BaseTuple):
+        rows = [len(r) if isinstance(r, numba.types.BaseTuple) else None for r in ret]
+        if len(rows) == n and all(r == n for r in rows):
+            return
+        shape = f"rows of shape {rows}"
+    else:
+        shape = str(ret)
+    raise ValueError(f"`jac` returned {shape}: expected {n} rows of {n} values (a tuple of "
+                     f"tuples) or an ({n}, {n}) array per trajectory.")
+
+
 def compiled_engine(problem, tableau):
     """The njit-compiled ``run_range`` for this problem's specialisation (cached in-process,
     and on disk where ``engines.disk_cache`` can hold it).
@@ -256,8 +286,24 @@ def compiled_engine(problem, tableau):
         def alloc_state():
             return np.empty(n, dtype)
 
+        @numba.njit(**JIT_OPTIONS)
+        def alloc_matrix():  # a Rosenbrock method's n x n matrices, row-major
+            return np.empty(n * n, dtype)
+
+        @numba.njit(**JIT_OPTIONS)
+        def alloc_index():  # its row permutation
+            return np.empty(n, np.int64)
+
+        jac = None if getattr(problem, "jac", None) is None else jit(problem.jac)
+        if jac is not None:
+            try:
+                check_jac(jac, problem)
+            except CompileError as exc:
+                return exc  # cached, as for fun
         solve_one = jit(src.build(jit_helper=jit, fun=fun, alloc_state=alloc_state,
-                                  events=events, affects=affects, **HOST_FUNCTIONS))
+                                  events=events, affects=affects, jac=jac,
+                                  alloc_matrix=alloc_matrix, alloc_index=alloc_index,
+                                  **HOST_FUNCTIONS))
         ns = {"solve_one": solve_one}
         exec(_driver(src.param_names), ns)
         return jit(ns["run_range"])

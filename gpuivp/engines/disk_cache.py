@@ -371,12 +371,20 @@ def engine_text(user_key, problem, src, driver, jit_options, host_functions):
     jit.pop("cache", None)
     ns = src.namespace(fun=_Sym(f"{_P}user.{_P}fun"), alloc_state=_Sym(f"{_P}alloc_state"),
                        events=[_Sym(f"{_P}user.{_P}event{e}")
-                               for e in range(len(problem.events))], **host_functions)
+                               for e in range(len(problem.events))],
+                       alloc_matrix=_Sym(f"{_P}alloc_matrix"),
+                       alloc_index=_Sym(f"{_P}alloc_index"), **host_functions)
     lines = [f"# over the user module u{user_key}",
              f"{_P}jit = {_P}nb.njit(**{jit!r})", "", "",
              f"@{_P}jit", f"def {_P}alloc_state():",
              f"    return {_P}np.empty({int(problem.n)}, {value_source(np.dtype(problem.dtype))})",
              "", ""]
+    if src.linear:  # a Rosenbrock method's n x n matrices and row permutation
+        lines += [f"@{_P}jit", f"def {_P}alloc_matrix():",
+                  f"    return {_P}np.empty({int(problem.n) ** 2}, "
+                  f"{value_source(np.dtype(problem.dtype))})", "", "",
+                  f"@{_P}jit", f"def {_P}alloc_index():",
+                  f"    return {_P}np.empty({int(problem.n)}, {_P}np.int64)", "", ""]
     for name in sorted(ns):
         value = ns[name]
         lines.append(f"{name} = " + (value.src if isinstance(value, _Sym) else value_source(value)))
@@ -542,8 +550,8 @@ def load_user(problem, jit_options):
     as numba dispatchers), or ``None`` where the disk cache is off or cannot hold them (then
     compile in-process). ``jit_options``: numba's options for ``fun`` and the events."""
     folder = _folder()
-    if folder is None or getattr(problem, "affects", ()):
-        return None  # (events with affect: compiled in-process)
+    if folder is None or getattr(problem, "affects", ()) or getattr(problem, "jac", None):
+        return None  # (events with affect, a Rosenbrock method's jac: compiled in-process)
     try:
         text = user_text(problem, jit_options)
         key = _key(text)

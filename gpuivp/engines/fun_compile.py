@@ -291,8 +291,9 @@ def prepare(problem, jit):
     inplace = int(bool(getattr(problem, "inplace", False)))
     affects = getattr(problem, "affects", ())
     present = [a for a in affects if a is not None]
+    jac = getattr(problem, "jac", None)  # a Rosenbrock method's jac(t, y, *args)
     plans = [_Plan(problem.fun, n_pass + inplace), *(_Plan(e, n_pass) for e in problem.events),
-             *(_Plan(a, n_pass) for a in present)]
+             *(_Plan(a, n_pass) for a in present), *([_Plan(jac, n_pass)] if jac else [])]
     slots = []  # (name, value): one hidden argument each, shared where the same object
     for plan in plans:
         for name, value in plan.hidden.items():
@@ -320,7 +321,8 @@ def prepare(problem, jit):
     n_ev = len(problem.events)
     compiled_affects = iter(new[1 + n_ev:])
     affects = tuple(None if a is None else next(compiled_affects) for a in affects)
+    extra = {"jac": next(compiled_affects)} if jac else {}
     return dataclasses.replace(problem, fun=new[0], events=tuple(new[1:1 + n_ev]),
-                               affects=affects, args=args + hidden,
+                               affects=affects, args=args + hidden, **extra,
                                arg_kinds=tuple(problem.arg_kinds) + kinds,
                                y0=plain_array(problem.y0))

@@ -62,7 +62,7 @@ def _lit(x):
 
 def unsupported(problem, tableau):
     """Why the lane engine cannot run ``problem`` (a short reason), or ``None``."""
-    if tableau is None or not tableau.adaptive:
+    if tableau is None or not tableau.adaptive or getattr(tableau, "linear_solve", False):
         return "only adaptive explicit methods"
     if problem.dt is not None:
         return "fixed steps (dt)"

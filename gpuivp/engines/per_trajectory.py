@@ -13,6 +13,11 @@ GPU) with the same operations in the same order, so both forms give the same
 results bit for bit, and the interpolant is one helper function (``interp``,
 compiled through ``build``'s ``jit_helper``): the source no longer grows with n.
 
+A Rosenbrock method (a tableau with ``linear_solve``) replaces the explicit stages by its
+own part (:mod:`.rosenbrock_source`: Jacobian, thread-local LU with partial pivoting,
+triangular solves), and shares everything else: the error norm, the controller,
+``t_eval``, events and dense output with the method's interpolant.
+
 The integration is resumable. All per-trajectory state lives in ``st_*``
 arrays (trajectory index last, so GPU accesses coalesce); one call runs at most
 ``budget`` step attempts and stores the state back. Backends use this to run in
@@ -34,12 +39,15 @@ from __future__ import annotations
 import numpy as np
 
 from ..methods import Tableau
+from . import rosenbrock_source
 
 STATUS_NAMES = ("SUCCESS", "TERMINATED", "FAIL_STEP", "FAIL_MAXSTEPS", "FAIL_NONFINITE",
-                "FAIL_DENSE", "FAIL_CHATTER", "INIT", "RUNNING", "REJECTED")
+                "FAIL_DENSE", "FAIL_CHATTER", "FAIL_SINGULAR", "INIT", "RUNNING",
+                "REJECTED")
 
-# Integer positions inside the ``st_cnt`` (4, k) counter array.
-CNT_NFEV, CNT_NACC, CNT_NREJ, CNT_IE = range(4)
+# Integer positions inside the ``st_cnt`` (6, k) counter array (njev, nlu: Rosenbrock methods).
+CNT_NFEV, CNT_NACC, CNT_NREJ, CNT_IE, CNT_NJEV, CNT_NLU = range(6)
+N_CNT = 6
 # Rows of the ``ctrl`` float array and the ``iparams`` int array, both (fields, 1) when every
 # trajectory shares them, else (fields, k): column i for trajectory i. A trajectory's t_eval
 # points are rows eval_row0 + m * eval_step (m < n_eval) of ``t_eval`` (n_t, 1 or k) and of
@@ -144,8 +152,11 @@ class EngineSource:
     def __init__(self, tableau: Tableau, n: int, arg_kinds: tuple, dtype, fixed: bool,
                  target: str, events: tuple = (), dense: bool = False, t_eval: bool = True,
                  inplace: bool = False, looped: bool | None = None, affects: tuple = (),
-                 at_events: tuple = (), steps_only: bool = False):
+                 at_events: tuple = (), steps_only: bool = False, has_jac: bool = False):
         self.tab = tableau
+        # A linearly implicit (Rosenbrock) method: its step is rosenbrock_source's part.
+        self.linear = bool(getattr(tableau, "linear_solve", False))
+        self.has_jac = bool(has_jac) and self.linear
         self.at_events = tuple(bool(a) for a in at_events) if any(at_events) else ()
         self.affects = tuple(bool(a) for a in affects) if any(affects) else ()
         self.inplace = bool(inplace)
@@ -167,6 +178,8 @@ class EngineSource:
     def param_names(self):
         """Parameters of ``solve_one`` after ``i``, in order (drivers pass them through)."""
         names = list(BASE_PARAMS)
+        if self.linear:
+            names += rosenbrock_source.ROSENBROCK_PARAMS
         if self.events:
             names += EVENT_PARAMS
         if self.affects:
@@ -219,9 +232,10 @@ class EngineSource:
         return " + ".join(terms) if terms else "ZERO"
 
     def _knames(self, count):
-        """Names of the stage vectors ``K0, K1, ...``; looped, ``K0`` is ``f`` itself."""
+        """Names of the stage vectors ``K0, K1, ...``; looped, ``K0`` is ``f`` itself (not
+        for a Rosenbrock method, whose ``K0`` is ``kappa_0 / h``)."""
         names = [f"K{m}" for m in range(count)]
-        if self.looped:
+        if self.looped and not self.linear:
             names[0] = "f"
         return names
 
@@ -249,7 +263,11 @@ class EngineSource:
         return "isfinite(" + " + ".join(f"ZERO * {var}_{j}" for j in range(self.n)) + ")"
 
     def _stages(self, src, ind):
-        """Stages 1..s-1, y_new and f_new (K_s) from K_0 = f."""
+        """Stages 1..s-1, y_new and f_new (K_s) from K_0 = f (a Rosenbrock method: its
+        linearly implicit stages, :func:`.rosenbrock_source.stages`)."""
+        if self.linear:
+            rosenbrock_source.stages(self, src, ind)
+            return
         tab, v = self.tab, self.v
         s = tab.n_stages
         names = self._knames(s + 1)
@@ -720,7 +738,8 @@ if direction * (t_new - t1) > ZERO:
 h = t_new - t
 h_abs = abs(h)""")
         self._stages(src, ind)
-        src(ind, f"nfev += {s}")
+        if not self.linear:  # (the Rosenbrock part counts its own)
+            src(ind, f"nfev += {s}")
         self._error(src, ind)
         src(ind, """
 if err < ONE:
@@ -769,7 +788,8 @@ h = t_new - t""")
         self._stages(src, ind)
         if checked:
             src(ind, f"if not ({self._finite(src, ind, 'yn')}):")
-            src(ind + 1, f"nfev += {s}")
+            if not self.linear:
+                src(ind + 1, f"nfev += {s}")
             src(ind + 1, "status = FAIL_NONFINITE")
             src(ind + 1, "break")
         src(ind, "nacc += 1")
@@ -794,7 +814,8 @@ if stop > max_steps:
         src(ind, """
 if status != RUNNING:
     stop = nacc""")
-        if self.events or self.dense or self.with_t_eval:
+        if self.events or self.dense or self.with_t_eval or self.linear:
+            # (a Rosenbrock step counts its evaluations as it makes them: checked always)
             src(ind, "while nacc < stop:")
             self._dense_check(src, ind + 1)
             self._fixed_step(src, ind + 1)
@@ -811,8 +832,9 @@ if status != RUNNING:
             self._state_point(src, ind + 1, load=True)
             src(ind + 1, "while nacc < stop:")
             self._fixed_step(src, ind + 2)
-        src(ind, f"""
-nfev += {self.tab.n_stages} * (nacc - nacc0)
+        if not self.linear:
+            src(ind, f"nfev += {self.tab.n_stages} * (nacc - nacc0)")
+        src(ind, """
 if status == RUNNING:
     if nacc >= n_fixed:
         status = SUCCESS""")
@@ -858,6 +880,8 @@ if nacc >= dn_h.shape[0]:
         self.const("MAXF", 10.0)
         self.const("THREE", 3.0)
         self.const("XTOL", 4 * np.finfo(self.dtype).eps)
+        if self.linear:
+            rosenbrock_source.constants(self)
         if tab.adaptive:
             self.const("EXPO", tab.error_exponent)
             self.const("INV_ORDER", 1.0 / (tab.error_order + 1))
@@ -876,6 +900,8 @@ if nacc >= dn_h.shape[0]:
         if self.looped and (self.events or self.with_t_eval):
             self._interp_function(src)
             src(0, "\n")
+        if self.linear:
+            rosenbrock_source.helpers(self, src)
         src(0, f"def solve_one(i, {', '.join(self.param_names)}):")
         src(1, """
 status = st_status[i]
@@ -900,7 +926,9 @@ icte = i if t_eval.shape[1] > 1 else 0""")
             src(1, "nst = NSTATE" if self.target == "cpu" else "nst = y0.shape[0]")
             # The state vectors as arrays (K0 is f; f1 and sci: the initial step; dv: in place).
             vecs = ["y", "f", "yn", "f1", "sci"]
-            vecs += [f"K{m}" for m in range(1, tab.n_stages + 1 + tab.n_extra)]
+            vecs += [f"K{m}" for m in range(0 if self.linear else 1,
+                                            tab.n_stages + 1 + tab.n_extra)]
+            vecs += rosenbrock_source.vectors(self) if self.linear else []
             vecs += ["ys"] if self.events else []
             for name in vecs:
                 src(1, f"{name} = ALLOC_STATE()")
@@ -917,6 +945,8 @@ nrej = st_cnt[{CNT_NREJ}, i]
 ie = st_cnt[{CNT_IE}, i]
 h_abs = st_h[i]
 err = st_err[i]""")
+        if self.linear:
+            rosenbrock_source.setup(self, src, 1)
         if self.events:
             src(1, "max_events = ev_t.shape[1]")
         if self.affects:
@@ -971,6 +1001,8 @@ st_cnt[{CNT_NFEV}, i] = nfev
 st_cnt[{CNT_NACC}, i] = nacc
 st_cnt[{CNT_NREJ}, i] = nrej
 st_cnt[{CNT_IE}, i] = ie""")
+        if self.linear:
+            rosenbrock_source.store(self, src, 1)
         self._state_point(src, 1, load=False)
         if self.affects:
             src(1, "ev_rs[i] = t_rs")
@@ -987,7 +1019,8 @@ st_cnt[{CNT_IE}, i] = ie""")
                    inplace=getattr(problem, "inplace", False),
                    affects=tuple(a is not None for a in getattr(problem, "affects", ())),
                    at_events=tuple(a is not None for a in getattr(problem, "at_times", ())),
-                   steps_only=getattr(problem, "record_steps", False))
+                   steps_only=getattr(problem, "record_steps", False),
+                   has_jac=getattr(problem, "jac", None) is not None)
 
     @staticmethod
     def cache_key(problem, tableau, target):
@@ -997,22 +1030,35 @@ st_cnt[{CNT_IE}, i] = ie""")
                 tuple(None if a is None else fun_key(a) for a in getattr(problem, "affects", ())),
                 tuple(a is not None for a in getattr(problem, "at_times", ())),
                 problem.event_spec, tableau.name, problem.n, problem.arg_kinds,
+                None if getattr(problem, "jac", None) is None else fun_key(problem.jac),
                 problem.dtype.str, problem.dt is not None, problem.dense_output,
                 getattr(problem, "record_steps", False), problem.t_eval is not None, getattr(problem, "inplace", False),
                 loops_for(problem.n))
 
-    def namespace(self, fun, alloc_state, nextafter, isfinite, sqrt, events=(), affects=()):
+    def namespace(self, fun, alloc_state, nextafter, isfinite, sqrt, events=(), affects=(),
+                  jac=None, alloc_matrix=None, alloc_index=None):
         """The globals the generated source runs in, for a given target.
 
         ``events`` are the compiled event functions, in the order of ``self.events``;
-        ``affects`` their compiled affects (None where an event has none).
+        ``affects`` their compiled affects (None where an event has none). A Rosenbrock
+        method also needs ``alloc_matrix`` (a thread-local ``n * n`` array of the dtype),
+        ``alloc_index`` (``n`` integers) and, with the user's Jacobian, ``jac`` (compiled).
         """
+        if self.linear and (alloc_matrix is None or alloc_index is None
+                            or (self.has_jac and jac is None)):
+            raise TypeError("EngineSource.namespace: a Rosenbrock method needs alloc_matrix, "
+                            "alloc_index" + (" and jac" if self.has_jac else ""))
         from .. import _status
         ns = dict(self.consts)
         ns.update({f"event{e}": ev for e, ev in enumerate(events)})
         ns.update({f"affect{e}": a for e, a in enumerate(affects) if a is not None})
         ns.update(fun=fun, ALLOC_STATE=alloc_state, nextafter=nextafter, isfinite=isfinite,
                   sqrt=sqrt, DT=self.dtype.type, NSTATE=self.n)
+        if self.linear:
+            ns.update(ALLOC_MATRIX=alloc_matrix, ALLOC_INDEX=alloc_index,
+                      CNT_NJEV=CNT_NJEV, CNT_NLU=CNT_NLU)
+            if self.has_jac:
+                ns["jac"] = jac
         # int32, as ``st_status`` is: the status stays one 32-bit register in compiled code.
         ns.update({name: np.int32(getattr(_status, name)) for name in STATUS_NAMES})
         return ns

@@ -9,7 +9,7 @@ import numpy as np
 
 from .._status import INIT
 from .buffers import DenseBuffers, event_buffers
-from .per_trajectory import CTRL_FIELDS, IPARAM_FIELDS
+from .per_trajectory import CTRL_FIELDS, IPARAM_FIELDS, N_CNT
 
 
 class EngineState:
@@ -35,7 +35,11 @@ class EngineState:
         self.st_y = np.zeros((n, k), dtype=dt)
         self.st_f = np.zeros((n, k), dtype=dt)
         self.st_status = np.full(k, INIT, dtype=np.int32)
-        self.st_cnt = np.zeros((4, k), dtype=np.int64)
+        self.st_cnt = np.zeros((N_CNT, k), dtype=np.int64)
+        # A Rosenbrock method's Jacobian and df/dt, kept over a time slice that ends on a
+        # rejection (rows: J row-major, then df/dt).
+        self.st_jac = (np.zeros((n * n + n, k), dtype=dt)
+                       if getattr(tableau, "linear_solve", False) else None)
         self.args = p.args
         self.n_eval = n_eval
         self.dense = None
@@ -57,6 +61,8 @@ class EngineState:
         arrays = (self.y0, self.ctrl, self.iparams, self.atol, self.t_eval, self.out_eval,
                   self.st_t, self.st_h, self.st_err, self.st_y, self.st_f, self.st_status,
                   self.st_cnt)
+        if self.st_jac is not None:
+            arrays += (self.st_jac,)
         if self.events is not None:
             ev = self.events
             arrays += (self.ev_g, ev["ev_cnt"], ev["ev_t"], ev["ev_y"])
@@ -80,10 +86,11 @@ class EngineState:
 
     def raw(self):
         """The backend-neutral raw result."""
-        from .per_trajectory import CNT_NACC, CNT_NFEV, CNT_NREJ
+        from .per_trajectory import CNT_NACC, CNT_NFEV, CNT_NJEV, CNT_NLU, CNT_NREJ
         raw = dict(t_final=self.st_t, y_final=self.st_y, status=self.st_status.astype(np.int64),
                    nfev=self.st_cnt[CNT_NFEV].copy(), naccept=self.st_cnt[CNT_NACC].copy(),
-                   nreject=self.st_cnt[CNT_NREJ].copy(),
+                   nreject=self.st_cnt[CNT_NREJ].copy(), njev=self.st_cnt[CNT_NJEV].copy(),
+                   nlu=self.st_cnt[CNT_NLU].copy(),
                    y_eval=self.out_eval if self.n_eval else None)
         if self.events is not None:
             raw.update(self.events)

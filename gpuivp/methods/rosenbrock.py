@@ -25,7 +25,7 @@ import numpy as np
 from ._tableau import Interpolant
 
 #: Backends whose engines run the Rosenbrock step (the others refuse these methods).
-ROSENBROCK_BACKENDS = ("numpy", "cupy")
+ROSENBROCK_BACKENDS = ("numba", "cuda", "numpy", "cupy")
 
 
 @dataclass(frozen=True, eq=False)
