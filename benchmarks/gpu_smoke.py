@@ -127,8 +127,8 @@ def main(argv=None):
                 except RuntimeError:
                     pass
             p, tab = seen["p"], METHODS[method]
-            kernel, _ = cb.compiled_kernel(p, tab)
-            sig = cb.kernel_signature(EngineState(p, 1, tab))
+            kernel, fields = cb.compiled_kernel(p, tab)
+            sig = cb.kernel_signature(EngineState(p, 1, tab), fields=fields)
             linked = kernel.compile(sig)  # the _Kernel numba-cuda launches (linked, loaded)
             out[f"{method} {np.dtype(dtype).name}"] = dict(
                 regs=linked.regs_per_thread, local=linked.local_mem_per_thread,

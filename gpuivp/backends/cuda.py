@@ -259,13 +259,44 @@ def kernel_function(problem, tableau):
     return kernel
 
 
-def kernel_signature(state, arrays=None):
-    """numba argument types of the kernel for ``state``'s host arrays, or for the
-    matching device ``arrays`` (for ``compile`` and ``compile_ptx``): ``k``, the
-    ``raised`` flags (int8, one per trajectory), then the engine's parameters."""
+def kernel_args(state, fields):
+    """The kernel's host arguments after ``k`` and ``raised``, for its parameters ``fields``:
+    ``state.arrays()``, then the shared control values the kernel takes as scalars
+    (``c_<field>``, ``c_atol<j>``: :class:`~gpuivp.engines.per_trajectory.EngineSource`'s
+    ``scalar_ctrl`` / ``scalar_atol``), typed as their arrays."""
+    from ..engines.per_trajectory import CTRL_FIELDS, IPARAM_FIELDS
+
+    arrays = tuple(state.arrays())
+    values = []
+    for name in fields[len(arrays):]:
+        field = name[2:]
+        if field in CTRL_FIELDS:
+            a, row = state.ctrl, CTRL_FIELDS.index(field)
+        elif field in IPARAM_FIELDS:
+            a, row = state.iparams, IPARAM_FIELDS.index(field)
+        elif field.startswith("atol"):
+            a, row = state.atol, int(field[4:])
+        else:  # pragma: no cover - engine and runner disagree
+            raise RuntimeError(f"the cuda kernel takes an unknown parameter {name!r}")
+        if a.shape[1] != 1:  # pragma: no cover - compiled for shared values, given per-trajectory
+            raise RuntimeError(f"the cuda kernel takes {name} as one value for every "
+                               f"trajectory, but the state has {a.shape[1]} columns")
+        values.append(a.dtype.type(a[row, 0]))
+    if len(arrays) + len(values) != len(fields):  # pragma: no cover
+        raise RuntimeError(f"EngineState.arrays() has {len(arrays)} entries, the kernel "
+                           f"takes {len(fields)}: {fields}")
+    return arrays + tuple(values)
+
+
+def kernel_signature(state, arrays=None, fields=None):
+    """numba argument types of the kernel for ``state``'s host values
+    (:func:`kernel_args` for the kernel's parameters ``fields``), or for the matching
+    device ``arrays`` (for ``compile`` and ``compile_ptx``): ``k``, the ``raised`` flags
+    (int8, one per trajectory), then the engine's parameters."""
     import numba
 
-    arrays = state.arrays() if arrays is None else arrays
+    if arrays is None:
+        arrays = state.arrays() if fields is None else kernel_args(state, fields)
     return (numba.int64, numba.int8[::1]) + tuple(numba.typeof(a) for a in arrays)
 
 
@@ -409,14 +440,6 @@ def pipeline(parts, start, slots):
     yield prev.problem, prev.collect()
 
 
-def _checked_arrays(state, fields):
-    arrays = state.arrays()
-    if len(arrays) != len(fields):  # pragma: no cover - engine and runner disagree
-        raise RuntimeError(f"EngineState.arrays() has {len(arrays)} entries, the kernel "
-                           f"takes {len(fields)}: {fields}")
-    return arrays
-
-
 class _Run:
     """One ensemble, or one chunk of it, on the device, through a memory strategy ``mem``
     (:class:`_Direct` or :class:`_Slot`): ``upload``, ``slices``, ``download``, ``collect``."""
@@ -427,7 +450,7 @@ class _Run:
         self.kernel, self.fields = compiled_kernel(prepared, tableau)
         self.budget = slice_budget(problem, default=GPU_SLICE)
         self.state = EngineState(prepared, self.budget, tableau)
-        self.host = dict(zip(self.fields, _checked_arrays(self.state, self.fields)))
+        self.host = dict(zip(self.fields, kernel_args(self.state, self.fields)))
         self.dev = {}
 
     def upload(self):
@@ -500,7 +523,7 @@ class _Run:
         """Enqueue the copies of the outputs back to the host; record the end."""
         for name in self.fields:
             if (name not in INPUT_FIELDS and name not in DEVICE_ONLY_FIELDS
-                    and not name.startswith("arg")):
+                    and not name.startswith(("arg", "c_"))):
                 self.mem.to_host(name, self.dev[name], self.host[name])
         self.mem.record()
 
@@ -688,7 +711,7 @@ def kernel_ptx(problem, tableau, cc=(9, 0), kernel=None):
     problem = prepare(problem)
     if kernel is None:
         kernel = kernel_function(problem, tableau)
-    sig = kernel_signature(EngineState(problem, 1, tableau))
+    sig = kernel_signature(EngineState(problem, 1, tableau), fields=kernel.param_names)
     with mock.patch.object(dispatcher, "get_current_device", lambda: _FakeDevice(cc)), \
             _compile_errors():
         ptx, _ = cuda.compile_ptx(kernel, sig, cc=tuple(cc))
