@@ -822,13 +822,15 @@ if status != RUNNING:
             # Final state only: the slice runs without a finiteness test per step, which
             # is sound because a non-finite component stays non-finite (y + h K is inf
             # or NaN when y is). If the slice ends non-finite, it runs again from its
-            # start (kept in st_*) with the test, to stop at the step that failed.
-            self._state_point(src, ind, load=False)
+            # start with the test, to stop at the step that failed. Scalarised, the start
+            # is kept in variables (registers on the GPU, as in the CUDA C reference), not
+            # stored to st_* before the loop: RK4 float32 on Lorenz 47 -> 40 registers.
+            self._start_copy(src, ind, save=True)
             src(ind, "while nacc < stop:")
             self._fixed_step(src, ind + 1, checked=False)
             src(ind, f"if not ({self._finite(src, ind, 'y')}):")
             src(ind + 1, "nacc = nacc0")
-            self._state_point(src, ind + 1, load=True)
+            self._start_copy(src, ind + 1, save=False)
             src(ind + 1, "while nacc < stop:")
             self._fixed_step(src, ind + 2)
         src(ind, f"""
@@ -840,6 +842,17 @@ if status == RUNNING:
             src(ind + 1, """
 elif nacc >= max_steps:
     status = FAIL_MAXSTEPS""")
+
+    def _start_copy(self, src, ind, save):
+        """Keep the slice's start ``t``, ``y``, ``f`` (``save``) or go back to it: in
+        variables ``s_t``, ``sy_*``, ``sf_*``, or looped in the ``st_*`` arrays."""
+        if self.looped:
+            self._state_point(src, ind, load=not save)
+            return
+        src(ind, "s_t = t" if save else "t = s_t")
+        pairs = lambda j: [(self.v(v, j), f"s{v}_{j}") for v in "yf"]  # noqa: E731
+        self._per(src, ind, lambda j: "\n".join(f"{b} = {a}" if save else f"{a} = {b}"
+                                                for a, b in pairs(j)))
 
     def _state_point(self, src, ind, load):
         """``t``, ``y`` and ``f`` from the ``st_*`` arrays (``load``) or into them."""
