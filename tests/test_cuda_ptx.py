@@ -375,3 +375,14 @@ def test_registers_within_10_percent_of_the_cuda_c_reference(ptx_of, reference, 
     assert mine["stack"] == 0 and mine["spill_stores"] == 0, mine
     if counts:
         assert mine["sass"] <= 1.05 * theirs["sass"], (mine, theirs)
+
+
+def test_refill_kernel_compiles_and_takes_trajectories_atomically(cb, ptxas):
+    """The ``REFILL`` kernel (a thread takes the next trajectory from a global counter)
+    compiles to PTX with one atomic add, its state in registers."""
+    from gpuivp.methods import METHODS as TABLEAUS
+
+    ptx = cb.kernel_ptx(make_problem(lorenz, "RK45", "float32"), TABLEAUS["RK45"], refill=True)
+    assert len(re.findall(r"\batom\.global\.add\.u64\b", ptx)) == 1
+    res = cb.ptxas_resources(ptx, arch="sm_90", ptxas=ptxas)
+    assert res["max_stack"] == 0 and res["spill_stores"] == 0, res["log"]

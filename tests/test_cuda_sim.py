@@ -174,6 +174,21 @@ def test_cuda_sim_chunks_overlapped_equal_one_piece(sim, name):
         assert np.all(got["status"][:-1] == 0) and got["status"][-1] < 0
 
 
+REFILLED = [name for name, case in W.CASES.items() if "refill" in case]
+
+
+@pytest.mark.parametrize("name", REFILLED)
+def test_cuda_sim_refill_equals_one_thread_per_trajectory(sim, name):
+    """``REFILL``: fewer threads than trajectories, a thread whose trajectory ends takes the
+    next; every result equals one thread per trajectory bit for bit (over resumed slices, a
+    raising ``fun`` and a failing trajectory with ``t_eval``)."""
+    got, whole = sim.case(name), sim.case(W.CASES[name]["whole"])
+    assert int(got["threads"]) < len(got["status"]), int(got["threads"])
+    assert set(got) - {"seconds", "threads"} == set(whole) - {"seconds"}
+    for f in set(whole) - {"seconds", "backend"}:
+        np.testing.assert_array_equal(got[f], whole[f], err_msg=f"{name}: {f}")
+
+
 def test_cuda_sim_chunked_run_uses_streams_and_pinned_memory(sim):
     """Two streams, asynchronous copies through pinned buffers reused from chunk to chunk,
     the same results with ``OVERLAP = False`` (see ``_cudasim_worker.check_overlap``)."""

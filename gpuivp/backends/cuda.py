@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import re
 
 import numpy as np
@@ -66,6 +67,17 @@ DEVICE_FILL = {"st_t": 0, "st_h": 0, "st_err": 0, "st_y": 0, "st_f": 0, "st_cnt"
 #: Chunked runs (:func:`solve_chunks`) overlap transfer and compute over two streams; False
 #: runs the chunks one after the other, as :func:`solve` (for comparisons: benchmarks/scale.py).
 OVERLAP = True
+#: Refill: launch only as many threads as the device holds at once (:data:`REFILL_THREADS`),
+#: and let a thread whose trajectory finishes take the next trajectory not yet taken (a
+#: global atomic counter), instead of one thread per trajectory, where a warp runs until its
+#: slowest trajectory ends while its other lanes idle. Results are the same bit for bit
+#: (each trajectory is the same ``solve_one`` call, whichever thread runs it). **Off by
+#: default: not yet measured on a GPU** (``benchmarks/gpu_smoke.py`` times both ways).
+#: ``GPUIVP_CUDA_REFILL=1`` sets it at import.
+REFILL = os.environ.get("GPUIVP_CUDA_REFILL", "0") == "1"
+#: Threads launched with :data:`REFILL`; None: the device's resident threads (SMs x
+#: threads per SM). Under the simulator 8 (tests set it).
+REFILL_THREADS = None
 
 
 class CompileError(FunCompileError):
@@ -117,8 +129,15 @@ def unavailable_reason():
     return None
 
 
-def _kernel_source(param_names, sim=False, flagged=True):
+def _kernel_source(param_names, sim=False, flagged=True, refill=False):
     """``kernel(k, raised, ...)``: thread ``i`` runs trajectory ``i``.
+
+    With ``refill`` (:data:`REFILL`), ``kernel(k, raised, next_i, ...)``: thread ``i`` starts
+    with trajectory ``i`` and, each time its trajectory has finished (or was finished
+    already: ``solve_one`` returns at once), takes the next one from the counter ``next_i``
+    (which the host sets to the number of threads before each launch), until none is left;
+    a trajectory still running after its call has spent the launch's budget, and its thread
+    stops there (the next launch sweeps every trajectory again from the start).
 
     numba.cuda device code cannot report an exception (without ``debug=True``): a
     ``raise`` in ``fun`` returns from ``solve_one`` and from the kernel at once, skipping
@@ -133,26 +152,40 @@ def _kernel_source(param_names, sim=False, flagged=True):
     """
     params = ", ".join(param_names)
     call = f"solve_one(i, {params})"
+    if sim and flagged:
+        call = f"try:\n            {call}\n        except Exception:\n            return"
+    # The body for trajectory i; ``done`` ends it (one trajectory per thread: return).
+    done = "continue" if refill else "return"
     if not flagged:
+        body = f"        {call}\n"
+    else:
+        body = (f"        if raised[i] != 0:\n"
+                f"            if st_status[i] == INIT:\n"  # raised in its first call: t0, y0
+                f"                st_t[i] = ctrl[CTRL_T0, i if ctrl.shape[1] > 1 else 0]\n"
+                f"                for j in range(N_STATE):\n"
+                f"                    st_y[j, i] = y0[j, i]\n"
+                f"            st_status[i] = FAIL_RAISED\n"
+                f"            {done}\n"
+                f"        raised[i] = 1\n"
+                f"        {call}\n"
+                f"        raised[i] = 0\n")
+    if not refill:
         return (f"def kernel(k, raised, {params}):\n"
                 f"    i = cuda.grid(1)\n"
-                f"    if i < k:\n"
-                f"        {call}\n")
-    if sim:
-        call = f"try:\n            {call}\n        except Exception:\n            return"
-    return (f"def kernel(k, raised, {params}):\n"
+                f"    if i < k:\n" + body)
+    # (``continue`` in the body must take the next trajectory too: the loop's update comes
+    # first, for the trajectory before.)
+    return (f"def kernel(k, raised, next_i, {params}):\n"
             f"    i = cuda.grid(1)\n"
-            f"    if i < k:\n"
-            f"        if raised[i] != 0:\n"
-            f"            if st_status[i] == INIT:\n"  # raised in its first call: t0, y0
-            f"                st_t[i] = ctrl[CTRL_T0, i if ctrl.shape[1] > 1 else 0]\n"
-            f"                for j in range(N_STATE):\n"
-            f"                    st_y[j, i] = y0[j, i]\n"
-            f"            st_status[i] = FAIL_RAISED\n"
-            f"            return\n"
-            f"        raised[i] = 1\n"
-            f"        {call}\n"
-            f"        raised[i] = 0\n")
+            f"    first = True\n"
+            f"    while True:\n"
+            f"        if not first:\n"
+            f"            if st_status[i] >= INIT:\n"  # still running: its budget is spent
+            f"                return\n"
+            f"            i = cuda.atomic.add(next_i, 0, 1)\n"
+            f"        first = False\n"
+            f"        if i >= k:\n"
+            f"            return\n" + body)
 
 
 def may_raise(funcs, depth=3):
@@ -200,7 +233,7 @@ def prepare(problem):
     return fun_compile.prepare(problem, _cuda().jit(device=True))
 
 
-def kernel_function(problem, tableau):
+def kernel_function(problem, tableau, refill=False):
     """The kernel as a plain Python function whose globals hold the device functions.
 
     ``numba.cuda.jit`` of it is the launchable kernel; ``numba.cuda.compile_ptx``
@@ -252,10 +285,11 @@ def kernel_function(problem, tableau):
     ns["solve_one"] = cuda.jit(**solve_opts)(solve_py)
     flagged = may_raise([problem.fun, *problem.events,
                          *(a for a in problem.affects if a is not None)])
-    exec(compile(_kernel_source(src.param_names, sim, flagged),
+    exec(compile(_kernel_source(src.param_names, sim, flagged, refill),
                  f"<gpuivp cuda kernel {tableau.name} n={n}>", "exec"), ns)
     kernel = ns["kernel"]
     kernel.param_names = tuple(src.param_names)
+    kernel.refill = bool(refill)
     return kernel
 
 
@@ -288,16 +322,18 @@ def kernel_args(state, fields):
     return arrays + tuple(values)
 
 
-def kernel_signature(state, arrays=None, fields=None):
+def kernel_signature(state, arrays=None, fields=None, refill=False):
     """numba argument types of the kernel for ``state``'s host values
     (:func:`kernel_args` for the kernel's parameters ``fields``), or for the matching
     device ``arrays`` (for ``compile`` and ``compile_ptx``): ``k``, the ``raised`` flags
-    (int8, one per trajectory), then the engine's parameters."""
+    (int8, one per trajectory), with ``refill`` the counter ``next_i`` (int64, one), then
+    the engine's parameters."""
     import numba
 
     if arrays is None:
         arrays = state.arrays() if fields is None else kernel_args(state, fields)
-    return (numba.int64, numba.int8[::1]) + tuple(numba.typeof(a) for a in arrays)
+    head = (numba.int64, numba.int8[::1]) + ((numba.int64[::1],) if refill else ())
+    return head + tuple(numba.typeof(a) for a in arrays)
 
 
 def _one_line(exc):
@@ -332,26 +368,41 @@ def _compile_errors():
         raise CompileError(_one_line(exc)) from exc
 
 
-def compiled_kernel(problem, tableau):
+def compiled_kernel(problem, tableau, refill=False):
     """``(kernel, param_names)``: the ``cuda.jit`` kernel for this problem's specialisation
-    (cached in-process) and the names of its parameters after ``k``. ``problem`` must be
-    :func:`prepare`-d (its arguments are the kernel's)."""
+    (cached in-process) and the names of its engine parameters (after ``k``, ``raised`` and,
+    with ``refill``, ``next_i``). ``problem`` must be :func:`prepare`-d (its arguments are
+    the kernel's)."""
     problem = prepare(problem)
-    key = EngineSource.cache_key(problem, tableau, NAME) + (simulated(),)
+    key = EngineSource.cache_key(problem, tableau, NAME) + (simulated(), bool(refill))
 
     def build():
-        py_kernel = kernel_function(problem, tableau)
+        py_kernel = kernel_function(problem, tableau, refill)
         return _cuda().jit(py_kernel), py_kernel.param_names
 
     return cached(key, build)
 
 
-def _launch_config(k):
+def _launch_config(k, refill=False):
+    """``(grid, block)`` for ``k`` trajectories: a thread each, or with ``refill`` at most
+    :func:`refill_threads`."""
+    threads = min(k, refill_threads()) if refill else k
     block = BLOCK
     if simulated():
         # Every simulated thread is a Python thread: launch no more than needed.
-        block = max(1, min(BLOCK, k))
-    return (k + block - 1) // block, block
+        block = max(1, min(BLOCK, threads))
+    return max(1, (threads + block - 1) // block), block
+
+
+def refill_threads():
+    """Threads launched with :data:`REFILL`: :data:`REFILL_THREADS`, or the threads the
+    device holds at once (SMs x maximum threads per SM; 8 under the simulator)."""
+    if REFILL_THREADS is not None:
+        return int(REFILL_THREADS)
+    if simulated():
+        return 8
+    dev = _cuda().get_current_device()
+    return int(dev.MULTIPROCESSOR_COUNT * dev.MAX_THREADS_PER_MULTIPROCESSOR)
 
 
 def solve(problem, tableau):
@@ -447,7 +498,8 @@ class _Run:
     def __init__(self, problem, tableau, mem):
         self.problem, self.mem = problem, mem
         prepared = prepare(problem)  # fun's global arrays as hidden (global memory) arguments
-        self.kernel, self.fields = compiled_kernel(prepared, tableau)
+        self.refill = bool(REFILL)
+        self.kernel, self.fields = compiled_kernel(prepared, tableau, self.refill)
         self.budget = slice_budget(problem, default=GPU_SLICE)
         self.state = EngineState(prepared, self.budget, tableau)
         self.host = dict(zip(self.fields, kernel_args(self.state, self.fields)))
@@ -470,6 +522,8 @@ class _Run:
                 self.dev[name] = self.mem.to_device(name, a)
         self.raised = self.mem.alloc("raised", (self.problem.k,), np.dtype(np.int8))
         fill(self.raised, 0, self.mem.stream)
+        self.next_i = (self.mem.alloc("next_i", (1,), np.dtype(np.int64)) if self.refill
+                       else None)
 
     def slices(self):
         """Launch the kernel in time slices until no trajectory is still running.
@@ -482,7 +536,9 @@ class _Run:
         cuda, problem, state, dev, mem = _cuda(), self.problem, self.state, self.dev, self.mem
         kernel, fields, budget = self.kernel, self.fields, self.budget
         k = problem.k
-        grid, block = _launch_config(k)
+        grid, block = _launch_config(k, self.refill)
+        # With refill: the counter ``next_i`` starts at the number of threads each launch.
+        head = (k, self.raised) + ((self.next_i,) if self.refill else ())
         dense = getattr(state, "dense", None) is not None
 
         if not simulated():
@@ -490,15 +546,16 @@ class _Run:
             # compile is a CompileError (``auto`` falls back) and launch errors are not.
             # bind() links (ptxas, nvJitLink) and loads the module: its failures too.
             with _compile_errors():
-                kernel.compile(kernel_signature(state, tuple(dev[f] for f in fields))).bind()
-
-        raised = self.raised
+                kernel.compile(kernel_signature(state, tuple(dev[f] for f in fields),
+                                                refill=self.refill)).bind()
 
         with progress_bar(problem) as bar:
             launches = 0
             try:
                 while True:
-                    kernel[grid, block, mem.stream](k, raised, *(dev[f] for f in fields))
+                    if self.refill:
+                        fill(self.next_i, grid * block, mem.stream)
+                    kernel[grid, block, mem.stream](*head, *(dev[f] for f in fields))
                     launches += 1
                     if launches == 1:
                         yield
@@ -682,7 +739,7 @@ class _FakeDevice:
         self.compute_capability = tuple(cc)
 
 
-def kernel_ptx(problem, tableau, cc=(9, 0), kernel=None):
+def kernel_ptx(problem, tableau, cc=(9, 0), kernel=None, refill=False):
     """PTX of this problem's kernel for compute capability ``cc``; needs no GPU.
 
     ``numba.cuda.compile_ptx`` compiles a self-contained kernel without a
@@ -700,6 +757,8 @@ def kernel_ptx(problem, tableau, cc=(9, 0), kernel=None):
     kernel : function, optional
         A result of :func:`kernel_function` to reuse (its device functions stay
         typed between compiles for several ``cc``).
+    refill : bool
+        The :data:`REFILL` kernel (ignored when ``kernel`` is given: its own).
     """
     from unittest import mock
 
@@ -710,8 +769,9 @@ def kernel_ptx(problem, tableau, cc=(9, 0), kernel=None):
         raise BackendUnavailable("PTX cannot be compiled under the CUDA simulator")
     problem = prepare(problem)
     if kernel is None:
-        kernel = kernel_function(problem, tableau)
-    sig = kernel_signature(EngineState(problem, 1, tableau), fields=kernel.param_names)
+        kernel = kernel_function(problem, tableau, refill)
+    sig = kernel_signature(EngineState(problem, 1, tableau), fields=kernel.param_names,
+                           refill=kernel.refill)
     with mock.patch.object(dispatcher, "get_current_device", lambda: _FakeDevice(cc)), \
             _compile_errors():
         ptx, _ = cuda.compile_ptx(kernel, sig, cc=tuple(cc))
