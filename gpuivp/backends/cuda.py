@@ -2,7 +2,9 @@
 
 The generated ``solve_one`` (:mod:`gpuivp.engines.per_trajectory`) becomes a
 ``cuda.jit(device=True)`` function, and a generated kernel runs it for thread
-``i = cuda.grid(1)``. The host copies the inputs of the
+``i = cuda.grid(1)`` (with :data:`REFILL`, fewer threads that each take the next trajectory
+when theirs ends). Control values every trajectory shares are scalar kernel parameters
+(:func:`kernel_args`), kept in the constant bank, not registers. The host copies the inputs of the
 :class:`~gpuivp.engines.runner.EngineState` to the device once and fills its state there
 (:data:`DEVICE_FILL`), then launches the kernel in time slices (a bounded
 number of step attempts per launch; the integration is resumable, so slicing
