@@ -259,7 +259,7 @@ def cuda_kernel_time(problem, repeats):
     for _ in range(max(1, repeats)):
         state = EngineState(problem, budget, tableau)
         dev = {name: cuda.to_device(a) if isinstance(a, np.ndarray) else a
-               for name, a in zip(fields, state.arrays())}
+               for name, a in zip(fields, cb.kernel_args(state, fields))}
         raised = cuda.to_device(np.zeros(k, dtype=np.int8))  # the kernel's ``raised`` flags
         cuda.synchronize()
         total, launches = 0.0, 0
@@ -634,8 +634,9 @@ def linked_cubin(problem, tableau):
     from gpuivp.backends import cuda as cb
     from gpuivp.engines.runner import EngineState
 
-    kernel, _ = cb.compiled_kernel(problem, tableau)
-    compiled = kernel.compile(cb.kernel_signature(EngineState(problem, 1, tableau)))
+    kernel, fields = cb.compiled_kernel(problem, tableau)
+    compiled = kernel.compile(cb.kernel_signature(EngineState(problem, 1, tableau),
+                                                  fields=fields))
     path = Path(tempfile.mkdtemp(prefix="gpuivp_linked_")) / "kernel.cubin"
     path.write_bytes(bytes(compiled._codelibrary.get_cubin()))
     return path

@@ -8,7 +8,8 @@
 #                                      # CUDA C reference with the issue bound, cupy GPU tests,
 #                                      # core cuda agreement tests
 #   bash benchmarks/gpu_session.sh 2   # only while the machine is still warm: the adaptive
-#                                      # cases (RK45/Tsit5, f32/f64) at 2^20 and 2^23
+#                                      # cases (RK45/Tsit5, f32/f64) at 2^20 and 2^23, and the
+#                                      # cuda backend's REFILL option A/B (gpu_smoke.py --refill)
 #
 # Then give the machine back. Diffrax/torchdiffeq, scale.py and the full GPU test matrix
 # belong to a later session. What needs no GPU runs in CI instead (ptxas_report.py, the PTX
@@ -75,9 +76,12 @@ case $phase in
         -k "(lorenz and not DOP853) or not agrees_with_numba_and_scipy"
     ;;
 2)
-    step 180 adaptive 2 "$PY" benchmarks/gpu.py --cases RK45-f32,Tsit5-f32,RK45-f64,Tsit5-f64 \
-        --sizes 20,23 --only cuda,cupy,reference --repeats 2 --time-limit 30 --no-bound \
+    # (gpu.py rewrites its JSON after every row: a time limit keeps the rows done.)
+    step 140 adaptive 2 "$PY" benchmarks/gpu.py --cases RK45-f32,Tsit5-f32,RK45-f64,Tsit5-f64 \
+        --sizes 20,23 --only cuda,cupy,reference --repeats 2 --time-limit 25 --no-bound \
         --json "$OUT/adaptive.json"
+    # REFILL off/on, rho sorted/shuffled, 2^20 RK45 float32: decides its default.
+    step 40 refill 1 "$PY" benchmarks/gpu_smoke.py --refill
     ;;
 *)
     echo "unknown phase $phase (1 or 2)" >&2

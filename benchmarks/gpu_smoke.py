@@ -2,6 +2,7 @@
 resources, and the failure modes only hardware shows.
 
     python benchmarks/gpu_smoke.py            # from the repository root, on the GPU machine
+    python benchmarks/gpu_smoke.py --refill   # only the REFILL A/B timing (below)
     NUMBA_ENABLE_CUDASIM=1 python benchmarks/gpu_smoke.py --k 8   # the script itself, no GPU
 
 Every step prints one ``[ok]`` or ``[FAIL]`` line with its time and never stops the script
@@ -15,6 +16,12 @@ Every step prints one ``[ok]`` or ``[FAIL]`` line with its time and never stops 
 - NumPy ufuncs in ``fun`` (``np.sqrt`` and friends, registered by
   ``gpuivp.backends._cuda_math``), a ``raise`` in ``fun`` (status -5 on ``cuda``), and a
   ``fun`` numba-cuda cannot compile (``auto`` falls back; ``backend="cuda"`` says why).
+
+``--refill``: the ``cuda`` backend's ``REFILL`` option (a thread whose trajectory ends takes
+the next, off by default until measured) against one thread per trajectory: Lorenz RK45
+float32 at 2^20 (``--k``), rho sorted (neighbours in a warp take similar step counts) and
+shuffled (unlike counts: idle lanes without refill), best of 3 warm calls each, and whether
+the results are identical (they must be, bit for bit).
 """
 from __future__ import annotations
 
@@ -67,13 +74,57 @@ def step(name, fn):
         return None
 
 
+def refill_ab(k):
+    """``REFILL`` off and on, rho sorted and shuffled (see the module docstring)."""
+    from gpuivp import solve_ivp
+    from gpuivp.backends import cuda as cb
+
+    rho = np.linspace(0.0, 28.0, k)
+    orders = {"sorted": rho, "shuffled": np.random.default_rng(0).permutation(rho)}
+    y0 = np.c_[[1.0, 0.0, 0.0]].astype(np.float32)
+    results = {}
+
+    def run(refill, order):
+        cb.REFILL = refill
+        try:
+            return solve_ivp(lorenz, (0, 1), y0, backend="cuda", method="RK45", rtol=1e-6,
+                             atol=1e-6, dtype=np.float32, args=(10.0, orders[order], 8 / 3))
+        finally:
+            cb.REFILL = False
+
+    for refill in (False, True):
+        step(f"refill={refill}: first call (compile)", lambda: run(refill, "sorted").backend)
+    for order in orders:
+        for refill in (False, True):
+            def timed():
+                best = np.inf
+                for _ in range(3):
+                    t = time.perf_counter()
+                    results[refill, order] = run(refill, order)
+                    best = min(best, time.perf_counter() - t)
+                return f"{best * 1e3:.1f} ms"
+            step(f"rho {order}, refill={refill}: best of 3", timed)
+        a, b = results.get((False, order)), results.get((True, order))
+        if a is not None and b is not None:
+            same = all(np.array_equal(np.asarray(a[f]), np.asarray(b[f]), equal_nan=True)
+                       for f in ("status", "nfev", "naccept", "nreject", "y_final"))
+            print(f"[{'ok' if same else 'FAIL'}]   rho {order}: refill results identical: {same}",
+                  flush=True)
+
+
 def main(argv=None):
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--k", type=int, default=1 << 14, help="Lorenz trajectories (2^14)")
+    ap.add_argument("--k", type=int, default=None,
+                    help="Lorenz trajectories (2^14; with --refill 2^20)")
+    ap.add_argument("--refill", action="store_true", help="only the REFILL A/B timing")
     opts = ap.parse_args(argv)
     warnings.simplefilter("ignore")
+    if opts.refill:
+        refill_ab(opts.k or 1 << 20)
+        return
+    opts.k = opts.k or 1 << 14
     import gpuivp
     from gpuivp import solve_ivp
     from gpuivp.backends import cuda as cb
@@ -127,8 +178,8 @@ def main(argv=None):
                 except RuntimeError:
                     pass
             p, tab = seen["p"], METHODS[method]
-            kernel, _ = cb.compiled_kernel(p, tab)
-            sig = cb.kernel_signature(EngineState(p, 1, tab))
+            kernel, fields = cb.compiled_kernel(p, tab)
+            sig = cb.kernel_signature(EngineState(p, 1, tab), fields=fields)
             linked = kernel.compile(sig)  # the _Kernel numba-cuda launches (linked, loaded)
             out[f"{method} {np.dtype(dtype).name}"] = dict(
                 regs=linked.regs_per_thread, local=linked.local_mem_per_thread,

@@ -6,6 +6,12 @@ sigma shared, rho per trajectory, beta shared) to PTX with numba.cuda's
 
     python benchmarks/ptxas_report.py [--arch sm_90] [--methods RK45,Tsit5] [--chain N]
                                       [--events] [--dense]
+    python benchmarks/ptxas_report.py --reference [--arch sm_90]
+
+``--reference`` sets the kernels of the GPU benchmark's cases (RK4, RK45, Tsit5 in float32
+and float64) beside the hand-written CUDA C reference (``reference/lorenz_gpu.cu``, nvcc):
+registers, and SASS instructions per step of the step loop (``reference/sass.py``; gpuivp's
+kernel through ``ptxas`` of its PTX, as no GPU links it here).
 
 ``--chain N`` uses an N-state linear chain instead of Lorenz, to see where the
 state stops fitting in registers. A non-zero stack frame means local memory
@@ -82,6 +88,65 @@ def problem(method, dtype, n_chain=None, events=False, dense=False):
     return p, METHODS[method]
 
 
+#: The GPU benchmark's cases, which the CUDA C reference implements.
+REFERENCE_CASES = tuple((m, d) for m in ("RK4", "RK45", "Tsit5") for d in ("float32", "float64"))
+
+
+def reference_resources(arch="sm_90", sass_counts=True):
+    """The CUDA C reference's kernels for ``arch`` (nvcc, ``ptxas -v``): per case of
+    :data:`REFERENCE_CASES`, ``registers``, ``stack``, ``spill_stores`` and, with
+    ``sass_counts``, ``sass`` (instructions per step of the step loop)."""
+    from reference import build, sass
+
+    path, log = build.nvcc_compile(arch, "cubin", extra=("-Xptxas", "-v"))
+    found = build.parse_ptxas_log(log)
+    out = {}
+    for case in REFERENCE_CASES:
+        name = build.GPU_KERNELS[case]
+        out[case] = dict(found[name])
+        if sass_counts:
+            out[case]["sass"] = sass.loop_count(path, name)["instructions"]
+    return out
+
+
+def kernel_resources(ptx, arch="sm_90", sass_counts=True):
+    """gpuivp's kernel from its PTX: ``ptxas -v`` figures (``registers``, ``stack`` (the
+    largest frame), ``spill_stores``, ``spill_loads``) and, with ``sass_counts``, ``sass``
+    (instructions per step of the step loop of ptxas's cubin)."""
+    from reference import sass
+
+    from gpuivp.backends import cuda as cb
+
+    r = cb.ptxas_resources(ptx, arch=arch, ptxas=shutil.which("ptxas") or "ptxas")
+    out = dict(registers=r["registers"], stack=r["max_stack"], spill_stores=r["spill_stores"],
+               spill_loads=r["spill_loads"])
+    if sass_counts:
+        out["sass"] = sass.loop_count(sass.ptx_to_cubin(ptx, arch))["instructions"]
+    return out
+
+
+def print_reference(arch):
+    """The ``--reference`` table (markdown)."""
+    from gpuivp.backends import cuda as cb
+
+    cc = (int(arch[3:-1]), int(arch[-1]))
+    ref = reference_resources(arch)
+    print(f"# Lorenz, {arch}: gpuivp's cuda kernel against the CUDA C reference (nvcc -O3)")
+    head = ("method", "dtype", "registers", "reference", "ratio", "stack / spill B",
+            "SASS per step", "reference", "ratio")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "|".join(["---"] * len(head)) + "|")
+    for method, dtype in REFERENCE_CASES:
+        p, tab = problem(method, dtype)
+        mine = kernel_resources(cb.kernel_ptx(p, tab, cc=cc), arch)
+        theirs = ref[method, dtype]
+        row = (method, dtype, mine["registers"], theirs["registers"],
+               f"{mine['registers'] / theirs['registers']:.2f}",
+               f"{mine['stack']} / {mine['spill_stores']}", f"{mine['sass']:g}",
+               f"{theirs['sass']:g}", f"{mine['sass'] / theirs['sass']:.3f}")
+        print("| " + " | ".join(str(c) for c in row) + " |", flush=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--arch", default="sm_90", help="ptxas target (default sm_90)")
@@ -90,7 +155,12 @@ def main(argv=None):
     ap.add_argument("--chain", type=int, default=None, help="N-state chain instead of Lorenz")
     ap.add_argument("--events", action="store_true", help="with a terminal event function")
     ap.add_argument("--dense", action="store_true", help="with dense output")
+    ap.add_argument("--reference", action="store_true",
+                    help="the benchmark's cases beside the CUDA C reference (needs nvcc)")
     opts = ap.parse_args(argv)
+    if opts.reference:
+        print_reference(opts.arch)
+        return
 
     from gpuivp.backends import cuda as cb
 

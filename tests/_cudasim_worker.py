@@ -82,7 +82,7 @@ def raises_sometimes(t, y, omega):
 
 #: Cases where ``fun`` raises: on ``cuda`` those trajectories get status -5 (FAIL_RAISED);
 #: on ``numba`` the exception propagates, so they are not compared with it.
-RAISES = ("raises_f64",)
+RAISES = ("raises_f64", "raises_f64_refill")
 
 
 def half_converted(t, y, k1, k2, k3):
@@ -226,6 +226,11 @@ def _cases():
     # one-piece case bit for bit (``tests/test_cuda_sim.py``).
     for base, chunk in (("teval_fail_f64", 3), ("events_f64", 1), ("dense_sliced_f64", 1)):
         c[base + "_chunked"] = dict(c[base], chunk=chunk, whole=base)
+    # Refill twins (key ``refill``: threads launched, fewer than trajectories): a thread
+    # whose trajectory ends takes the next; results equal one thread per trajectory, bit
+    # for bit (resumed slices, a raising fun, t_eval with a failing trajectory).
+    for base in ("sliced_f64", "raises_f64", "teval_fail_f64"):
+        c[base + "_refill"] = dict(c[base], refill=2, whole=base)
     return c
 
 
@@ -304,17 +309,26 @@ def run_case(name, backend):
     if backend == "cuda" and "chunk" in case:
         kw["memory_budget"], n_chunks = chunk_budget(pos, kw, case["chunk"])
     restore = None
-    if backend == "cuda" and "slice" in case:
+    if backend == "cuda":
         from gpuivp.backends import cuda as cb
-        restore, cb.GPU_SLICE = cb.GPU_SLICE, case["slice"]
+        restore = cb.GPU_SLICE, cb.REFILL, cb.REFILL_THREADS
+        cb.GPU_SLICE = case.get("slice", cb.GPU_SLICE)
+        if "refill" in case:
+            cb.REFILL, cb.REFILL_THREADS = True, case["refill"]
     try:
         with np.errstate(all="ignore"):
             res = solve_ivp(*pos, backend=backend, **kw)
     finally:
         if restore is not None:
-            cb.GPU_SLICE = restore
+            cb.GPU_SLICE, cb.REFILL, cb.REFILL_THREADS = restore
     out = raw_fields(res, case.get("sol_at"))
     out["backend"] = np.asarray(res.backend)
+    if backend == "cuda" and "refill" in case:
+        restore = cb.REFILL_THREADS
+        cb.REFILL_THREADS = case["refill"]
+        grid, block = cb._launch_config(res.status.shape[-1], refill=True)
+        cb.REFILL_THREADS = restore
+        out["threads"] = np.asarray(grid * block)
     if "chunk" in case:
         out["chunks"] = np.asarray(n_chunks)
     return out

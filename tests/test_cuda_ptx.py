@@ -344,3 +344,45 @@ def test_looped_engine_compiles_for_a_large_system(cb, dtype):
         assert res["registers"] is not None and res["registers"] < 128, res["log"]
         assert res["spill_stores"] == 0 and res["spill_loads"] == 0, res["log"]
         assert res["stack"] == 12 * N_LARGE * np.dtype(dtype).itemsize, res["log"]
+
+
+# -- occupancy against the hand-written CUDA C kernels (benchmarks/reference/lorenz_gpu.cu) --
+
+@pytest.fixture(scope="module")
+def reference(ptxas):
+    """The CUDA C reference's resources on sm_90 (``benchmarks/ptxas_report.py``), compiled
+    once; SASS counts when a disassembler is found."""
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "benchmarks"))
+    import ptxas_report
+    from reference import build, sass
+
+    if shutil.which(build.NVCC) is None:
+        pytest.skip("nvcc is not on PATH (the reference is CUDA C)")
+    counts = bool(sass.find_tool("cuobjdump") or sass.find_tool("nvdisasm"))
+    return ptxas_report, ptxas_report.reference_resources("sm_90", sass_counts=counts), counts
+
+
+@pytest.mark.parametrize("method,dtype", CASES)
+def test_registers_within_10_percent_of_the_cuda_c_reference(ptx_of, reference, method, dtype):
+    """Occupancy: the Lorenz kernel of each benchmark case needs at most 10 % more
+    registers than the hand-written CUDA C kernel (sm_90, block 128: the registers decide
+    how many warps an SM holds), with no stack frame and no spills, and its step loop at
+    most 5 % more SASS instructions per step."""
+    report, ref, counts = reference
+    mine = report.kernel_resources(ptx_of(method, dtype, (9, 0)), "sm_90", sass_counts=counts)
+    theirs = ref[method, dtype]
+    assert mine["registers"] <= 1.1 * theirs["registers"], (mine, theirs)
+    assert mine["stack"] == 0 and mine["spill_stores"] == 0, mine
+    if counts:
+        assert mine["sass"] <= 1.05 * theirs["sass"], (mine, theirs)
+
+
+def test_refill_kernel_compiles_and_takes_trajectories_atomically(cb, ptxas):
+    """The ``REFILL`` kernel (a thread takes the next trajectory from a global counter)
+    compiles to PTX with one atomic add, its state in registers."""
+    from gpuivp.methods import METHODS as TABLEAUS
+
+    ptx = cb.kernel_ptx(make_problem(lorenz, "RK45", "float32"), TABLEAUS["RK45"], refill=True)
+    assert len(re.findall(r"\batom\.global\.add\.u64\b", ptx)) == 1
+    res = cb.ptxas_resources(ptx, arch="sm_90", ptxas=ptxas)
+    assert res["max_stack"] == 0 and res["spill_stores"] == 0, res["log"]

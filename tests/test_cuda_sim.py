@@ -87,7 +87,8 @@ def _compare(name, got, ref):
         rtol = 1e-5
     for f in ("status", "nfev", "naccept", "nreject"):
         np.testing.assert_array_equal(got[f], ref[f], err_msg=f"{name}: {f}")
-    assert set(got) - {"seconds"} == set(ref), (name, sorted(got), sorted(ref))
+    # (``threads``: a refill case's launch width, recorded on cuda only)
+    assert set(got) - {"seconds", "threads"} == set(ref), (name, sorted(got), sorted(ref))
     if "n_events" in ref:
         np.testing.assert_array_equal(got["n_events"], ref["n_events"], err_msg=name)
     for f in ("t", "t_final", "y_final", "y", "t_events", "y_events", "sol"):
@@ -172,6 +173,21 @@ def test_cuda_sim_chunks_overlapped_equal_one_piece(sim, name):
     assert str(got["backend"]) == "cuda"
     if name.startswith("teval_fail"):
         assert np.all(got["status"][:-1] == 0) and got["status"][-1] < 0
+
+
+REFILLED = [name for name, case in W.CASES.items() if "refill" in case]
+
+
+@pytest.mark.parametrize("name", REFILLED)
+def test_cuda_sim_refill_equals_one_thread_per_trajectory(sim, name):
+    """``REFILL``: fewer threads than trajectories, a thread whose trajectory ends takes the
+    next; every result equals one thread per trajectory bit for bit (over resumed slices, a
+    raising ``fun`` and a failing trajectory with ``t_eval``)."""
+    got, whole = sim.case(name), sim.case(W.CASES[name]["whole"])
+    assert int(got["threads"]) < len(got["status"]), int(got["threads"])
+    assert set(got) - {"seconds", "threads"} == set(whole) - {"seconds"}
+    for f in set(whole) - {"seconds", "backend"}:
+        np.testing.assert_array_equal(got[f], whole[f], err_msg=f"{name}: {f}")
 
 
 def test_cuda_sim_chunked_run_uses_streams_and_pinned_memory(sim):

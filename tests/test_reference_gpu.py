@@ -199,13 +199,15 @@ def test_sass_counts_an_unrolled_step_loop_per_step():
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_cuda_rk4_step_loop_is_as_short_as_the_hand_written_kernels(arch):
     """The issue bound and the 1.2x goal rest on the step loop's length: gpuivp's RK4 float32
-    loop (SASS, per step) has the CUDA C kernel's FP32 instructions and at most 2 more in all."""
+    loop (SASS, per step) has no more FP32 instructions than the CUDA C kernel's and at most 2
+    more in all (since the occupancy work its unrolled loop has one FSEL fewer per two steps
+    than the reference's: 51.5 FP32 and 59 in all per step on sm_90, against 52 and 60.5)."""
     import gpu
 
     loops = gpu.step_loops(arch)
     assert "cuda" in loops and "reference" in loops, loops
     cuda, ref = loops["cuda"], loops["reference"]
-    assert cuda["fp32"] == ref["fp32"], (cuda, ref)
+    assert cuda["fp32"] <= ref["fp32"], (cuda, ref)
     assert cuda["instructions"] <= ref["instructions"] + 2, (cuda, ref)
 
 

@@ -2,7 +2,9 @@
 
 The generated ``solve_one`` (:mod:`gpuivp.engines.per_trajectory`) becomes a
 ``cuda.jit(device=True)`` function, and a generated kernel runs it for thread
-``i = cuda.grid(1)``. The host copies the inputs of the
+``i = cuda.grid(1)`` (with :data:`REFILL`, fewer threads that each take the next trajectory
+when theirs ends). Control values every trajectory shares are scalar kernel parameters
+(:func:`kernel_args`), kept in the constant bank, not registers. The host copies the inputs of the
 :class:`~gpuivp.engines.runner.EngineState` to the device once and fills its state there
 (:data:`DEVICE_FILL`), then launches the kernel in time slices (a bounded
 number of step attempts per launch; the integration is resumable, so slicing
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import re
 
 import numpy as np
@@ -66,6 +69,17 @@ DEVICE_FILL = {"st_t": 0, "st_h": 0, "st_err": 0, "st_y": 0, "st_f": 0, "st_cnt"
 #: Chunked runs (:func:`solve_chunks`) overlap transfer and compute over two streams; False
 #: runs the chunks one after the other, as :func:`solve` (for comparisons: benchmarks/scale.py).
 OVERLAP = True
+#: Refill: launch only as many threads as the device holds at once (:data:`REFILL_THREADS`),
+#: and let a thread whose trajectory finishes take the next trajectory not yet taken (a
+#: global atomic counter), instead of one thread per trajectory, where a warp runs until its
+#: slowest trajectory ends while its other lanes idle. Results are the same bit for bit
+#: (each trajectory is the same ``solve_one`` call, whichever thread runs it). **Off by
+#: default: not yet measured on a GPU** (``benchmarks/gpu_smoke.py`` times both ways).
+#: ``GPUIVP_CUDA_REFILL=1`` sets it at import.
+REFILL = os.environ.get("GPUIVP_CUDA_REFILL", "0") == "1"
+#: Threads launched with :data:`REFILL`; None: the device's resident threads (SMs x
+#: threads per SM). Under the simulator 8 (tests set it).
+REFILL_THREADS = None
 
 
 class CompileError(FunCompileError):
@@ -117,8 +131,15 @@ def unavailable_reason():
     return None
 
 
-def _kernel_source(param_names, sim=False, flagged=True):
+def _kernel_source(param_names, sim=False, flagged=True, refill=False):
     """``kernel(k, raised, ...)``: thread ``i`` runs trajectory ``i``.
+
+    With ``refill`` (:data:`REFILL`), ``kernel(k, raised, next_i, ...)``: thread ``i`` starts
+    with trajectory ``i`` and, each time its trajectory has finished (or was finished
+    already: ``solve_one`` returns at once), takes the next one from the counter ``next_i``
+    (which the host sets to the number of threads before each launch), until none is left;
+    a trajectory still running after its call has spent the launch's budget, and its thread
+    stops there (the next launch sweeps every trajectory again from the start).
 
     numba.cuda device code cannot report an exception (without ``debug=True``): a
     ``raise`` in ``fun`` returns from ``solve_one`` and from the kernel at once, skipping
@@ -133,26 +154,40 @@ def _kernel_source(param_names, sim=False, flagged=True):
     """
     params = ", ".join(param_names)
     call = f"solve_one(i, {params})"
+    if sim and flagged:
+        call = f"try:\n            {call}\n        except Exception:\n            return"
+    # The body for trajectory i; ``done`` ends it (one trajectory per thread: return).
+    done = "continue" if refill else "return"
     if not flagged:
+        body = f"        {call}\n"
+    else:
+        body = (f"        if raised[i] != 0:\n"
+                f"            if st_status[i] == INIT:\n"  # raised in its first call: t0, y0
+                f"                st_t[i] = ctrl[CTRL_T0, i if ctrl.shape[1] > 1 else 0]\n"
+                f"                for j in range(N_STATE):\n"
+                f"                    st_y[j, i] = y0[j, i]\n"
+                f"            st_status[i] = FAIL_RAISED\n"
+                f"            {done}\n"
+                f"        raised[i] = 1\n"
+                f"        {call}\n"
+                f"        raised[i] = 0\n")
+    if not refill:
         return (f"def kernel(k, raised, {params}):\n"
                 f"    i = cuda.grid(1)\n"
-                f"    if i < k:\n"
-                f"        {call}\n")
-    if sim:
-        call = f"try:\n            {call}\n        except Exception:\n            return"
-    return (f"def kernel(k, raised, {params}):\n"
+                f"    if i < k:\n" + body)
+    # (``continue`` in the body must take the next trajectory too: the loop's update comes
+    # first, for the trajectory before.)
+    return (f"def kernel(k, raised, next_i, {params}):\n"
             f"    i = cuda.grid(1)\n"
-            f"    if i < k:\n"
-            f"        if raised[i] != 0:\n"
-            f"            if st_status[i] == INIT:\n"  # raised in its first call: t0, y0
-            f"                st_t[i] = ctrl[CTRL_T0, i if ctrl.shape[1] > 1 else 0]\n"
-            f"                for j in range(N_STATE):\n"
-            f"                    st_y[j, i] = y0[j, i]\n"
-            f"            st_status[i] = FAIL_RAISED\n"
-            f"            return\n"
-            f"        raised[i] = 1\n"
-            f"        {call}\n"
-            f"        raised[i] = 0\n")
+            f"    first = True\n"
+            f"    while True:\n"
+            f"        if not first:\n"
+            f"            if st_status[i] >= INIT:\n"  # still running: its budget is spent
+            f"                return\n"
+            f"            i = cuda.atomic.add(next_i, 0, 1)\n"
+            f"        first = False\n"
+            f"        if i >= k:\n"
+            f"            return\n" + body)
 
 
 def may_raise(funcs, depth=3):
@@ -204,7 +239,7 @@ def prepare(problem):
     return fun_compile.prepare(problem, _cuda().jit(device=True))
 
 
-def kernel_function(problem, tableau):
+def kernel_function(problem, tableau, refill=False):
     """The kernel as a plain Python function whose globals hold the device functions.
 
     ``numba.cuda.jit`` of it is the launchable kernel; ``numba.cuda.compile_ptx``
@@ -262,21 +297,55 @@ def kernel_function(problem, tableau):
     ns["solve_one"] = cuda.jit(**solve_opts)(solve_py)
     flagged = may_raise([problem.fun, *problem.events,
                          *(a for a in problem.affects if a is not None)])
-    exec(compile(_kernel_source(src.param_names, sim, flagged),
+    exec(compile(_kernel_source(src.param_names, sim, flagged, refill),
                  f"<gpuivp cuda kernel {tableau.name} n={n}>", "exec"), ns)
     kernel = ns["kernel"]
     kernel.param_names = tuple(src.param_names)
+    kernel.refill = bool(refill)
     return kernel
 
 
-def kernel_signature(state, arrays=None):
-    """numba argument types of the kernel for ``state``'s host arrays, or for the
-    matching device ``arrays`` (for ``compile`` and ``compile_ptx``): ``k``, the
-    ``raised`` flags (int8, one per trajectory), then the engine's parameters."""
+def kernel_args(state, fields):
+    """The kernel's host arguments after ``k`` and ``raised``, for its parameters ``fields``:
+    ``state.arrays()``, then the shared control values the kernel takes as scalars
+    (``c_<field>``, ``c_atol<j>``: :class:`~gpuivp.engines.per_trajectory.EngineSource`'s
+    ``scalar_ctrl`` / ``scalar_atol``), typed as their arrays."""
+    from ..engines.per_trajectory import CTRL_FIELDS, IPARAM_FIELDS
+
+    arrays = tuple(state.arrays())
+    values = []
+    for name in fields[len(arrays):]:
+        field = name[2:]
+        if field in CTRL_FIELDS:
+            a, row = state.ctrl, CTRL_FIELDS.index(field)
+        elif field in IPARAM_FIELDS:
+            a, row = state.iparams, IPARAM_FIELDS.index(field)
+        elif field.startswith("atol"):
+            a, row = state.atol, int(field[4:])
+        else:  # pragma: no cover - engine and runner disagree
+            raise RuntimeError(f"the cuda kernel takes an unknown parameter {name!r}")
+        if a.shape[1] != 1:  # pragma: no cover - compiled for shared values, given per-trajectory
+            raise RuntimeError(f"the cuda kernel takes {name} as one value for every "
+                               f"trajectory, but the state has {a.shape[1]} columns")
+        values.append(a.dtype.type(a[row, 0]))
+    if len(arrays) + len(values) != len(fields):  # pragma: no cover
+        raise RuntimeError(f"EngineState.arrays() has {len(arrays)} entries, the kernel "
+                           f"takes {len(fields)}: {fields}")
+    return arrays + tuple(values)
+
+
+def kernel_signature(state, arrays=None, fields=None, refill=False):
+    """numba argument types of the kernel for ``state``'s host values
+    (:func:`kernel_args` for the kernel's parameters ``fields``), or for the matching
+    device ``arrays`` (for ``compile`` and ``compile_ptx``): ``k``, the ``raised`` flags
+    (int8, one per trajectory), with ``refill`` the counter ``next_i`` (int64, one), then
+    the engine's parameters."""
     import numba
 
-    arrays = state.arrays() if arrays is None else arrays
-    return (numba.int64, numba.int8[::1]) + tuple(numba.typeof(a) for a in arrays)
+    if arrays is None:
+        arrays = state.arrays() if fields is None else kernel_args(state, fields)
+    head = (numba.int64, numba.int8[::1]) + ((numba.int64[::1],) if refill else ())
+    return head + tuple(numba.typeof(a) for a in arrays)
 
 
 def _one_line(exc):
@@ -311,26 +380,41 @@ def _compile_errors():
         raise CompileError(_one_line(exc)) from exc
 
 
-def compiled_kernel(problem, tableau):
+def compiled_kernel(problem, tableau, refill=False):
     """``(kernel, param_names)``: the ``cuda.jit`` kernel for this problem's specialisation
-    (cached in-process) and the names of its parameters after ``k``. ``problem`` must be
-    :func:`prepare`-d (its arguments are the kernel's)."""
+    (cached in-process) and the names of its engine parameters (after ``k``, ``raised`` and,
+    with ``refill``, ``next_i``). ``problem`` must be :func:`prepare`-d (its arguments are
+    the kernel's)."""
     problem = prepare(problem)
-    key = EngineSource.cache_key(problem, tableau, NAME) + (simulated(),)
+    key = EngineSource.cache_key(problem, tableau, NAME) + (simulated(), bool(refill))
 
     def build():
-        py_kernel = kernel_function(problem, tableau)
+        py_kernel = kernel_function(problem, tableau, refill)
         return _cuda().jit(py_kernel), py_kernel.param_names
 
     return cached(key, build)
 
 
-def _launch_config(k):
+def _launch_config(k, refill=False):
+    """``(grid, block)`` for ``k`` trajectories: a thread each, or with ``refill`` at most
+    :func:`refill_threads`."""
+    threads = min(k, refill_threads()) if refill else k
     block = BLOCK
     if simulated():
         # Every simulated thread is a Python thread: launch no more than needed.
-        block = max(1, min(BLOCK, k))
-    return (k + block - 1) // block, block
+        block = max(1, min(BLOCK, threads))
+    return max(1, (threads + block - 1) // block), block
+
+
+def refill_threads():
+    """Threads launched with :data:`REFILL`: :data:`REFILL_THREADS`, or the threads the
+    device holds at once (SMs x maximum threads per SM; 8 under the simulator)."""
+    if REFILL_THREADS is not None:
+        return int(REFILL_THREADS)
+    if simulated():
+        return 8
+    dev = _cuda().get_current_device()
+    return int(dev.MULTIPROCESSOR_COUNT * dev.MAX_THREADS_PER_MULTIPROCESSOR)
 
 
 def solve(problem, tableau):
@@ -419,14 +503,6 @@ def pipeline(parts, start, slots):
     yield prev.problem, prev.collect()
 
 
-def _checked_arrays(state, fields):
-    arrays = state.arrays()
-    if len(arrays) != len(fields):  # pragma: no cover - engine and runner disagree
-        raise RuntimeError(f"EngineState.arrays() has {len(arrays)} entries, the kernel "
-                           f"takes {len(fields)}: {fields}")
-    return arrays
-
-
 class _Run:
     """One ensemble, or one chunk of it, on the device, through a memory strategy ``mem``
     (:class:`_Direct` or :class:`_Slot`): ``upload``, ``slices``, ``download``, ``collect``."""
@@ -434,10 +510,11 @@ class _Run:
     def __init__(self, problem, tableau, mem):
         self.problem, self.mem = problem, mem
         prepared = prepare(problem)  # fun's global arrays as hidden (global memory) arguments
-        self.kernel, self.fields = compiled_kernel(prepared, tableau)
+        self.refill = bool(REFILL)
+        self.kernel, self.fields = compiled_kernel(prepared, tableau, self.refill)
         self.budget = slice_budget(problem, default=GPU_SLICE)
         self.state = EngineState(prepared, self.budget, tableau)
-        self.host = dict(zip(self.fields, _checked_arrays(self.state, self.fields)))
+        self.host = dict(zip(self.fields, kernel_args(self.state, self.fields)))
         self.dev = {}
 
     def upload(self):
@@ -457,6 +534,8 @@ class _Run:
                 self.dev[name] = self.mem.to_device(name, a)
         self.raised = self.mem.alloc("raised", (self.problem.k,), np.dtype(np.int8))
         fill(self.raised, 0, self.mem.stream)
+        self.next_i = (self.mem.alloc("next_i", (1,), np.dtype(np.int64)) if self.refill
+                       else None)
 
     def slices(self):
         """Launch the kernel in time slices until no trajectory is still running.
@@ -469,7 +548,9 @@ class _Run:
         cuda, problem, state, dev, mem = _cuda(), self.problem, self.state, self.dev, self.mem
         kernel, fields, budget = self.kernel, self.fields, self.budget
         k = problem.k
-        grid, block = _launch_config(k)
+        grid, block = _launch_config(k, self.refill)
+        # With refill: the counter ``next_i`` starts at the number of threads each launch.
+        head = (k, self.raised) + ((self.next_i,) if self.refill else ())
         dense = getattr(state, "dense", None) is not None
 
         if not simulated():
@@ -477,15 +558,16 @@ class _Run:
             # compile is a CompileError (``auto`` falls back) and launch errors are not.
             # bind() links (ptxas, nvJitLink) and loads the module: its failures too.
             with _compile_errors():
-                kernel.compile(kernel_signature(state, tuple(dev[f] for f in fields))).bind()
-
-        raised = self.raised
+                kernel.compile(kernel_signature(state, tuple(dev[f] for f in fields),
+                                                refill=self.refill)).bind()
 
         with progress_bar(problem) as bar:
             launches = 0
             try:
                 while True:
-                    kernel[grid, block, mem.stream](k, raised, *(dev[f] for f in fields))
+                    if self.refill:
+                        fill(self.next_i, grid * block, mem.stream)
+                    kernel[grid, block, mem.stream](*head, *(dev[f] for f in fields))
                     launches += 1
                     if launches == 1:
                         yield
@@ -510,7 +592,7 @@ class _Run:
         """Enqueue the copies of the outputs back to the host; record the end."""
         for name in self.fields:
             if (name not in INPUT_FIELDS and name not in DEVICE_ONLY_FIELDS
-                    and not name.startswith("arg")):
+                    and not name.startswith(("arg", "c_"))):
                 self.mem.to_host(name, self.dev[name], self.host[name])
         self.mem.record()
 
@@ -669,7 +751,7 @@ class _FakeDevice:
         self.compute_capability = tuple(cc)
 
 
-def kernel_ptx(problem, tableau, cc=(9, 0), kernel=None):
+def kernel_ptx(problem, tableau, cc=(9, 0), kernel=None, refill=False):
     """PTX of this problem's kernel for compute capability ``cc``; needs no GPU.
 
     ``numba.cuda.compile_ptx`` compiles a self-contained kernel without a
@@ -687,6 +769,8 @@ def kernel_ptx(problem, tableau, cc=(9, 0), kernel=None):
     kernel : function, optional
         A result of :func:`kernel_function` to reuse (its device functions stay
         typed between compiles for several ``cc``).
+    refill : bool
+        The :data:`REFILL` kernel (ignored when ``kernel`` is given: its own).
     """
     from unittest import mock
 
@@ -697,8 +781,9 @@ def kernel_ptx(problem, tableau, cc=(9, 0), kernel=None):
         raise BackendUnavailable("PTX cannot be compiled under the CUDA simulator")
     problem = prepare(problem)
     if kernel is None:
-        kernel = kernel_function(problem, tableau)
-    sig = kernel_signature(EngineState(problem, 1, tableau))
+        kernel = kernel_function(problem, tableau, refill)
+    sig = kernel_signature(EngineState(problem, 1, tableau), fields=kernel.param_names,
+                           refill=kernel.refill)
     with mock.patch.object(dispatcher, "get_current_device", lambda: _FakeDevice(cc)), \
             _compile_errors():
         ptx, _ = cuda.compile_ptx(kernel, sig, cc=tuple(cc))
