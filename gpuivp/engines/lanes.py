@@ -226,7 +226,7 @@ h = t_new - t
         emit(1, f"for l in range({W}):")
         emit(2, f"{at('PW')} = SAFETY * POW({at('EN')})")
         # the masked commit into the NXT rows (every operand loaded before the selects)
-        emit(1, f"n_live = 0\nfor l in range({W}):")
+        emit(1, f"for l in range({W}):")
         emit(2, f"""
 go = {at('GO')} != ZERO
 err = {at('EN')}
@@ -259,12 +259,9 @@ done = a & (direction * (t_new - t1) >= ZERO)
 {at('CACC')} += sel(a, ONE, ZERO)
 {at('CREJ')} += sel(go & (not acc), ONE, ZERO)
 {at('CFEV')} += sel(go, {_lit(s)}, ZERO)
-still = go & (not done)
-{at('LIVE')} = sel(still, ONE, ZERO)
-n_live += sel(still, 1, 0)""")
+{at('LIVE')} = sel(go & (not done), ONE, ZERO)""")
         emit(1, f"for q in range({self.nstate * W}):")
         emit(2, f"S[q] = S[{self.nstate * W} + q]")
-        emit(1, "return n_live")
         L.append("")
 
         # ---- a lane takes trajectory i: f(t0, y0), failures, the initial step ----
@@ -339,6 +336,7 @@ st_cnt[{CNT_NREJ}, i] = np.int64({at('CREJ')})""")
 
         # ---- the driver: trajectories a <= i < b through W refilled lanes ----
         params = ", ".join(BASE_PARAMS) + arglist
+        IDX, LIVE = self.rows["IDX"] * W, self.rows["LIVE"] * W
         emit(0, f"def run_range(a, b, {params}):")
         emit(1, f"""
 if b <= a:
@@ -347,48 +345,19 @@ t0 = ctrl[0, 0]  # (fields, 1): the lane engine runs shared control values only
 first_step = ctrl[3, 0]
 c = (ctrl[1, 0], ctrl[2, 0], ctrl[4, 0], DT(iparams[0, 0]), ctrl[6, 0]{''.join(f', atol[{j}, 0]' for j in range(n))})
 S = np.zeros({self.nv * W})
+for l in range({W}):
+    S[{IDX} + l] = -ONE  # no trajectory in the lane
 nxt = a
-for l in range({W}):
-    S[{self.rows['IDX'] * W} + l] = -ONE
-    while nxt < b:
-        i = nxt
-        nxt += 1
-        if st_status[i] < INIT:
-            continue
-        if init_lane(S, l, i, t0, first_step, c, y0{arglist}):
-            break
-        scatter(S, l, st_t, st_h, st_err, st_y, st_f, st_status, st_cnt)
-        S[{self.rows['IDX'] * W} + l] = -ONE
-n_live = 0
-for l in range({W}):
-    if S[{self.rows['LIVE'] * W} + l] != ZERO:
-        n_live += 1
-if n_live == 0:
-    return
-# idle lanes compute a copy of a live lane (masked): fun sees only real states
-src = 0
-while S[{self.rows['LIVE'] * W} + src] == ZERO:
-    src += 1
-for l in range({W}):
-    if S[{self.rows['IDX'] * W} + l] < ZERO:
-        for r in range({self.nv}):
-            if r != {self.rows['LIVE']} and r != {self.rows['IDX']}:
-                S[r * {W} + l] = S[r * {W} + src]
-while n_live > 0:
-    if iparams[1, 0] == 0:  # stopped (Ctrl-C or another chunk's error)
-        return
-    now = attempt(S, c{arglist})
-    if now == n_live:
-        continue
+while True:
+    # refill: a lane whose trajectory has finished writes it out and takes the next one
     n_live = 0
     for l in range({W}):
-        if S[{self.rows['LIVE'] * W} + l] != ZERO:
+        if S[{LIVE} + l] != ZERO:
             n_live += 1
             continue
-        if S[{self.rows['IDX'] * W} + l] < ZERO:
-            continue
-        scatter(S, l, st_t, st_h, st_err, st_y, st_f, st_status, st_cnt)
-        S[{self.rows['IDX'] * W} + l] = -ONE
+        if S[{IDX} + l] >= ZERO:
+            scatter(S, l, st_t, st_h, st_err, st_y, st_f, st_status, st_cnt)
+            S[{IDX} + l] = -ONE
         while nxt < b:
             i = nxt
             nxt += 1
@@ -398,8 +367,28 @@ while n_live > 0:
                 n_live += 1
                 break
             scatter(S, l, st_t, st_h, st_err, st_y, st_f, st_status, st_cnt)
-            S[{self.rows['IDX'] * W} + l] = -ONE""")
-        return "\n".join(L) + "\n"
+            S[{IDX} + l] = -ONE
+    if n_live == 0:
+        return
+    if n_live < {W}:  # idle lanes compute a copy of a live lane (masked): fun sees real states
+        src = 0
+        while S[{LIVE} + src] == ZERO:
+            src += 1
+        for l in range({W}):
+            if S[{IDX} + l] < ZERO:
+                for r in range({self.nv}):
+                    if r != {self.rows['LIVE']} and r != {self.rows['IDX']}:
+                        S[r * {W} + l] = S[r * {W} + src]
+    now = n_live
+    while now == n_live:  # step attempts until a lane finishes
+        if iparams[1, 0] == 0:  # stopped (Ctrl-C or another chunk's error)
+            return
+        attempt(S, c{arglist})
+        now = 0
+        for l in range({W}):
+            if S[{LIVE} + l] != ZERO:
+                now += 1""")
+        return _one_definition_per_name("\n".join(L) + "\n", "attempt")
 
     def namespace(self):
         tab = self.tab
@@ -415,6 +404,27 @@ while n_live > 0:
         ns["INIT"] = np.int32(_status.INIT)
         ns["RUNNING"] = _status.RUNNING
         return ns
+
+
+def _one_definition_per_name(src, func):
+    """``src`` with the names assigned inside each top-level loop of function ``func``
+    suffixed by the loop's number, so that each name is assigned in one place.
+
+    numba's type inference re-runs every constraint of a function until the types stop
+    changing; a name assigned in two loops gets SSA phi nodes at the loop heads, which costs
+    one more round over the whole function (a third of the lane step's typing time)."""
+    import ast
+
+    tree = ast.parse(src)
+    fdef = next(node for node in tree.body if isinstance(node, ast.FunctionDef)
+                and node.name == func)
+    for num, loop in enumerate(stmt for stmt in fdef.body if isinstance(stmt, ast.For)):
+        stored = {node.id for node in ast.walk(loop)
+                  if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)}
+        for node in ast.walk(loop):
+            if isinstance(node, ast.Name) and node.id in stored:
+                node.id = f"{node.id}_{num}"
+    return ast.unparse(tree) + "\n"
 
 
 # -- numba pieces (defined lazily: importing this module does not import numba) -------------
@@ -477,7 +487,7 @@ def build(problem, tableau, jit_options, width=WIDTH, fast_pow=False):
     _define_intrinsics()
     src = LaneSource(tableau, problem.n, problem.arg_kinds, width)
     ns = src.namespace()
-    fun = numba.njit(inline="always", **jit_options)(py_function(problem.fun))
+    fun = numba.njit(**jit_options)(py_function(problem.fun))
     ns["fun"] = fun
     ns["POW"] = numba.njit(inline="always", **jit_options)(
         _pow_function(float(tableau.error_exponent), fast_pow))
@@ -556,7 +566,7 @@ def load_from_disk(problem, tableau, jit_options, width=WIDTH, fast_pow=False):
     jit.pop("cache", None)
     try:
         user = D._Module()
-        user.function(problem.fun, f"{P}fun", dict(jit, inline="always"))
+        user.function(problem.fun, f"{P}fun", jit)
         user_text = D._PRELUDE + "\n\n" + "\n\n".join(user.body) + "\n"
         special = {"np", "sqrt", "isfinite", "DT", "sel", "as_i64", "as_f64"}
         ns = src.namespace()
