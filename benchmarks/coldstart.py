@@ -19,6 +19,7 @@ Usage::
 
     python benchmarks/coldstart.py                  # both models, 3 repeats
     python benchmarks/coldstart.py --repeats 5 --models lorenz --markdown
+    python benchmarks/coldstart.py --engine lanes --models lorenz   # the lane engine
 """
 from __future__ import annotations
 
@@ -83,8 +84,9 @@ def child(model):
                           checksum=float(np.sum(res.y_final)), nfev=int(res.nfev.sum()))))
 
 
-def run_child(model, setting, cache):
+def run_child(model, setting, cache, engine="auto"):
     env = {k: v for k, v in os.environ.items() if k not in ("GPUIVP_DISK_CACHE",)}
+    env["GPUIVP_NUMBA_ENGINE"] = engine
     env["GPUIVP_CACHE_DIR"] = cache
     if setting == "off":
         env["GPUIVP_DISK_CACHE"] = "0"
@@ -101,18 +103,18 @@ def run_child(model, setting, cache):
     return fig
 
 
-def measure(models, repeats):
+def measure(models, repeats, engine="auto"):
     root = tempfile.mkdtemp(prefix="gpuivp-coldstart-")
     figs = {}
     try:
         for model in models:
             warm_dir = os.path.join(root, model + "-warm")
-            run_child(model, "cold", warm_dir)  # writes the entry the warm runs load
+            run_child(model, "cold", warm_dir, engine)  # writes the entry the warm runs load
             for _ in range(repeats):
                 for setting in SETTINGS:
                     cache = warm_dir if setting == "warm" else os.path.join(root, model + "-x")
-                    figs.setdefault((model, setting), []).append(run_child(model, setting,
-                                                                           cache))
+                    figs.setdefault((model, setting), []).append(
+                        run_child(model, setting, cache, engine))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     for (model, setting), runs in figs.items():
@@ -145,6 +147,9 @@ def main(argv=None):
                    choices=("lorenz", "lorenz96"))
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--markdown", action="store_true", help="print the RESULTS.md table")
+    p.add_argument("--engine", choices=("auto", "lanes", "scalar"), default="auto",
+                   help="the numba backend's engine (GPUIVP_NUMBA_ENGINE; K = 200 is below "
+                        "the lane engine's automatic threshold, so 'lanes' forces it)")
     args = p.parse_args(argv)
     if args.child:
         child(args.child)
@@ -152,8 +157,8 @@ def main(argv=None):
     load = os.getloadavg()[0]
     print(f"{datetime.date.today()}, {platform.processor() or platform.machine()}, "
           f"{len(os.sched_getaffinity(0))} CPUs, load average {load:.1f}; K = {K}, RK45, "
-          f"medians of {args.repeats} fresh processes per setting")
-    med = measure(args.models, args.repeats)
+          f"medians of {args.repeats} fresh processes per setting, engine {args.engine}")
+    med = measure(args.models, args.repeats, args.engine)
     for (model, setting), m in med.items():
         print(f"{model:9s} {setting:5s} import {m['import_s']:.2f} s  numba init "
               f"{m['numba_init_s']:.2f} s  first call {m['first_s']:.3f} s  repeat "

@@ -41,6 +41,10 @@ def _solve(engine, y0, rho, method, **kw):
 
 
 def _same(a, b):
+    assert (a.y is None) == (b.y is None)
+    if a.y is not None:  # t_eval output
+        np.testing.assert_array_equal(a.t, b.t)
+        np.testing.assert_array_equal(a.y, b.y)
     np.testing.assert_array_equal(a.status, b.status)
     np.testing.assert_array_equal(a.nfev, b.nfev)
     np.testing.assert_array_equal(a.naccept, b.naccept)
@@ -62,6 +66,11 @@ def test_lanes_bit_identical_to_scalar_engine_with_failures_and_shuffled(method)
     for name in ("status", "nfev", "t_final"):
         np.testing.assert_array_equal(getattr(shuf, name), getattr(ref, name)[perm])
     np.testing.assert_array_equal(shuf.y_final, ref.y_final[:, perm])
+    # t_eval (points at t0, inside and at t1; the interpolant's extra stages counted in nfev)
+    te = np.linspace(0.0, 3.0, 7)
+    ref = _solve("scalar", y0, rho, method, max_steps=400, t_eval=te)
+    _same(ref, _solve("lanes", y0, rho, method, max_steps=400, t_eval=te))
+    assert np.isnan(ref.y[:, 5, 1:]).all() and np.isfinite(ref.y[:, 0]).all()
 
 
 def test_lanes_max_steps_first_step_and_backward_match_scalar():
@@ -69,15 +78,16 @@ def test_lanes_max_steps_first_step_and_backward_match_scalar():
     for kw in (dict(max_steps=30), dict(first_step=1e-3)):
         _same(_solve("scalar", y0, rho, "RK45", **kw), _solve("lanes", y0, rho, "RK45", **kw))
     assert (_solve("lanes", y0, rho, "RK45", max_steps=30).status == -2).any()
-    # backward in time, t0 == t1
-    for span in ((3.0, 0.0), (1.0, 1.0)):
+    # backward in time, t0 == t1; with and without t_eval
+    for span, te in (((3.0, 0.0), None), ((1.0, 1.0), None), ((3.0, 0.0), [3.0, 2.5, 0.1]),
+                     ((1.0, 1.0), [1.0])):
         old = nb.ENGINE
         out = []
         for eng in ("scalar", "lanes"):
             nb.ENGINE = eng
             try:
                 out.append(gpuivp.solve_ivp(lorenz, span, y0, args=(10.0, rho, 8 / 3),
-                                            method="RK45", backend="numba"))
+                                            method="RK45", backend="numba", t_eval=te))
             finally:
                 nb.ENGINE = old
         _same(*out)
@@ -103,13 +113,15 @@ def test_lane_engine_chosen_only_where_supported():
         assert nb.engine_for(big_n, METHODS["RK45"]) == "scalar"         # large n
         assert nb.engine_for(prob, METHODS["RK4"]) == "scalar"          # fixed step
         with_eval = dataclasses.replace(prob, t_eval=np.array([0.0, 1.0]))
-        assert nb.engine_for(with_eval, METHODS["RK45"]) == "scalar"
-        assert lanes.unsupported(with_eval, METHODS["RK45"]) == "t_eval"
+        assert nb.engine_for(with_eval, METHODS["RK45"]) == "lanes"
+        dense = dataclasses.replace(prob, dense_output=True)
+        assert nb.engine_for(dense, METHODS["RK45"]) == "scalar"
+        assert lanes.unsupported(dense, METHODS["RK45"]) == "dense_output"
         nb.ENGINE = "scalar"
         assert nb.engine_for(prob, METHODS["RK45"]) == "scalar"
         nb.ENGINE = "lanes"
-        with pytest.raises(ValueError, match="t_eval"):
-            nb.engine_for(with_eval, METHODS["RK45"])
+        with pytest.raises(ValueError, match="dense_output"):
+            nb.engine_for(dense, METHODS["RK45"])
         nb.ENGINE = "bogus"
         with pytest.raises(ValueError, match="GPUIVP_NUMBA_ENGINE"):
             nb.engine_for(prob, METHODS["RK45"])

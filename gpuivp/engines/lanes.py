@@ -23,21 +23,33 @@ alias checks); control values as a tuple of scalars; :func:`sel` instead of ``a 
 ``nextafter`` as integer arithmetic on the bits; ``fun`` called with ``y`` as a tuple and
 inlined.
 
+Output at ``t_eval``: after an attempt, each lane whose accepted step reached its next
+``t_eval`` point runs ``output`` (scalar code, one lane), which is the per-trajectory engine's
+own generated ``t_eval`` code (:meth:`EngineSource._on_accept`: the tableau's interpolant,
+its extra stages counted in ``nfev``) on the lane's step; then the commit's copy.
+
 Scope (the backend uses the scalar engine otherwise, see :func:`unsupported`): adaptive
-explicit methods, float64, final state only (no ``t_eval``, events, dense output, progress
+explicit methods, float64, the final state and ``t_eval`` (no events, dense output, progress
 bar), ``fun`` returning its derivative and accepting ``y`` as a tuple, per-trajectory
 arguments only as one float64 scalar per trajectory. Compiled engines go to the disk cache
 (:func:`load_from_disk`) as the per-trajectory engine's do. Finished and idle lanes evaluate
 ``fun`` at their last state (a finished trajectory's lane at ``t1`` with ``h = 0``).
+
+Compile time: ``fun`` is compiled once and called, not inlined at numba's IR level (LLVM
+inlines it before vectorising: the same machine code), and every name in ``attempt`` is
+assigned in one place (:func:`_one_definition_per_name`), so numba's type inference makes two
+rounds over it, not three.
 """
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 
 from .. import _status
-from .per_trajectory import BASE_PARAMS, CNT_NACC, CNT_NFEV, CNT_NREJ, INITIAL_STEP_END
+from .per_trajectory import (BASE_PARAMS, CNT_IE, CNT_NACC, CNT_NFEV, CNT_NREJ,
+                             INITIAL_STEP_END, IPARAM_FIELDS, EngineSource, _Src)
 
 #: Lanes per block (a compile-time constant of the generated code).
 WIDTH = 16
@@ -68,8 +80,6 @@ def unsupported(problem, tableau):
         return "fixed steps (dt)"
     if problem.dtype != np.float64:
         return "float64 only"
-    if problem.t_eval is not None:
-        return "t_eval"
     if problem.events:
         return "events"
     if problem.dense_output:
@@ -94,8 +104,9 @@ class LaneSource:
     """Generated source of the lane engine: ``attempt``, ``init_lane``, ``scatter`` and the
     driver ``run_range(a, b, <BASE_PARAMS>, arg0, ...)`` (the scalar driver's signature)."""
 
-    def __init__(self, tableau, n, arg_kinds, width=WIDTH):
+    def __init__(self, tableau, n, arg_kinds, width=WIDTH, t_eval=False):
         self.tab, self.n, self.arg_kinds, self.W = tableau, n, tuple(arg_kinds), int(width)
+        self.t_eval = bool(t_eval)
         tab, s = tableau, tableau.n_stages
         rows = {}
 
@@ -116,6 +127,9 @@ class LaneSource:
         self.traj = [m for m, kd in enumerate(self.arg_kinds) if kd.startswith("traj")]
         for m in self.traj:
             alloc(f"P{m}")
+        if self.t_eval:  # accepted in this attempt; t_eval points done; the next one's time
+            for name in ("ACC", "IE", "NTE"):
+                alloc(name)
         for st in range(1, s + 1):
             alloc(f"K{st}", n)
         alloc("YN", n)
@@ -249,6 +263,8 @@ done = a & (direction * (t_new - t1) >= ZERO)
 {at('H', nxt=True)} = sel(go, h_new, h_old)
 {at('ERR', nxt=True)} = sel(go, err, err_old)
 {at('REJ', nxt=True)} = sel(go, sel(acc, ZERO, ONE), rej_f)""")
+        if self.t_eval:
+            emit(2, f"{at('ACC')} = sel(a, ONE, ZERO)")
         for j in range(n):
             emit(2, f"v_{j} = {at('Y', j)}\nvn_{j} = {at('YN', j)}\n"
                     f"w_{j} = {at('F', j)}\nwn_{j} = {at(f'K{s}', j)}")
@@ -260,12 +276,13 @@ done = a & (direction * (t_new - t1) >= ZERO)
 {at('CREJ')} += sel(go & (not acc), ONE, ZERO)
 {at('CFEV')} += sel(go, {_lit(s)}, ZERO)
 {at('LIVE')} = sel(go & (not done), ONE, ZERO)""")
-        emit(1, f"for q in range({self.nstate * W}):")
-        emit(2, f"S[q] = S[{self.nstate * W} + q]")
+        if not self.t_eval:  # (with t_eval the driver copies, after the output)
+            emit(1, self._copy_next())
         L.append("")
 
         # ---- a lane takes trajectory i: f(t0, y0), failures, the initial step ----
-        emit(0, f"def init_lane(S, l, i, t0, first_step, c, y0{arglist}):")
+        evp = ", t_eval, out_eval, iparams, st_cnt" if self.t_eval else ""
+        emit(0, f"def init_lane(S, l, i, t0, first_step, c, y0{evp}{arglist}):")
         for line in ctrl_unpack:
             emit(1, line)
         for m in self.traj:
@@ -303,6 +320,19 @@ if interval < h0:
             f"((f1_{j} - f_{j}) / sc_{j}) * ((f1_{j} - f_{j}) / sc_{j})" for j in range(n))
             + ") / SQRTN / h0")
         emit(3, INITIAL_STEP_END)
+        if self.t_eval:  # the scalar engine's output at t0 of a trajectory that ends there
+            emit(1, self._eval_rows() + f"""
+ie = st_cnt[{CNT_IE}, i]
+if status == FAIL_NONFINITE:
+    if n_eval > 0 and t_eval[eval_row0, icte] == t0:""")
+            for j in range(n):
+                emit(3, f"out_eval[eval_row0, {j}, i] = y_{j}")
+            emit(1, "elif status == SUCCESS:\n    while ie < n_eval:\n"
+                    "        row = eval_row0 + ie * eval_step")
+            for j in range(n):
+                emit(3, f"out_eval[row, {j}, i] = y_{j}")
+            emit(2, "    ie += 1")
+            emit(1, self._next_eval())
         emit(1, f"""
 {at('T')} = t0
 {at('H')} = h_abs
@@ -318,6 +348,8 @@ if interval < h0:
             emit(1, f"{at('Y', j)} = y_{j}\n{at('F', j)} = f_{j}")
         emit(1, "return status == RUNNING")
         L.append("")
+        if self.t_eval:
+            self._output(emit, L)
 
         # ---- a finished lane's results into the engine state arrays ----
         emit(0, "def scatter(S, l, st_t, st_h, st_err, st_y, st_f, st_status, st_cnt):")
@@ -330,6 +362,8 @@ st_status[i] = np.int32({at('STATUS')})
 st_cnt[{CNT_NFEV}, i] = np.int64({at('CFEV')})
 st_cnt[{CNT_NACC}, i] = np.int64({at('CACC')})
 st_cnt[{CNT_NREJ}, i] = np.int64({at('CREJ')})""")
+        if self.t_eval:
+            emit(1, f"st_cnt[{CNT_IE}, i] = np.int64({at('IE')})")
         for j in range(n):
             emit(1, f"st_y[{j}, i] = {at('Y', j)}\nst_f[{j}, i] = {at('F', j)}")
         L.append("")
@@ -344,6 +378,7 @@ if b <= a:
 t0 = ctrl[0, 0]  # (fields, 1): the lane engine runs shared control values only
 first_step = ctrl[3, 0]
 c = (ctrl[1, 0], ctrl[2, 0], ctrl[4, 0], DT(iparams[0, 0]), ctrl[6, 0]{''.join(f', atol[{j}, 0]' for j in range(n))})
+direction = c[4]
 S = np.zeros({self.nv * W})
 for l in range({W}):
     S[{IDX} + l] = -ONE  # no trajectory in the lane
@@ -363,7 +398,7 @@ while True:
             nxt += 1
             if st_status[i] < INIT:
                 continue
-            if init_lane(S, l, i, t0, first_step, c, y0{arglist}):
+            if init_lane(S, l, i, t0, first_step, c, y0{evp}{arglist}):
                 n_live += 1
                 break
             scatter(S, l, st_t, st_h, st_err, st_y, st_f, st_status, st_cnt)
@@ -383,12 +418,71 @@ while True:
     while now == n_live:  # step attempts until a lane finishes
         if iparams[1, 0] == 0:  # stopped (Ctrl-C or another chunk's error)
             return
-        attempt(S, c{arglist})
+        attempt(S, c{arglist}){self._driver_output(arglist)}
         now = 0
         for l in range({W}):
             if S[{LIVE} + l] != ZERO:
                 now += 1""")
         return _one_definition_per_name("\n".join(L) + "\n", "attempt")
+
+    def _copy_next(self):
+        """The commit's second half: the NXT rows copied onto the state rows."""
+        return (f"for q in range({self.nstate * self.W}):\n"
+                f"    S[q] = S[{self.nstate * self.W} + q]")
+
+    def _eval_rows(self):
+        """Unpacks the t_eval layout (shared by all trajectories in the lane engine)."""
+        f = IPARAM_FIELDS
+        return (f"n_eval = iparams[{f.index('n_eval')}, 0]\n"
+                f"eval_row0 = iparams[{f.index('eval_row0')}, 0]\n"
+                f"eval_step = iparams[{f.index('eval_step')}, 0]\n"
+                "icte = i if t_eval.shape[1] > 1 else 0")
+
+    def _next_eval(self):
+        """The lane's next t_eval time (beyond any step end once all are done)."""
+        return (f"{self.at('IE')} = DT(ie)\n"
+                f"if ie < n_eval:\n"
+                f"    {self.at('NTE')} = t_eval[eval_row0 + ie * eval_step, icte]\n"
+                f"else:\n"
+                f"    {self.at('NTE')} = direction * INF")
+
+    def _driver_output(self, arglist):
+        """With t_eval: after an attempt, the output of each lane whose accepted step reached
+        its next t_eval point, then the commit's copy (the output reads the step's start)."""
+        if not self.t_eval:
+            return ""
+        at, W = self.at, self.W
+        text = f"""
+for l in range({W}):
+    if {at('ACC')} != ZERO and direction * ({at('NTE')} - {at('TN')}) <= ZERO:
+        output(S, l, t_eval, out_eval, iparams, direction{arglist})
+""" + self._copy_next()
+        return "\n" + textwrap.indent(text.strip("\n"), " " * 8)
+
+    def _output(self, emit, L):
+        """``output(S, l, ...)``: lane ``l``'s t_eval points inside its accepted step, by the
+        per-trajectory engine's own generated code (the same interpolant arithmetic)."""
+        n, s, at = self.n, self.tab.n_stages, self.at
+        es = EngineSource(self.tab, n, self.arg_kinds, np.float64, False, "cpu",
+                          t_eval=True, looped=False)
+        body = _Src()
+        es._on_accept(body, 1)
+        self.eval_consts = dict(es.consts)
+        arglist = "".join(f", arg{m}" for m in range(len(self.arg_kinds)))
+        emit(0, f"def output(S, l, t_eval, out_eval, iparams, direction{arglist}):")
+        emit(1, f"i = np.int64({at('IDX')})\n" + self._eval_rows())
+        for m in range(len(self.arg_kinds)):
+            emit(1, f"p{m} = {at(f'P{m}')}" if m in self.traj else f"p{m} = arg{m}")
+        emit(1, f"yv = np.empty({n})\nt = {at('T')}\nh = {at('HS')}\nt_new = {at('TN')}")
+        for j in range(n):
+            emit(1, f"y_{j} = {at('Y', j)}\nyn_{j} = {at('YN', j)}\nK0_{j} = {at('F', j)}")
+            for m in range(1, s + 1):
+                emit(1, f"K{m}_{j} = {at(f'K{m}', j)}")
+        emit(1, f"ie = np.int64({at('IE')})\nnfev = 0")
+        L.extend(body.lines)
+        emit(1, f"{at('CFEV')} += DT(nfev)")
+        emit(1, self._next_eval())
+        L.append("")
 
     def namespace(self):
         tab = self.tab
@@ -401,6 +495,10 @@ while True:
                   INV_ORDER=np.float64(1.0 / (tab.error_order + 1)))
         for name in ("SUCCESS", "FAIL_STEP", "FAIL_MAXSTEPS", "FAIL_NONFINITE"):
             ns[name] = float(getattr(_status, name))
+        for name, value in getattr(self, "eval_consts", {}).items():
+            if name in ns and ns[name] != value:  # (ZERO, ONE, ...: the same values)
+                raise AssertionError(f"lane engine constant {name}: {ns[name]} != {value}")
+            ns[name] = value
         ns["INIT"] = np.int32(_status.INIT)
         ns["RUNNING"] = _status.RUNNING
         return ns
@@ -485,7 +583,8 @@ def build(problem, tableau, jit_options, width=WIDTH, fast_pow=False):
     from .compile_cache import py_function
 
     _define_intrinsics()
-    src = LaneSource(tableau, problem.n, problem.arg_kinds, width)
+    src = LaneSource(tableau, problem.n, problem.arg_kinds, width,
+                     t_eval=problem.t_eval is not None)
     ns = src.namespace()
     fun = numba.njit(**jit_options)(py_function(problem.fun))
     ns["fun"] = fun
@@ -493,8 +592,9 @@ def build(problem, tableau, jit_options, width=WIDTH, fast_pow=False):
         _pow_function(float(tableau.error_exponent), fast_pow))
     exec(compile(src.src, f"<gpuivp lane engine {tableau.name} n={problem.n} W={width}>",
                  "exec"), ns)
-    for name in ("attempt", "init_lane", "scatter"):
-        ns[name] = numba.njit(**jit_options)(ns[name])
+    for name in ("attempt", "init_lane", "scatter", "output"):
+        if name in ns:
+            ns[name] = numba.njit(**jit_options)(ns[name])
     return numba.njit(**jit_options)(ns["run_range"]), src
 
 
@@ -561,7 +661,8 @@ def load_from_disk(problem, tableau, jit_options, width=WIDTH, fast_pow=False):
     if root is None:
         return None
     P = D._P
-    src = LaneSource(tableau, problem.n, problem.arg_kinds, width)
+    src = LaneSource(tableau, problem.n, problem.arg_kinds, width,
+                     t_eval=problem.t_eval is not None)
     jit = dict(jit_options)
     jit.pop("cache", None)
     try:
@@ -589,6 +690,8 @@ def load_from_disk(problem, tableau, jit_options, width=WIDTH, fast_pow=False):
                   f"POW = {P}nb.njit(**{dict(jit, inline='always')!r})(pow_expo)",
                   "ONE_ = 1.0", src.src]
         lines += [f"{name} = {P}jit({name})" for name in ("attempt", "init_lane", "scatter")]
+        if src.t_eval:
+            lines.append(f"output = {P}jit(output)")
         lines.append(f"run_range = {P}nb.njit(**{ {**jit, 'cache': True}!r})(run_range)")
         engine_text = "\n".join([D._PRELUDE, *lines, ""])
     except D.Unsupported as exc:
