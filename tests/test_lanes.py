@@ -40,7 +40,25 @@ def _solve(engine, y0, rho, method, **kw):
         nb.ENGINE = old
 
 
+def cross(t, y, sigma, rho, beta):
+    return y[0] - 1.0
+
+
+def stop(t, y, sigma, rho, beta):
+    return y[2] - 20.0
+
+
+stop.terminal = True
+stop.direction = 1
+
+
 def _same(a, b):
+    assert (a.t_events is None) == (b.t_events is None)
+    if a.t_events is not None:
+        for e in range(len(a.t_events)):
+            np.testing.assert_array_equal(a.t_events[e], b.t_events[e])
+            np.testing.assert_array_equal(a.y_events[e], b.y_events[e])
+        np.testing.assert_array_equal(a.n_events, b.n_events)
     assert (a.y is None) == (b.y is None)
     if a.y is not None:  # t_eval output
         np.testing.assert_array_equal(a.t, b.t)
@@ -67,15 +85,36 @@ def test_lanes_bit_identical_to_scalar_engine_with_failures_and_shuffled(method)
         np.testing.assert_array_equal(getattr(shuf, name), getattr(ref, name)[perm])
     np.testing.assert_array_equal(shuf.y_final, ref.y_final[:, perm])
     # t_eval (points at t0, inside and at t1; the interpolant's extra stages counted in nfev)
+    # and events (roots by Brent on the interpolant; a terminal one ends trajectories early)
     te = np.linspace(0.0, 3.0, 7)
-    ref = _solve("scalar", y0, rho, method, max_steps=400, t_eval=te)
-    _same(ref, _solve("lanes", y0, rho, method, max_steps=400, t_eval=te))
+    kw = dict(max_steps=400, t_eval=te, events=[cross, stop])
+    ref = _solve("scalar", y0, rho, method, **kw)
+    _same(ref, _solve("lanes", y0, rho, method, **kw))
     assert np.isnan(ref.y[:, 5, 1:]).all() and np.isfinite(ref.y[:, 0]).all()
+    assert {0, 1, -3}.issubset(set(ref.status.tolist()))  # terminated ones among them
+    assert (ref.n_events[0] > 0).any() and (ref.n_events[1] == 1).any()
+
+
+@pytest.mark.parametrize("method", ["Euler", "Midpoint", "Heun", "RK4", "RK45"])
+def test_lanes_fixed_steps_bit_identical_to_scalar_engine(method):
+    """Steps of dt (RK45 too: an adaptive method at fixed steps), the last one cut at t1; a
+    non-finite state fails its trajectory; max_steps; t_eval and events on the way."""
+    y0, rho = _ensemble()
+    statuses = []
+    kws = [dict(), dict(max_steps=100)]
+    if method in ("RK4", "RK45"):  # (two compiles more per method: on two of them)
+        kws.append(dict(t_eval=np.linspace(0.0, 3.0, 7), events=[cross, stop]))
+    for kw in kws:
+        ref = _solve("scalar", y0, rho, method, dt=0.013, **kw)  # 231 steps, the last cut
+        _same(ref, _solve("lanes", y0, rho, method, dt=0.013, **kw))
+        statuses.append(set(ref.status.tolist()))
+    assert {0, -3} <= statuses[0] and {-2, -3} == statuses[1]
+    assert len(statuses) == 2 or {0, 1, -3} <= statuses[2]  # a terminal event on fixed steps
 
 
 def test_lanes_max_steps_first_step_and_backward_match_scalar():
     y0, rho = _ensemble(k=21)
-    for kw in (dict(max_steps=30), dict(first_step=1e-3)):
+    for kw in (dict(max_steps=30), dict(first_step=1e-3), dict(events=[cross, stop])):
         _same(_solve("scalar", y0, rho, "RK45", **kw), _solve("lanes", y0, rho, "RK45", **kw))
     assert (_solve("lanes", y0, rho, "RK45", max_steps=30).status == -2).any()
     # backward in time, t0 == t1; with and without t_eval
@@ -111,10 +150,16 @@ def test_lane_engine_chosen_only_where_supported():
         big_n = dataclasses.replace(prob, fun=None, y0=np.ones((lanes.MAX_AUTO_N + 1, big_k)),
                                     atol=np.full(lanes.MAX_AUTO_N + 1, 1e-8))
         assert nb.engine_for(big_n, METHODS["RK45"]) == "scalar"         # large n
-        assert nb.engine_for(prob, METHODS["RK4"]) == "scalar"          # fixed step
+        assert nb.engine_for(prob, METHODS["RK4"]) == "lanes"           # fixed steps too
+        assert lanes.unsupported(prob, METHODS["Rosenbrock23"]) == \
+            "only explicit Runge-Kutta methods"
         with_eval = dataclasses.replace(prob, t_eval=np.array([0.0, 1.0]))
         assert nb.engine_for(with_eval, METHODS["RK45"]) == "lanes"
         dense = dataclasses.replace(prob, dense_output=True)
+        assert lanes.unsupported(dataclasses.replace(prob, affects=(None, lorenz)),
+                                 METHODS["RK45"]) == "events with affect"
+        assert lanes.unsupported(dataclasses.replace(prob, at_times=(np.ones(2),)),
+                                 METHODS["RK45"]) == "gpuivp.at events"
         assert nb.engine_for(dense, METHODS["RK45"]) == "scalar"
         assert lanes.unsupported(dense, METHODS["RK45"]) == "dense_output"
         nb.ENGINE = "scalar"
