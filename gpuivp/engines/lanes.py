@@ -145,6 +145,7 @@ class LaneSource:
             alloc("NTE")
         for e in range(len(self.events)):  # g at the last step's end; the event count
             alloc(f"G{e}")
+            alloc(f"GN{e}")  # g at this attempt's step end (computed in lanes)
             alloc(f"NEV{e}")
         for st in range(1, s + 1):
             alloc(f"K{st}", n)
@@ -257,6 +258,12 @@ h = t_new - t
         emit(2, f"r = {self.call('t + h', [f'yn_{j}' for j in range(n)])}")
         for j in range(n):
             emit(2, f"{at(f'K{s}', j)} = r[{j}]")
+        if self.events:  # the event functions at the step's end, in lanes (y as a tuple)
+            emit(2, f"t_new = {at('TN')}")
+            for e in range(len(self.events)):
+                call = self.call("t_new", [f"yn_{j}" for j in range(n)]).replace(
+                    "fun(", f"event{e}(", 1)
+                emit(2, f"{at(f'GN{e}')} = DT({call})")
         if self.fixed:
             self._fixed_commit(emit)
         else:
@@ -374,7 +381,7 @@ done = a & (direction * (t_new - t1) >= ZERO)
         ctrl_unpack = self.ctrl_unpack
         evp = ", t_eval, out_eval, iparams, st_cnt" if self.t_eval else ""
         evs = ", ev_g, ev_cnt" if self.events else ""
-        evp += evs
+        evp += evs + (", yv" if self.events else "")
         emit(0, f"def init_lane(S, l, i, t0, first_step, c, y0{evp}{arglist}):")
         for line in ctrl_unpack:
             emit(1, line)
@@ -406,7 +413,6 @@ if status == FAIL_NONFINITE:
             emit(2, "    ie += 1")
             emit(1, self._next_eval())
         if self.events:  # the event functions at t0 (a running trajectory)
-            emit(1, f"yv = np.empty({n})")
             for j in range(n):
                 emit(1, f"yv[{j}] = y_{j}")
             pargs = "".join(f", arg{m}[i]" if m in self.traj else f", arg{m}"
@@ -466,6 +472,7 @@ first_step = ctrl[3, 0]
 c = (ctrl[1, 0], ctrl[2, 0], ctrl[4, 0], DT(iparams[0, 0]), ctrl[6, 0]{''.join(f', atol[{j}, 0]' for j in range(n))}{fixed_c})
 direction = c[4]
 S = np.zeros({self.nv * W})
+yv = np.empty({n})  # the state as an array (events, t_eval output)
 for l in range({W}):
     S[{IDX} + l] = -ONE  # no trajectory in the lane
 nxt = a
@@ -565,14 +572,24 @@ if interval < h0:
         if not self.on_accept:
             return ""
         at, W = self.at, self.W
-        # with events every accepted step (g at its end); else only a step that reached a point
-        due = "" if self.events else f" and direction * ({at('NTE')} - {at('TN')}) <= ZERO"
+        # a step that reached a t_eval point or on which an event function changed sign (as
+        # the per-trajectory engine tests it, from g computed in lanes); else g moves on
+        conds = [f"direction * ({at('NTE')} - {at('TN')}) <= ZERO"] if self.t_eval else []
+        for e, (_, d) in enumerate(self.events):
+            g, gn = at(f"G{e}"), at(f"GN{e}")
+            up, down = f"({g} <= ZERO and {gn} >= ZERO)", f"({g} >= ZERO and {gn} <= ZERO)"
+            conds.append(up if d > 0 else down if d < 0 else f"{up} or {down}")
         evo = ", ev_t, ev_y" if self.events else ""
         text = f"""
 for l in range({W}):
-    if {at('ACC')} != ZERO{due}:
-        output(S, l, t_eval, out_eval, iparams, direction{evo}{arglist})
-""" + self._copy_next()
+    if {at('ACC')} != ZERO:
+        if {" or ".join(f"({c})" for c in conds)}:
+            output(S, l, yv, t_eval, out_eval, iparams, direction{evo}{arglist})"""
+        if self.events:
+            text += "\n        else:"
+            for e in range(len(self.events)):
+                text += f"\n            {at(f'G{e}')} = {at(f'GN{e}')}"
+        text += "\n" + self._copy_next()
         return "\n" + textwrap.indent(text.strip("\n"), " " * 8)
 
     def _output(self, emit, L):
@@ -588,11 +605,11 @@ for l in range({W}):
         self.eval_consts = dict(es.consts)
         arglist = "".join(f", arg{m}" for m in range(len(self.arg_kinds)))
         evo = ", ev_t, ev_y" if self.events else ""
-        emit(0, f"def output(S, l, t_eval, out_eval, iparams, direction{evo}{arglist}):")
+        emit(0, f"def output(S, l, yv, t_eval, out_eval, iparams, direction{evo}{arglist}):")
         emit(1, f"i = np.int64({at('IDX')})\n" + self._eval_rows())
         for m in range(len(self.arg_kinds)):
             emit(1, f"p{m} = {at(f'P{m}')}" if m in self.traj else f"p{m} = arg{m}")
-        emit(1, f"yv = np.empty({n})\nt = {at('T')}\nh = {at('HS')}\nt_new = {at('TN')}")
+        emit(1, f"t = {at('T')}\nh = {at('HS')}\nt_new = {at('TN')}")
         for j in range(n):
             emit(1, f"y_{j} = {at('Y', j)}\nyn_{j} = {at('YN', j)}\nK0_{j} = {at('F', j)}")
             for m in range(1, s + 1):
