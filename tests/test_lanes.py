@@ -155,6 +155,9 @@ def test_lane_engine_chosen_only_where_supported():
             "only explicit Runge-Kutta methods"
         with_eval = dataclasses.replace(prob, t_eval=np.array([0.0, 1.0]))
         assert nb.engine_for(with_eval, METHODS["RK45"]) == "lanes"
+        dense_eval = dataclasses.replace(prob, t_eval=np.linspace(0.0, 1.0,
+                                                                  lanes.MAX_AUTO_T_EVAL + 1))
+        assert nb.engine_for(dense_eval, METHODS["RK45"]) == "scalar"  # output-bound
         dense = dataclasses.replace(prob, dense_output=True)
         assert lanes.unsupported(dataclasses.replace(prob, affects=(None, lorenz)),
                                  METHODS["RK45"]) == "events with affect"

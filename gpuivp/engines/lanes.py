@@ -66,6 +66,12 @@ MAX_AUTO_N = 8
 #: the per-trajectory engine's (later processes load it from the disk cache), so small
 #: calls keep that engine.
 MIN_AUTO_K = 10_000
+#: Most ``t_eval`` points for which ``"auto"`` picks the lane engine: a step that reaches a
+#: point costs it a scalar call for that lane (~0.13 us for Lorenz, more than the ~0.10 us
+#: per step the lanes save), so the lanes win while fewer than about half the steps hold a
+#: point (Lorenz, ~220 steps: 3.2x at 11 points, 1.6x at 101, 0.96x at 301, 0.88x at 1001;
+#: benchmarks/RESULTS.md, "CPU lanes").
+MAX_AUTO_T_EVAL = 50
 
 
 def _lit(x):
