@@ -58,8 +58,8 @@ from .per_trajectory import (BASE_PARAMS, CNT_IE, EVENT_PARAMS, CNT_NACC, CNT_NF
 #: Lanes per block (a compile-time constant of the generated code).
 WIDTH = 16
 #: Largest state size the backend picks the lane engine for automatically (``"auto"``): it
-#: runs 2.1-2.7x faster up to n = 16 (Lorenz-96), but its compile grows from 3.1 CPU s at
-#: n = 3 to 5.2 s at n = 8 and 10 s at n = 12-16 (benchmarks/RESULTS.md, "CPU lanes").
+#: runs 2.1-2.7x faster up to n = 16 (Lorenz-96), but its compile grows from 3.2 CPU s at
+#: n = 3 to 4.8 s at n = 8 and 10 s at n = 12-16 (benchmarks/RESULTS.md, "CPU lanes").
 MAX_AUTO_N = 8
 #: Fewest trajectories in one call for which ``"auto"`` picks the lane engine: it saves
 #: about 20 CPU us per trajectory (Lorenz) but its first compile takes 2-12 s longer than
