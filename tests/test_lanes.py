@@ -302,3 +302,31 @@ def test_lane_engine_comes_back_from_the_disk_cache(tmp_path, monkeypatch):
     for state in states:
         np.testing.assert_array_equal(state.st_y, ref.y_final)
         np.testing.assert_array_equal(state.st_cnt[0], ref.nfev)
+
+
+def test_c_lane_reference_takes_the_scalar_c_references_steps():
+    """benchmarks/reference/lorenz_lanes.c (the C lane reference of benchmarks/lanes.py): the
+    scalar C reference's final states, statuses and nfev bit for bit, in rho order and
+    shuffled (refilled lanes), with a step-count failure mixed in. Skipped without gcc."""
+    import os
+    import shutil
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+    from reference import build
+
+    if shutil.which(build.CC) is None:
+        pytest.skip(f"no C compiler ({build.CC})")
+    scalar, lane = build.load(), build.load(lanes=True)
+    rho = np.linspace(0.0, 28.0, 101)
+    rho[7] = 1e6  # stiff: runs into RK45_MAX_STEPS (status -2)
+    perm = np.random.default_rng(0).permutation(rho.size)
+    ref = scalar(rho, 0.0, 10.0, 1e-6, 1e-8)
+    assert ref[1][7] == -2 and (ref[1] == 0).sum() == 100
+    for got, order in ((lane(rho, 0.0, 10.0, 1e-6, 1e-8), slice(None)),
+                       (lane(rho[perm], 0.0, 10.0, 1e-6, 1e-8), perm)):
+        for a, b in zip(ref, got):
+            np.testing.assert_array_equal(a[..., order], b)
+    for span in ((10.0, 0.0), (1.0, 1.0)):  # backward, empty interval
+        for a, b in zip(scalar(rho[:20], *span, 1e-6, 1e-8), lane(rho[:20], *span, 1e-6, 1e-8)):
+            np.testing.assert_array_equal(a, b)
