@@ -34,8 +34,9 @@ input as ``y + (c h) K``, the new state's finiteness tested every step) in lanes
 
 Scope (the backend uses the scalar engine otherwise, see :func:`unsupported`): explicit
 Runge-Kutta methods, adaptive or at fixed steps, float64, the final state, ``t_eval`` and
-events (no events with ``affect``, ``gpuivp.at`` events, dense output, progress bar), ``fun`` returning its derivative and accepting ``y`` as a tuple, per-trajectory
-arguments only as one float64 scalar per trajectory. Compiled engines go to the disk cache
+events (no events with ``affect``, ``gpuivp.at`` events, dense output, progress bar),
+``fun`` and the event functions accepting ``y`` as a tuple, ``fun`` returning its derivative,
+per-trajectory arguments only as one float64 scalar per trajectory. Compiled engines go to the disk cache
 (:func:`load_from_disk`) as the per-trajectory engine's do. Finished and idle lanes evaluate
 ``fun`` at their last state (a finished trajectory's lane at ``t1`` with ``h = 0``).
 
@@ -302,7 +303,8 @@ maxed = (not end) & (nacc_new >= max_steps)
 {at('H', nxt=True)} = h_old
 {at('ERR', nxt=True)} = err_old
 {at('REJ', nxt=True)} = rej_f
-{at('STATUS', nxt=True)} = sel(go & (not fin), FAIL_NONFINITE, sel(a & maxed, FAIL_MAXSTEPS, status))""")
+code = sel(a & maxed, FAIL_MAXSTEPS, status)
+{at('STATUS', nxt=True)} = sel(go & (not fin), FAIL_NONFINITE, code)""")
         self._commit_state(emit)
         emit(2, f"""
 {at('CACC')} = nacc_new
