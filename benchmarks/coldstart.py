@@ -19,6 +19,7 @@ Usage::
 
     python benchmarks/coldstart.py                  # both models, 3 repeats
     python benchmarks/coldstart.py --repeats 5 --models lorenz --markdown
+    python benchmarks/coldstart.py --engine lanes --models lorenz   # the lane engine
 """
 from __future__ import annotations
 
@@ -72,19 +73,23 @@ def child(model):
     from numba.core.registry import cpu_target
     cpu_target.target_context.refresh()
     t2 = time.perf_counter()
+    c2 = time.process_time()
     fun, y0, args = problem(model)
     kw = dict(method="RK45", rtol=1e-6, atol=1e-8, backend="numba", args=args)
     res = solve_ivp(fun, (0.0, 1.0), y0, **kw)
     t3 = time.perf_counter()
+    c3 = time.process_time()
     solve_ivp(fun, (0.0, 1.0), y0, **kw)
     t4 = time.perf_counter()
     print(json.dumps(dict(import_s=t1 - t0, numba_init_s=t2 - t1, first_s=t3 - t2,
+                          first_cpu_s=c3 - c2,
                           repeat_s=t4 - t3, stats=dict(disk_cache.STATS),
                           checksum=float(np.sum(res.y_final)), nfev=int(res.nfev.sum()))))
 
 
-def run_child(model, setting, cache):
+def run_child(model, setting, cache, engine="auto"):
     env = {k: v for k, v in os.environ.items() if k not in ("GPUIVP_DISK_CACHE",)}
+    env["GPUIVP_NUMBA_ENGINE"] = engine
     env["GPUIVP_CACHE_DIR"] = cache
     if setting == "off":
         env["GPUIVP_DISK_CACHE"] = "0"
@@ -101,18 +106,18 @@ def run_child(model, setting, cache):
     return fig
 
 
-def measure(models, repeats):
+def measure(models, repeats, engine="auto"):
     root = tempfile.mkdtemp(prefix="gpuivp-coldstart-")
     figs = {}
     try:
         for model in models:
             warm_dir = os.path.join(root, model + "-warm")
-            run_child(model, "cold", warm_dir)  # writes the entry the warm runs load
+            run_child(model, "cold", warm_dir, engine)  # writes the entry the warm runs load
             for _ in range(repeats):
                 for setting in SETTINGS:
                     cache = warm_dir if setting == "warm" else os.path.join(root, model + "-x")
-                    figs.setdefault((model, setting), []).append(run_child(model, setting,
-                                                                           cache))
+                    figs.setdefault((model, setting), []).append(
+                        run_child(model, setting, cache, engine))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     for (model, setting), runs in figs.items():
@@ -121,18 +126,20 @@ def measure(models, repeats):
         if sums != ref:
             raise RuntimeError(f"{model} {setting}: results differ from the in-process compile")
     return {key: {f: statistics.median(r[f] for r in runs)
-                  for f in ("import_s", "numba_init_s", "first_s", "repeat_s", "process_s")}
+                  for f in ("import_s", "numba_init_s", "first_s", "first_cpu_s", "repeat_s",
+                            "process_s")}
             for key, runs in figs.items()}
 
 
 def markdown(med):
     rows = ["| model | disk cache | import gpuivp + numba | numba target init | first call "
-            "| first call / off | repeat call | whole process |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "| first call, CPU | first call / off | repeat call | whole process |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for (model, setting), m in med.items():
         off = med[(model, "off")]["first_s"]
         rows.append(f"| {model} | {setting} | {m['import_s']:.2f} s | {m['numba_init_s']:.2f} s "
-                    f"| {m['first_s']:.3f} s | {m['first_s'] / off:.3f} | "
+                    f"| {m['first_s']:.3f} s | {m['first_cpu_s']:.3f} s "
+                    f"| {m['first_s'] / off:.3f} | "
                     f"{m['repeat_s'] * 1e3:.1f} ms | {m['process_s']:.2f} s |")
     return "\n".join(rows)
 
@@ -145,6 +152,9 @@ def main(argv=None):
                    choices=("lorenz", "lorenz96"))
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--markdown", action="store_true", help="print the RESULTS.md table")
+    p.add_argument("--engine", choices=("auto", "lanes", "scalar"), default="auto",
+                   help="the numba backend's engine (GPUIVP_NUMBA_ENGINE; K = 200 is below "
+                        "the lane engine's automatic threshold, so 'lanes' forces it)")
     args = p.parse_args(argv)
     if args.child:
         child(args.child)
@@ -152,11 +162,12 @@ def main(argv=None):
     load = os.getloadavg()[0]
     print(f"{datetime.date.today()}, {platform.processor() or platform.machine()}, "
           f"{len(os.sched_getaffinity(0))} CPUs, load average {load:.1f}; K = {K}, RK45, "
-          f"medians of {args.repeats} fresh processes per setting")
-    med = measure(args.models, args.repeats)
+          f"medians of {args.repeats} fresh processes per setting, engine {args.engine}")
+    med = measure(args.models, args.repeats, args.engine)
     for (model, setting), m in med.items():
         print(f"{model:9s} {setting:5s} import {m['import_s']:.2f} s  numba init "
-              f"{m['numba_init_s']:.2f} s  first call {m['first_s']:.3f} s  repeat "
+              f"{m['numba_init_s']:.2f} s  first call {m['first_s']:.3f} s (CPU "
+              f"{m['first_cpu_s']:.3f} s)  repeat "
               f"{m['repeat_s'] * 1e3:.1f} ms  process {m['process_s']:.2f} s")
     if args.markdown:
         print("\n" + markdown(med))

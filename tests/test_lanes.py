@@ -40,7 +40,29 @@ def _solve(engine, y0, rho, method, **kw):
         nb.ENGINE = old
 
 
+def cross(t, y, sigma, rho, beta):
+    return y[0] - 1.0
+
+
+def stop(t, y, sigma, rho, beta):
+    return y[2] - 20.0
+
+
+stop.terminal = True
+stop.direction = 1
+
+
 def _same(a, b):
+    assert (a.t_events is None) == (b.t_events is None)
+    if a.t_events is not None:
+        for e in range(len(a.t_events)):
+            np.testing.assert_array_equal(a.t_events[e], b.t_events[e])
+            np.testing.assert_array_equal(a.y_events[e], b.y_events[e])
+        np.testing.assert_array_equal(a.n_events, b.n_events)
+    assert (a.y is None) == (b.y is None)
+    if a.y is not None:  # t_eval output
+        np.testing.assert_array_equal(a.t, b.t)
+        np.testing.assert_array_equal(a.y, b.y)
     np.testing.assert_array_equal(a.status, b.status)
     np.testing.assert_array_equal(a.nfev, b.nfev)
     np.testing.assert_array_equal(a.naccept, b.naccept)
@@ -62,22 +84,49 @@ def test_lanes_bit_identical_to_scalar_engine_with_failures_and_shuffled(method)
     for name in ("status", "nfev", "t_final"):
         np.testing.assert_array_equal(getattr(shuf, name), getattr(ref, name)[perm])
     np.testing.assert_array_equal(shuf.y_final, ref.y_final[:, perm])
+    # t_eval (points at t0, inside and at t1; the interpolant's extra stages counted in nfev)
+    # and events (roots by Brent on the interpolant; a terminal one ends trajectories early)
+    te = np.linspace(0.0, 3.0, 7)
+    kw = dict(max_steps=400, t_eval=te, events=[cross, stop])
+    ref = _solve("scalar", y0, rho, method, **kw)
+    _same(ref, _solve("lanes", y0, rho, method, **kw))
+    assert np.isnan(ref.y[:, 5, 1:]).all() and np.isfinite(ref.y[:, 0]).all()
+    assert {0, 1, -3}.issubset(set(ref.status.tolist()))  # terminated ones among them
+    assert (ref.n_events[0] > 0).any() and (ref.n_events[1] == 1).any()
+
+
+@pytest.mark.parametrize("method", ["Euler", "Midpoint", "Heun", "RK4", "RK45"])
+def test_lanes_fixed_steps_bit_identical_to_scalar_engine(method):
+    """Steps of dt (RK45 too: an adaptive method at fixed steps), the last one cut at t1; a
+    non-finite state fails its trajectory; max_steps; t_eval and events on the way."""
+    y0, rho = _ensemble()
+    statuses = []
+    kws = [dict(), dict(max_steps=100)]
+    if method in ("RK4", "RK45"):  # (two compiles more per method: on two of them)
+        kws.append(dict(t_eval=np.linspace(0.0, 3.0, 7), events=[cross, stop]))
+    for kw in kws:
+        ref = _solve("scalar", y0, rho, method, dt=0.013, **kw)  # 231 steps, the last cut
+        _same(ref, _solve("lanes", y0, rho, method, dt=0.013, **kw))
+        statuses.append(set(ref.status.tolist()))
+    assert {0, -3} <= statuses[0] and {-2, -3} == statuses[1]
+    assert len(statuses) == 2 or {0, 1, -3} <= statuses[2]  # a terminal event on fixed steps
 
 
 def test_lanes_max_steps_first_step_and_backward_match_scalar():
     y0, rho = _ensemble(k=21)
-    for kw in (dict(max_steps=30), dict(first_step=1e-3)):
+    for kw in (dict(max_steps=30), dict(first_step=1e-3), dict(events=[cross, stop])):
         _same(_solve("scalar", y0, rho, "RK45", **kw), _solve("lanes", y0, rho, "RK45", **kw))
     assert (_solve("lanes", y0, rho, "RK45", max_steps=30).status == -2).any()
-    # backward in time, t0 == t1
-    for span in ((3.0, 0.0), (1.0, 1.0)):
+    # backward in time, t0 == t1; with and without t_eval
+    for span, te in (((3.0, 0.0), None), ((1.0, 1.0), None), ((3.0, 0.0), [3.0, 2.5, 0.1]),
+                     ((1.0, 1.0), [1.0])):
         old = nb.ENGINE
         out = []
         for eng in ("scalar", "lanes"):
             nb.ENGINE = eng
             try:
                 out.append(gpuivp.solve_ivp(lorenz, span, y0, args=(10.0, rho, 8 / 3),
-                                            method="RK45", backend="numba"))
+                                            method="RK45", backend="numba", t_eval=te))
             finally:
                 nb.ENGINE = old
         _same(*out)
@@ -101,15 +150,26 @@ def test_lane_engine_chosen_only_where_supported():
         big_n = dataclasses.replace(prob, fun=None, y0=np.ones((lanes.MAX_AUTO_N + 1, big_k)),
                                     atol=np.full(lanes.MAX_AUTO_N + 1, 1e-8))
         assert nb.engine_for(big_n, METHODS["RK45"]) == "scalar"         # large n
-        assert nb.engine_for(prob, METHODS["RK4"]) == "scalar"          # fixed step
+        assert nb.engine_for(prob, METHODS["RK4"]) == "lanes"           # fixed steps too
+        assert lanes.unsupported(prob, METHODS["Rosenbrock23"]) == \
+            "only explicit Runge-Kutta methods"
         with_eval = dataclasses.replace(prob, t_eval=np.array([0.0, 1.0]))
-        assert nb.engine_for(with_eval, METHODS["RK45"]) == "scalar"
-        assert lanes.unsupported(with_eval, METHODS["RK45"]) == "t_eval"
+        assert nb.engine_for(with_eval, METHODS["RK45"]) == "lanes"
+        dense_eval = dataclasses.replace(prob, t_eval=np.linspace(0.0, 1.0,
+                                                                  lanes.MAX_AUTO_T_EVAL + 1))
+        assert nb.engine_for(dense_eval, METHODS["RK45"]) == "scalar"  # output-bound
+        dense = dataclasses.replace(prob, dense_output=True)
+        assert lanes.unsupported(dataclasses.replace(prob, affects=(None, lorenz)),
+                                 METHODS["RK45"]) == "events with affect"
+        assert lanes.unsupported(dataclasses.replace(prob, at_times=(np.ones(2),)),
+                                 METHODS["RK45"]) == "gpuivp.at events"
+        assert nb.engine_for(dense, METHODS["RK45"]) == "scalar"
+        assert lanes.unsupported(dense, METHODS["RK45"]) == "dense_output"
         nb.ENGINE = "scalar"
         assert nb.engine_for(prob, METHODS["RK45"]) == "scalar"
         nb.ENGINE = "lanes"
-        with pytest.raises(ValueError, match="t_eval"):
-            nb.engine_for(with_eval, METHODS["RK45"])
+        with pytest.raises(ValueError, match="dense_output"):
+            nb.engine_for(dense, METHODS["RK45"])
         nb.ENGINE = "bogus"
         with pytest.raises(ValueError, match="GPUIVP_NUMBA_ENGINE"):
             nb.engine_for(prob, METHODS["RK45"])
@@ -242,3 +302,31 @@ def test_lane_engine_comes_back_from_the_disk_cache(tmp_path, monkeypatch):
     for state in states:
         np.testing.assert_array_equal(state.st_y, ref.y_final)
         np.testing.assert_array_equal(state.st_cnt[0], ref.nfev)
+
+
+def test_c_lane_reference_takes_the_scalar_c_references_steps():
+    """benchmarks/reference/lorenz_lanes.c (the C lane reference of benchmarks/lanes.py): the
+    scalar C reference's final states, statuses and nfev bit for bit, in rho order and
+    shuffled (refilled lanes), with a step-count failure mixed in. Skipped without gcc."""
+    import os
+    import shutil
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+    from reference import build
+
+    if shutil.which(build.CC) is None:
+        pytest.skip(f"no C compiler ({build.CC})")
+    scalar, lane = build.load(), build.load(lanes=True)
+    rho = np.linspace(0.0, 28.0, 101)
+    rho[7] = 1e6  # stiff: runs into RK45_MAX_STEPS (status -2)
+    perm = np.random.default_rng(0).permutation(rho.size)
+    ref = scalar(rho, 0.0, 10.0, 1e-6, 1e-8)
+    assert ref[1][7] == -2 and (ref[1] == 0).sum() == 100
+    for got, order in ((lane(rho, 0.0, 10.0, 1e-6, 1e-8), slice(None)),
+                       (lane(rho[perm], 0.0, 10.0, 1e-6, 1e-8), perm)):
+        for a, b in zip(ref, got):
+            np.testing.assert_array_equal(a[..., order], b)
+    for span in ((10.0, 0.0), (1.0, 1.0)):  # backward, empty interval
+        for a, b in zip(scalar(rho[:20], *span, 1e-6, 1e-8), lane(rho[:20], *span, 1e-6, 1e-8)):
+            np.testing.assert_array_equal(a, b)

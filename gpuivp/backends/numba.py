@@ -372,7 +372,7 @@ def engine_for(problem, tableau):
     ``ENGINE == "auto"`` picks the lane engine for what it supports
     (:func:`gpuivp.engines.lanes.unsupported`) up to ``lanes.MAX_AUTO_N`` components and from
     ``lanes.MIN_AUTO_K`` trajectories in the call (a measured trade of run time against its
-    longer first compile).
+    longer first compile) and up to ``lanes.MAX_AUTO_T_EVAL`` ``t_eval`` points.
     """
     from ..engines import lanes
 
@@ -389,7 +389,9 @@ def engine_for(problem, tableau):
                              f"problem: {why}; set gpuivp.backends.numba.ENGINE (or "
                              f"GPUIVP_NUMBA_ENGINE) to 'auto' or 'scalar'")
         return "lanes"
-    if why is None and problem.n <= lanes.MAX_AUTO_N and problem.k >= lanes.MIN_AUTO_K:
+    many_points = problem.t_eval is not None and len(problem.t_eval) > lanes.MAX_AUTO_T_EVAL
+    if (why is None and problem.n <= lanes.MAX_AUTO_N and problem.k >= lanes.MIN_AUTO_K
+            and not many_points):
         return "lanes"
     return "scalar"
 

@@ -23,33 +23,56 @@ alias checks); control values as a tuple of scalars; :func:`sel` instead of ``a 
 ``nextafter`` as integer arithmetic on the bits; ``fun`` called with ``y`` as a tuple and
 inlined.
 
-Scope (the backend uses the scalar engine otherwise, see :func:`unsupported`): adaptive
-explicit methods, float64, final state only (no ``t_eval``, events, dense output, progress
-bar), ``fun`` returning its derivative and accepting ``y`` as a tuple, per-trajectory
-arguments only as one float64 scalar per trajectory. Compiled engines go to the disk cache
+Output at ``t_eval``: after an attempt, each lane whose accepted step reached its next
+``t_eval`` point runs ``output`` (scalar code, one lane), which is the per-trajectory engine's
+own generated ``t_eval`` code (:meth:`EngineSource._on_accept`: the tableau's interpolant,
+its extra stages counted in ``nfev``) on the lane's step; then the commit's copy.
+
+Fixed steps (``dt``, or a method without error estimate): the per-trajectory engine's
+``_fixed_step`` (``t_new`` from the step count, the last step cut at ``t1``, a one-term stage
+input as ``y + (c h) K``, the new state's finiteness tested every step) in lanes.
+
+Scope (the backend uses the scalar engine otherwise, see :func:`unsupported`): explicit
+Runge-Kutta methods, adaptive or at fixed steps, float64, the final state, ``t_eval`` and
+events (no events with ``affect``, ``gpuivp.at`` events, dense output, progress bar),
+``fun`` and the event functions accepting ``y`` as a tuple, ``fun`` returning its derivative,
+per-trajectory arguments only as one float64 scalar per trajectory. Compiled engines go to the disk cache
 (:func:`load_from_disk`) as the per-trajectory engine's do. Finished and idle lanes evaluate
 ``fun`` at their last state (a finished trajectory's lane at ``t1`` with ``h = 0``).
+
+Compile time: ``fun`` is compiled once and called, not inlined at numba's IR level (LLVM
+inlines it before vectorising: the same machine code), and every name in ``attempt`` is
+assigned in one place (:func:`_one_definition_per_name`), so numba's type inference makes two
+rounds over it, not three.
 """
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 
 from .. import _status
-from .per_trajectory import BASE_PARAMS, CNT_NACC, CNT_NFEV, CNT_NREJ, INITIAL_STEP_END
+from .per_trajectory import (BASE_PARAMS, CNT_IE, EVENT_PARAMS, CNT_NACC, CNT_NFEV, CNT_NREJ,
+                             INITIAL_STEP_END, IPARAM_FIELDS, EngineSource, _Src)
 
 #: Lanes per block (a compile-time constant of the generated code).
 WIDTH = 16
 #: Largest state size the backend picks the lane engine for automatically (``"auto"``): it
-#: runs 2.1-2.7x faster up to n = 16 (Lorenz-96), but its compile grows from 4-10 s at n = 3
-#: to 16 s at n = 8 and 55-84 s at n = 12-16 (benchmarks/RESULTS.md, "CPU lanes").
+#: runs 2.1-2.7x faster up to n = 16 (Lorenz-96), but its compile grows from 3.2 CPU s at
+#: n = 3 to 4.8 s at n = 8 and 10 s at n = 12-16 (benchmarks/RESULTS.md, "CPU lanes").
 MAX_AUTO_N = 8
 #: Fewest trajectories in one call for which ``"auto"`` picks the lane engine: it saves
 #: about 20 CPU us per trajectory (Lorenz) but its first compile takes 2-12 s longer than
 #: the per-trajectory engine's (later processes load it from the disk cache), so small
 #: calls keep that engine.
 MIN_AUTO_K = 10_000
+#: Most ``t_eval`` points for which ``"auto"`` picks the lane engine: a step that reaches a
+#: point costs it a scalar call for that lane (~0.13 us for Lorenz, more than the ~0.10 us
+#: per step the lanes save), so the lanes win while fewer than about half the steps hold a
+#: point (Lorenz, ~220 steps: 3.2x at 11 points, 1.6x at 101, 0.96x at 301, 0.88x at 1001;
+#: benchmarks/RESULTS.md, "CPU lanes").
+MAX_AUTO_T_EVAL = 50
 
 
 def _lit(x):
@@ -62,16 +85,16 @@ def _lit(x):
 
 def unsupported(problem, tableau):
     """Why the lane engine cannot run ``problem`` (a short reason), or ``None``."""
-    if tableau is None or not tableau.adaptive or getattr(tableau, "linear_solve", False):
-        return "only adaptive explicit methods"
-    if problem.dt is not None:
-        return "fixed steps (dt)"
+    from ..methods import Tableau
+
+    if not isinstance(tableau, Tableau):  # (Rosenbrock and other implicit methods)
+        return "only explicit Runge-Kutta methods"
     if problem.dtype != np.float64:
         return "float64 only"
-    if problem.t_eval is not None:
-        return "t_eval"
-    if problem.events:
-        return "events"
+    if any(a is not None for a in getattr(problem, "affects", ())):
+        return "events with affect"
+    if any(a is not None for a in getattr(problem, "at_times", ())):
+        return "gpuivp.at events"
     if problem.dense_output:
         return "dense_output"
     if problem.progress:
@@ -94,8 +117,14 @@ class LaneSource:
     """Generated source of the lane engine: ``attempt``, ``init_lane``, ``scatter`` and the
     driver ``run_range(a, b, <BASE_PARAMS>, arg0, ...)`` (the scalar driver's signature)."""
 
-    def __init__(self, tableau, n, arg_kinds, width=WIDTH):
+    def __init__(self, tableau, n, arg_kinds, width=WIDTH, t_eval=False, events=(),
+                 fixed=False):
         self.tab, self.n, self.arg_kinds, self.W = tableau, n, tuple(arg_kinds), int(width)
+        self.fixed = bool(fixed) or not tableau.adaptive  # steps of dt (no controller)
+        self.t_eval = bool(t_eval)
+        self.events = tuple(events)  # per event function: (terminal count, direction)
+        # work on accepted steps (``output``): t_eval points, event functions
+        self.on_accept = self.t_eval or bool(self.events)
         tab, s = tableau, tableau.n_stages
         rows = {}
 
@@ -116,6 +145,15 @@ class LaneSource:
         self.traj = [m for m, kd in enumerate(self.arg_kinds) if kd.startswith("traj")]
         for m in self.traj:
             alloc(f"P{m}")
+        if self.on_accept:  # accepted in this attempt
+            alloc("ACC")
+        if self.t_eval:  # t_eval points done; the next one's time
+            alloc("IE")
+            alloc("NTE")
+        for e in range(len(self.events)):  # g at the last step's end; the event count
+            alloc(f"G{e}")
+            alloc(f"GN{e}")  # g at this attempt's step end (computed in lanes)
+            alloc(f"NEV{e}")
         for st in range(1, s + 1):
             alloc(f"K{st}", n)
         alloc("YN", n)
@@ -151,6 +189,8 @@ class LaneSource:
         arglist = "".join(f", arg{m}" for m in range(len(self.arg_kinds)))
         ctrl_unpack = ["t1 = c[0]", "rtol = c[1]", "max_step = c[2]", "max_steps = c[3]",
                        "direction = c[4]"] + [f"atol_{j} = c[{5 + j}]" for j in range(n)]
+        if self.fixed:
+            ctrl_unpack += [f"t0 = c[{5 + n}]", f"dt_dir = c[{6 + n}]", f"n_fixed = c[{7 + n}]"]
 
         def emit(ind, text):
             for line in text.strip("\n").split("\n"):
@@ -162,7 +202,17 @@ class LaneSource:
             emit(1, line)
         # loop 0: _step_impl up to the stages (min_step, clamps, failures, h, t_new), stage 1
         emit(1, f"for l in range({W}):")
-        emit(2, f"""
+        if self.fixed:  # the per-trajectory engine's _fixed_step: t_new from the step count
+            emit(2, f"""
+t = {at('T')}
+nacc = {at('CACC')}
+t_new = sel(nacc + ONE >= n_fixed, t1, t0 + (nacc + ONE) * dt_dir)
+h = t_new - t
+{at('GO')} = {at('LIVE')}
+{at('HS')} = h
+{at('TN')} = t_new""")
+        else:
+            emit(2, f"""
 t = {at('T')}
 h_abs = {at('H')}
 live = {at('LIVE')} != ZERO
@@ -193,7 +243,15 @@ h = t_new - t
                 emit(1, f"for l in range({W}):")
                 emit(2, f"h = {at('HS')}\nt = {at('T')}")
             row = tab.a[st, :st]
-            comps = [f"{at('Y', j)} + ({self.lincomb(row, j)}) * h" for j in range(n)]
+            terms = [(m, c) for m, c in enumerate(row) if c != 0]
+            if self.fixed and len(terms) == 1:  # y + (c h) K: as the per-trajectory engine
+                (m, c), = terms
+                hc = "h" if c == 1 else "hc"
+                if c != 1:
+                    emit(2, f"hc = {_lit(c)} * h")
+                comps = [f"{at('Y', j)} + {hc} * {self.k(m, j)}" for j in range(n)]
+            else:
+                comps = [f"{at('Y', j)} + ({self.lincomb(row, j)}) * h" for j in range(n)]
             emit(2, f"r = {self.call(f't + {_lit(tab.c[st])} * h', comps)}")
             for j in range(n):
                 emit(2, f"{at(f'K{st}', j)} = r[{j}]")
@@ -207,6 +265,69 @@ h = t_new - t
         emit(2, f"r = {self.call('t + h', [f'yn_{j}' for j in range(n)])}")
         for j in range(n):
             emit(2, f"{at(f'K{s}', j)} = r[{j}]")
+        if self.events:  # the event functions at the step's end, in lanes (y as a tuple)
+            emit(2, f"t_new = {at('TN')}")
+            for e in range(len(self.events)):
+                call = self.call("t_new", [f"yn_{j}" for j in range(n)]).replace(
+                    "fun(", f"event{e}(", 1)
+                emit(2, f"{at(f'GN{e}')} = DT({call})")
+        if self.fixed:
+            self._fixed_commit(emit)
+        else:
+            self._adaptive_commit(emit)
+        L.append("")
+        self.ctrl_unpack = ctrl_unpack
+        return self._generate_rest(emit, L)
+
+    def _fixed_commit(self, emit):
+        """Fixed steps: the new state's finiteness test, then the masked commit."""
+        n, s, at = self.n, self.tab.n_stages, self.at
+        emit(2, f"{at('EN')} = sel(isfinite(" + " + ".join(f"ZERO * yn_{j}" for j in range(n))
+             + "), ONE, ZERO)")
+        emit(1, f"for l in range({self.W}):")
+        emit(2, f"""
+go = {at('GO')} != ZERO
+fin = {at('EN')} != ZERO
+t_new = {at('TN')}
+t = {at('T')}
+status = {at('STATUS')}
+nacc = {at('CACC')}
+h_old = {at('H')}
+err_old = {at('ERR')}
+rej_f = {at('REJ')}
+a = go & fin
+nacc_new = nacc + sel(a, ONE, ZERO)
+end = nacc_new >= n_fixed
+maxed = (not end) & (nacc_new >= max_steps)
+{at('T', nxt=True)} = sel(a, t_new, t)
+{at('H', nxt=True)} = h_old
+{at('ERR', nxt=True)} = err_old
+{at('REJ', nxt=True)} = rej_f
+code = sel(a & maxed, FAIL_MAXSTEPS, status)
+{at('STATUS', nxt=True)} = sel(go & (not fin), FAIL_NONFINITE, code)""")
+        self._commit_state(emit)
+        emit(2, f"""
+{at('CACC')} = nacc_new
+{at('CFEV')} += sel(go, {_lit(s)}, ZERO)
+{at('LIVE')} = sel(a & (not end) & (not maxed), ONE, ZERO)""")
+        if not self.on_accept:
+            emit(1, self._copy_next())
+
+    def _commit_state(self, emit):
+        """The accepted lanes' new y and f into the NXT rows (``a``: accepted)."""
+        n, s, at = self.n, self.tab.n_stages, self.at
+        if self.on_accept:
+            emit(2, f"{at('ACC')} = sel(a, ONE, ZERO)")
+        for j in range(n):
+            emit(2, f"v_{j} = {at('Y', j)}\nvn_{j} = {at('YN', j)}\n"
+                    f"w_{j} = {at('F', j)}\nwn_{j} = {at(f'K{s}', j)}")
+        for j in range(n):
+            emit(2, f"{at('Y', j, nxt=True)} = sel(a, vn_{j}, v_{j})")
+            emit(2, f"{at('F', j, nxt=True)} = sel(a, wn_{j}, w_{j})")
+
+    def _adaptive_commit(self, emit):
+        """The error norm, the controller's pow, then the masked commit."""
+        tab, n, s, at, W = self.tab, self.n, self.tab.n_stages, self.at, self.W
         for j in range(n):
             emit(2, f"a = abs(y_{j})\nb = abs(yn_{j})\nsc_{j} = atol_{j} + sel(a > b, a, b) * rtol")
         if tab.combined_error:
@@ -228,7 +349,7 @@ h = t_new - t
         emit(1, f"for l in range({W}):")
         emit(2, f"{at('PW')} = SAFETY * POW({at('EN')})")
         # the masked commit into the NXT rows (every operand loaded before the selects)
-        emit(1, f"n_live = 0\nfor l in range({W}):")
+        emit(1, f"for l in range({W}):")
         emit(2, f"""
 go = {at('GO')} != ZERO
 err = {at('EN')}
@@ -251,26 +372,27 @@ done = a & (direction * (t_new - t1) >= ZERO)
 {at('H', nxt=True)} = sel(go, h_new, h_old)
 {at('ERR', nxt=True)} = sel(go, err, err_old)
 {at('REJ', nxt=True)} = sel(go, sel(acc, ZERO, ONE), rej_f)""")
-        for j in range(n):
-            emit(2, f"v_{j} = {at('Y', j)}\nvn_{j} = {at('YN', j)}\n"
-                    f"w_{j} = {at('F', j)}\nwn_{j} = {at(f'K{s}', j)}")
-        for j in range(n):
-            emit(2, f"{at('Y', j, nxt=True)} = sel(a, vn_{j}, v_{j})")
-            emit(2, f"{at('F', j, nxt=True)} = sel(a, wn_{j}, w_{j})")
+        self._commit_state(emit)
         emit(2, f"""
 {at('CACC')} += sel(a, ONE, ZERO)
 {at('CREJ')} += sel(go & (not acc), ONE, ZERO)
 {at('CFEV')} += sel(go, {_lit(s)}, ZERO)
-still = go & (not done)
-{at('LIVE')} = sel(still, ONE, ZERO)
-n_live += sel(still, 1, 0)""")
-        emit(1, f"for q in range({self.nstate * W}):")
-        emit(2, f"S[q] = S[{self.nstate * W} + q]")
-        emit(1, "return n_live")
-        L.append("")
+{at('LIVE')} = sel(go & (not done), ONE, ZERO)""")
+        if not self.on_accept:  # (else the driver copies, after the output)
+            emit(1, self._copy_next())
 
+    def _generate_rest(self, emit, L):
+        """``init_lane``, ``output``, ``scatter`` and the driver ``run_range``."""
         # ---- a lane takes trajectory i: f(t0, y0), failures, the initial step ----
-        emit(0, f"def init_lane(S, l, i, t0, first_step, c, y0{arglist}):")
+        tab, n, W = self.tab, self.n, self.W
+        s = tab.n_stages
+        at = self.at
+        arglist = "".join(f", arg{m}" for m in range(len(self.arg_kinds)))
+        ctrl_unpack = self.ctrl_unpack
+        evp = ", t_eval, out_eval, iparams, st_cnt" if self.t_eval else ""
+        evs = ", ev_g, ev_cnt" if self.events else ""
+        evp += evs + (", yv" if self.events else "")
+        emit(0, f"def init_lane(S, l, i, t0, first_step, c, y0{evp}{arglist}):")
         for line in ctrl_unpack:
             emit(1, line)
         for m in self.traj:
@@ -285,6 +407,130 @@ n_live += sel(still, 1, 0)""")
         emit(1, "if not isfinite(" + " + ".join(f"ZERO * f_{j}" for j in range(n)) + "):")
         emit(2, "status = FAIL_NONFINITE")
         emit(1, "elif t0 == t1:\n    status = SUCCESS\nelse:\n    status = RUNNING")
+        if not self.fixed:
+            self._initial_step(emit)
+        if self.t_eval:  # the scalar engine's output at t0 of a trajectory that ends there
+            emit(1, self._eval_rows() + f"""
+ie = st_cnt[{CNT_IE}, i]
+if status == FAIL_NONFINITE:
+    if n_eval > 0 and t_eval[eval_row0, icte] == t0:""")
+            for j in range(n):
+                emit(3, f"out_eval[eval_row0, {j}, i] = y_{j}")
+            emit(1, "elif status == SUCCESS:\n    while ie < n_eval:\n"
+                    "        row = eval_row0 + ie * eval_step")
+            for j in range(n):
+                emit(3, f"out_eval[row, {j}, i] = y_{j}")
+            emit(2, "    ie += 1")
+            emit(1, self._next_eval())
+        if self.events:  # the event functions at t0 (a running trajectory)
+            for j in range(n):
+                emit(1, f"yv[{j}] = y_{j}")
+            pargs = "".join(f", arg{m}[i]" if m in self.traj else f", arg{m}"
+                            for m in range(len(self.arg_kinds)))
+            for e in range(len(self.events)):
+                emit(1, f"g_{e} = ev_g[{e}, i]\nif status == RUNNING:\n"
+                        f"    g_{e} = DT(event{e}(t0, yv{pargs}))\n"
+                        f"{at(f'G{e}')} = g_{e}\n{at(f'NEV{e}')} = DT(ev_cnt[{e}, i])")
+        emit(1, f"""
+{at('T')} = t0
+{at('H')} = h_abs
+{at('ERR')} = ZERO
+{at('REJ')} = ZERO
+{at('STATUS')} = DT(SUCCESS) if status == RUNNING else DT(status)
+{at('LIVE')} = ONE if status == RUNNING else ZERO
+{at('CFEV')} = DT(nfev)
+{at('CACC')} = ZERO
+{at('CREJ')} = ZERO
+{at('IDX')} = DT(i)""")
+        for j in range(n):
+            emit(1, f"{at('Y', j)} = y_{j}\n{at('F', j)} = f_{j}")
+        emit(1, "return status == RUNNING")
+        L.append("")
+        if self.on_accept:
+            self._output(emit, L)
+
+        # ---- a finished lane's results into the engine state arrays ----
+        emit(0, f"def scatter(S, l, st_t, st_h, st_err, st_y, st_f, st_status, st_cnt{evs}):")
+        emit(1, f"""
+i = np.int64({at('IDX')})
+st_t[i] = {at('T')}
+st_h[i] = {at('H')}
+st_err[i] = {at('ERR')}
+st_status[i] = np.int32({at('STATUS')})
+st_cnt[{CNT_NFEV}, i] = np.int64({at('CFEV')})
+st_cnt[{CNT_NACC}, i] = np.int64({at('CACC')})
+st_cnt[{CNT_NREJ}, i] = np.int64({at('CREJ')})""")
+        if self.t_eval:
+            emit(1, f"st_cnt[{CNT_IE}, i] = np.int64({at('IE')})")
+        for e in range(len(self.events)):
+            emit(1, f"ev_g[{e}, i] = {at(f'G{e}')}\nev_cnt[{e}, i] = np.int64({at(f'NEV{e}')})")
+        for j in range(n):
+            emit(1, f"st_y[{j}, i] = {at('Y', j)}\nst_f[{j}, i] = {at('F', j)}")
+        L.append("")
+
+        # ---- the driver: trajectories a <= i < b through W refilled lanes ----
+        params = ", ".join(BASE_PARAMS + (tuple(EVENT_PARAMS) if self.events else ())) + arglist
+        IDX, LIVE = self.rows["IDX"] * W, self.rows["LIVE"] * W
+        # fixed steps: t0, dt * direction, the number of steps (from the per-trajectory layout)
+        fixed_c = ", ctrl[0, 0], ctrl[5, 0] * ctrl[6, 0], DT(iparams[2, 0])" if self.fixed else ""
+        emit(0, f"def run_range(a, b, {params}):")
+        emit(1, f"""
+if b <= a:
+    return
+t0 = ctrl[0, 0]  # (fields, 1): the lane engine runs shared control values only
+first_step = ctrl[3, 0]
+c = (ctrl[1, 0], ctrl[2, 0], ctrl[4, 0], DT(iparams[0, 0]), ctrl[6, 0]{''.join(f', atol[{j}, 0]' for j in range(n))}{fixed_c})
+direction = c[4]
+S = np.zeros({self.nv * W})
+yv = np.empty({n})  # the state as an array (events, t_eval output)
+for l in range({W}):
+    S[{IDX} + l] = -ONE  # no trajectory in the lane
+nxt = a
+while True:
+    # refill: a lane whose trajectory has finished writes it out and takes the next one
+    n_live = 0
+    for l in range({W}):
+        if S[{LIVE} + l] != ZERO:
+            n_live += 1
+            continue
+        if S[{IDX} + l] >= ZERO:
+            scatter(S, l, st_t, st_h, st_err, st_y, st_f, st_status, st_cnt{evs})
+            S[{IDX} + l] = -ONE
+        while nxt < b:
+            i = nxt
+            nxt += 1
+            if st_status[i] < INIT:
+                continue
+            if init_lane(S, l, i, t0, first_step, c, y0{evp}{arglist}):
+                n_live += 1
+                break
+            scatter(S, l, st_t, st_h, st_err, st_y, st_f, st_status, st_cnt{evs})
+            S[{IDX} + l] = -ONE
+    if n_live == 0:
+        return
+    if n_live < {W}:  # idle lanes compute a copy of a live lane (masked): fun sees real states
+        src = 0
+        while S[{LIVE} + src] == ZERO:
+            src += 1
+        for l in range({W}):
+            if S[{IDX} + l] < ZERO:
+                for r in range({self.nv}):
+                    if r != {self.rows['LIVE']} and r != {self.rows['IDX']}:
+                        S[r * {W} + l] = S[r * {W} + src]
+    now = n_live
+    while now == n_live:  # step attempts until a lane finishes
+        if iparams[1, 0] == 0:  # stopped (Ctrl-C or another chunk's error)
+            return
+        attempt(S, c{arglist}){self._driver_output(arglist)}
+        now = 0
+        for l in range({W}):
+            if S[{LIVE} + l] != ZERO:
+                now += 1""")
+        return _one_definition_per_name("\n".join(L) + "\n", "attempt")
+
+    def _initial_step(self, emit):
+        """init_lane: ``first_step``, else scipy's ``select_initial_step``."""
+        n = self.n
         emit(2, "if first_step > ZERO:\n    h_abs = first_step\nelse:")
         for j in range(n):
             emit(3, f"sc_{j} = atol_{j} + abs(y_{j}) * rtol")
@@ -308,100 +554,96 @@ if interval < h0:
             f"((f1_{j} - f_{j}) / sc_{j}) * ((f1_{j} - f_{j}) / sc_{j})" for j in range(n))
             + ") / SQRTN / h0")
         emit(3, INITIAL_STEP_END)
-        emit(1, f"""
-{at('T')} = t0
-{at('H')} = h_abs
-{at('ERR')} = ZERO
-{at('REJ')} = ZERO
-{at('STATUS')} = DT(SUCCESS) if status == RUNNING else DT(status)
-{at('LIVE')} = ONE if status == RUNNING else ZERO
-{at('CFEV')} = DT(nfev)
-{at('CACC')} = ZERO
-{at('CREJ')} = ZERO
-{at('IDX')} = DT(i)""")
-        for j in range(n):
-            emit(1, f"{at('Y', j)} = y_{j}\n{at('F', j)} = f_{j}")
-        emit(1, "return status == RUNNING")
-        L.append("")
 
-        # ---- a finished lane's results into the engine state arrays ----
-        emit(0, "def scatter(S, l, st_t, st_h, st_err, st_y, st_f, st_status, st_cnt):")
-        emit(1, f"""
-i = np.int64({at('IDX')})
-st_t[i] = {at('T')}
-st_h[i] = {at('H')}
-st_err[i] = {at('ERR')}
-st_status[i] = np.int32({at('STATUS')})
-st_cnt[{CNT_NFEV}, i] = np.int64({at('CFEV')})
-st_cnt[{CNT_NACC}, i] = np.int64({at('CACC')})
-st_cnt[{CNT_NREJ}, i] = np.int64({at('CREJ')})""")
-        for j in range(n):
-            emit(1, f"st_y[{j}, i] = {at('Y', j)}\nst_f[{j}, i] = {at('F', j)}")
-        L.append("")
+    def _copy_next(self):
+        """The commit's second half: the NXT rows copied onto the state rows."""
+        return (f"for q in range({self.nstate * self.W}):\n"
+                f"    S[q] = S[{self.nstate * self.W} + q]")
 
-        # ---- the driver: trajectories a <= i < b through W refilled lanes ----
-        params = ", ".join(BASE_PARAMS) + arglist
-        emit(0, f"def run_range(a, b, {params}):")
-        emit(1, f"""
-if b <= a:
-    return
-t0 = ctrl[0, 0]  # (fields, 1): the lane engine runs shared control values only
-first_step = ctrl[3, 0]
-c = (ctrl[1, 0], ctrl[2, 0], ctrl[4, 0], DT(iparams[0, 0]), ctrl[6, 0]{''.join(f', atol[{j}, 0]' for j in range(n))})
-S = np.zeros({self.nv * W})
-nxt = a
+    def _eval_rows(self):
+        """Unpacks the t_eval layout (shared by all trajectories in the lane engine)."""
+        f = IPARAM_FIELDS
+        return (f"n_eval = iparams[{f.index('n_eval')}, 0]\n"
+                f"eval_row0 = iparams[{f.index('eval_row0')}, 0]\n"
+                f"eval_step = iparams[{f.index('eval_step')}, 0]\n"
+                "icte = i if t_eval.shape[1] > 1 else 0")
+
+    def _next_eval(self):
+        """The lane's next t_eval time (beyond any step end once all are done)."""
+        return (f"{self.at('IE')} = DT(ie)\n"
+                f"if ie < n_eval:\n"
+                f"    {self.at('NTE')} = t_eval[eval_row0 + ie * eval_step, icte]\n"
+                f"else:\n"
+                f"    {self.at('NTE')} = direction * INF")
+
+    def _driver_output(self, arglist):
+        """With t_eval: after an attempt, the output of each lane whose accepted step reached
+        its next t_eval point, then the commit's copy (the output reads the step's start)."""
+        if not self.on_accept:
+            return ""
+        at, W = self.at, self.W
+        # a step that reached a t_eval point or on which an event function changed sign (as
+        # the per-trajectory engine tests it, from g computed in lanes); else g moves on
+        conds = [f"direction * ({at('NTE')} - {at('TN')}) <= ZERO"] if self.t_eval else []
+        for e, (_, d) in enumerate(self.events):
+            g, gn = at(f"G{e}"), at(f"GN{e}")
+            up, down = f"({g} <= ZERO and {gn} >= ZERO)", f"({g} >= ZERO and {gn} <= ZERO)"
+            conds.append(up if d > 0 else down if d < 0 else f"{up} or {down}")
+        evo = ", ev_t, ev_y" if self.events else ""
+        text = f"""
 for l in range({W}):
-    S[{self.rows['IDX'] * W} + l] = -ONE
-    while nxt < b:
-        i = nxt
-        nxt += 1
-        if st_status[i] < INIT:
-            continue
-        if init_lane(S, l, i, t0, first_step, c, y0{arglist}):
-            break
-        scatter(S, l, st_t, st_h, st_err, st_y, st_f, st_status, st_cnt)
-        S[{self.rows['IDX'] * W} + l] = -ONE
-n_live = 0
-for l in range({W}):
-    if S[{self.rows['LIVE'] * W} + l] != ZERO:
-        n_live += 1
-if n_live == 0:
-    return
-# idle lanes compute a copy of a live lane (masked): fun sees only real states
-src = 0
-while S[{self.rows['LIVE'] * W} + src] == ZERO:
-    src += 1
-for l in range({W}):
-    if S[{self.rows['IDX'] * W} + l] < ZERO:
-        for r in range({self.nv}):
-            if r != {self.rows['LIVE']} and r != {self.rows['IDX']}:
-                S[r * {W} + l] = S[r * {W} + src]
-while n_live > 0:
-    if iparams[1, 0] == 0:  # stopped (Ctrl-C or another chunk's error)
-        return
-    now = attempt(S, c{arglist})
-    if now == n_live:
-        continue
-    n_live = 0
-    for l in range({W}):
-        if S[{self.rows['LIVE'] * W} + l] != ZERO:
-            n_live += 1
-            continue
-        if S[{self.rows['IDX'] * W} + l] < ZERO:
-            continue
-        scatter(S, l, st_t, st_h, st_err, st_y, st_f, st_status, st_cnt)
-        S[{self.rows['IDX'] * W} + l] = -ONE
-        while nxt < b:
-            i = nxt
-            nxt += 1
-            if st_status[i] < INIT:
-                continue
-            if init_lane(S, l, i, t0, first_step, c, y0{arglist}):
-                n_live += 1
-                break
-            scatter(S, l, st_t, st_h, st_err, st_y, st_f, st_status, st_cnt)
-            S[{self.rows['IDX'] * W} + l] = -ONE""")
-        return "\n".join(L) + "\n"
+    if {at('ACC')} != ZERO:
+        if {" or ".join(f"({c})" for c in conds)}:
+            output(S, l, yv, t_eval, out_eval, iparams, direction{evo}{arglist})"""
+        if self.events:
+            text += "\n        else:"
+            for e in range(len(self.events)):
+                text += f"\n            {at(f'G{e}')} = {at(f'GN{e}')}"
+        text += "\n" + self._copy_next()
+        return "\n" + textwrap.indent(text.strip("\n"), " " * 8)
+
+    def _output(self, emit, L):
+        """``output(S, l, ...)``: the work on lane ``l``'s accepted step (its event functions,
+        then its t_eval points) by the per-trajectory engine's own generated code
+        (:meth:`EngineSource._on_accept`: the same interpolant, root finding and arithmetic);
+        the step's end moved to a terminal event's root."""
+        n, s, at = self.n, self.tab.n_stages, self.at
+        es = EngineSource(self.tab, n, self.arg_kinds, np.float64, self.fixed, "cpu",
+                          events=self.events, t_eval=self.t_eval, looped=False)
+        body = _Src()
+        es._on_accept(body, 1)
+        self.eval_consts = dict(es.consts)
+        arglist = "".join(f", arg{m}" for m in range(len(self.arg_kinds)))
+        evo = ", ev_t, ev_y" if self.events else ""
+        emit(0, f"def output(S, l, yv, t_eval, out_eval, iparams, direction{evo}{arglist}):")
+        emit(1, f"i = np.int64({at('IDX')})\n" + self._eval_rows())
+        for m in range(len(self.arg_kinds)):
+            emit(1, f"p{m} = {at(f'P{m}')}" if m in self.traj else f"p{m} = arg{m}")
+        emit(1, f"t = {at('T')}\nh = {at('HS')}\nt_new = {at('TN')}")
+        for j in range(n):
+            emit(1, f"y_{j} = {at('Y', j)}\nyn_{j} = {at('YN', j)}\nK0_{j} = {at('F', j)}")
+            for m in range(1, s + 1):
+                emit(1, f"K{m}_{j} = {at(f'K{m}', j)}")
+        emit(1, "nfev = 0")
+        if self.t_eval:
+            emit(1, f"ie = np.int64({at('IE')})")
+        if self.events:
+            emit(1, "max_events = ev_t.shape[1]")
+            for e in range(len(self.events)):
+                emit(1, f"g_{e} = {at(f'G{e}')}\nnev_{e} = np.int64({at(f'NEV{e}')})")
+        L.extend(body.lines)
+        emit(1, f"{at('CFEV')} += DT(nfev)")
+        if self.t_eval:
+            emit(1, self._next_eval())
+        if self.events:
+            for e in range(len(self.events)):
+                emit(1, f"{at(f'G{e}')} = g_{e}\n{at(f'NEV{e}')} = DT(nev_{e})")
+            emit(1, f"{at('T', nxt=True)} = t_end")
+            for j in range(n):
+                emit(1, f"{at('Y', j, nxt=True)} = ys_{j}")
+            emit(1, f"if terminating:\n    {at('STATUS', nxt=True)} = TERMINATED\n"
+                    f"    {at('LIVE')} = ZERO")
+        L.append("")
 
     def namespace(self):
         tab = self.tab
@@ -410,13 +652,39 @@ while n_live > 0:
                   ZERO=0.0, ONE=1.0, TEN=10.0, HUNDRED=100.0, HUNDREDTH=0.01, MILLI=1e-3,
                   SMALL5=1e-5, SMALL6=1e-6, SMALL15=1e-15, INF=np.inf, NDIM=float(self.n),
                   SQRTN=np.float64(self.n ** 0.5), SAFETY=0.9, MINF=0.2, MAXF=10.0,
-                  DENORM_MIN=5e-324, EXPO=np.float64(tab.error_exponent),
-                  INV_ORDER=np.float64(1.0 / (tab.error_order + 1)))
-        for name in ("SUCCESS", "FAIL_STEP", "FAIL_MAXSTEPS", "FAIL_NONFINITE"):
+                  DENORM_MIN=5e-324, EXPO=np.float64(_expo(tab)))
+        if tab.error_order is not None:  # (the initial step: adaptive steps only)
+            ns["INV_ORDER"] = np.float64(1.0 / (tab.error_order + 1))
+        for name in ("SUCCESS", "TERMINATED", "FAIL_STEP", "FAIL_MAXSTEPS", "FAIL_NONFINITE"):
             ns[name] = float(getattr(_status, name))
+        for name, value in getattr(self, "eval_consts", {}).items():
+            if name in ns and ns[name] != value:  # (ZERO, ONE, ...: the same values)
+                raise AssertionError(f"lane engine constant {name}: {ns[name]} != {value}")
+            ns[name] = value
         ns["INIT"] = np.int32(_status.INIT)
         ns["RUNNING"] = _status.RUNNING
         return ns
+
+
+def _one_definition_per_name(src, func):
+    """``src`` with the names assigned inside each top-level loop of function ``func``
+    suffixed by the loop's number, so that each name is assigned in one place.
+
+    numba's type inference re-runs every constraint of a function until the types stop
+    changing; a name assigned in two loops gets SSA phi nodes at the loop heads, which costs
+    one more round over the whole function (a third of the lane step's typing time)."""
+    import ast
+
+    tree = ast.parse(src)
+    fdef = next(node for node in tree.body if isinstance(node, ast.FunctionDef)
+                and node.name == func)
+    for num, loop in enumerate(stmt for stmt in fdef.body if isinstance(stmt, ast.For)):
+        stored = {node.id for node in ast.walk(loop)
+                  if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)}
+        for node in ast.walk(loop):
+            if isinstance(node, ast.Name) and node.id in stored:
+                node.id = f"{node.id}_{num}"
+    return ast.unparse(tree) + "\n"
 
 
 # -- numba pieces (defined lazily: importing this module does not import numba) -------------
@@ -477,17 +745,28 @@ def build(problem, tableau, jit_options, width=WIDTH, fast_pow=False):
     from .compile_cache import py_function
 
     _define_intrinsics()
-    src = LaneSource(tableau, problem.n, problem.arg_kinds, width)
+    src = LaneSource(tableau, problem.n, problem.arg_kinds, width,
+                     t_eval=problem.t_eval is not None, events=problem.event_spec,
+                     fixed=problem.dt is not None)
     ns = src.namespace()
-    fun = numba.njit(inline="always", **jit_options)(py_function(problem.fun))
+    fun = numba.njit(**jit_options)(py_function(problem.fun))
     ns["fun"] = fun
+    for e, ev in enumerate(problem.events):
+        ns[f"event{e}"] = numba.njit(**jit_options)(py_function(ev))
     ns["POW"] = numba.njit(inline="always", **jit_options)(
-        _pow_function(float(tableau.error_exponent), fast_pow))
+        _pow_function(_expo(tableau), fast_pow))
     exec(compile(src.src, f"<gpuivp lane engine {tableau.name} n={problem.n} W={width}>",
                  "exec"), ns)
-    for name in ("attempt", "init_lane", "scatter"):
-        ns[name] = numba.njit(**jit_options)(ns[name])
+    for name in ("attempt", "init_lane", "scatter", "output"):
+        if name in ns:
+            ns[name] = numba.njit(**jit_options)(ns[name])
     return numba.njit(**jit_options)(ns["run_range"]), src
+
+
+def _expo(tableau):
+    """The controller's exponent ``-1/(q+1)``; a fixed-step method has no controller (and
+    its lane engine no call of ``POW``): -1/2 then, so that the source stays one."""
+    return -0.5 if tableau.error_order is None else float(tableau.error_exponent)
 
 
 def _pow_function(expo, fast=False):
@@ -553,12 +832,16 @@ def load_from_disk(problem, tableau, jit_options, width=WIDTH, fast_pow=False):
     if root is None:
         return None
     P = D._P
-    src = LaneSource(tableau, problem.n, problem.arg_kinds, width)
+    src = LaneSource(tableau, problem.n, problem.arg_kinds, width,
+                     t_eval=problem.t_eval is not None, events=problem.event_spec,
+                     fixed=problem.dt is not None)
     jit = dict(jit_options)
     jit.pop("cache", None)
     try:
         user = D._Module()
-        user.function(problem.fun, f"{P}fun", dict(jit, inline="always"))
+        user.function(problem.fun, f"{P}fun", jit)
+        for e, ev in enumerate(problem.events):
+            user.function(ev, f"{P}event{e}", jit)
         user_text = D._PRELUDE + "\n\n" + "\n\n".join(user.body) + "\n"
         special = {"np", "sqrt", "isfinite", "DT", "sel", "as_i64", "as_f64"}
         ns = src.namespace()
@@ -567,9 +850,10 @@ def load_from_disk(problem, tableau, jit_options, width=WIDTH, fast_pow=False):
                  f"{P}lanes._define_intrinsics()",
                  f"sel, as_i64, as_f64 = {P}lanes.sel, {P}lanes.as_i64, {P}lanes.as_f64",
                  "DT = np.float64", f"fun = {P}user.{P}fun", f"{P}jit = {P}nb.njit(**{jit!r})"]
+        lines += [f"event{e} = {P}user.{P}event{e}" for e in range(len(problem.events))]
         lines += [f"{name} = {D.value_source(ns[name])}" for name in sorted(ns)
                   if name not in special]
-        expo = float(tableau.error_exponent)
+        expo = _expo(tableau)
         if fast_pow:
             ptext, consts = _fast_pow_source(round(-1.0 / expo))
             consts.pop("np")
@@ -581,6 +865,8 @@ def load_from_disk(problem, tableau, jit_options, width=WIDTH, fast_pow=False):
                   f"POW = {P}nb.njit(**{dict(jit, inline='always')!r})(pow_expo)",
                   "ONE_ = 1.0", src.src]
         lines += [f"{name} = {P}jit({name})" for name in ("attempt", "init_lane", "scatter")]
+        if src.on_accept:
+            lines.append(f"output = {P}jit(output)")
         lines.append(f"run_range = {P}nb.njit(**{ {**jit, 'cache': True}!r})(run_range)")
         engine_text = "\n".join([D._PRELUDE, *lines, ""])
     except D.Unsupported as exc:
