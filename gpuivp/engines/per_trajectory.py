@@ -257,8 +257,10 @@ class EngineSource:
     # -- pieces --------------------------------------------------------------
     def _call(self, src, ind, t_expr, y_expr, out):
         """Evaluate ``fun`` at (t, y) into the vector ``out``; ``y_expr(j)`` is component
-        ``j`` of y. In place, ``fun`` fills ``out`` (looped) or the scratch vector ``dv``."""
-        self._per(src, ind, lambda j: f"yv[{j}] = {y_expr(j)}")
+        ``j`` of y (``None``: ``yv`` is already set). In place, ``fun`` fills ``out`` (looped)
+        or the scratch vector ``dv``."""
+        if y_expr is not None:
+            self._per(src, ind, lambda j: f"yv[{j}] = {y_expr(j)}")
         if self.inplace:
             dest = out if self.looped else "dv"
             src(ind, f"fun({t_expr}, yv, {dest}{self.call_args})")

@@ -141,18 +141,6 @@ if status == REJECTED:
         st_jac[nst * nst + ma, i] = TV[ma]""")
 
 
-def _call_yv(es, src, ind, t_expr, out):
-    """``fun(t_expr, yv)`` (``yv`` already set) into the vector ``out``."""
-    if es.inplace:
-        dest = out if es.looped else "dv"
-        src(ind, f"fun({t_expr}, yv, {dest}{es.call_args})")
-        if not es.looped:
-            es._per(src, ind, lambda j: f"{out}_{j} = dv[{j}]")
-    else:
-        src(ind, f"r = fun({t_expr}, yv{es.call_args})")
-        es._per(src, ind, lambda j: f"{es.v(out, j)} = DT(r[{j}])")
-
-
 def jacobian(es, src, ind):
     """``J`` into ``JM`` and ``f_t`` into ``TV`` at ``(t, y)`` for the step ``h``; counts."""
     v, n = es.v, es.n
@@ -179,7 +167,7 @@ DYV[{j}] = ({v('y', j)} + SQRTEPS * (fs * (b if b > a else a))) - {v('y', j)}"""
 for jc in range(nst):
     ysave = yv[jc]
     yv[jc] = ysave + DYV[jc]""")
-        _call_yv(es, src, ind + 1, "t", "fd")
+        es._call(src, ind + 1, "t", None, "fd")
         src(ind + 1, "den = yv[jc] - ysave")
         es._per(src, ind + 1, lambda j: f"JM[{j} * nst + jc] = ({v('fd', j)} - {v('f', j)}) / den")
         src(ind + 1, "yv[jc] = ysave")
@@ -191,7 +179,7 @@ tdel = SQRTEPS * (b if b > a else a)
 if abs(h) < tdel:
     tdel = abs(h)
 tdel = (t + tdel) - t""")
-    _call_yv(es, src, ind, "t + tdel", "fd")
+    es._call(src, ind, "t + tdel", None, "fd")
     es._per(src, ind, lambda j: f"TV[{j}] = ({v('fd', j)} - {v('f', j)}) / tdel")
     src(ind, "nfev += 1\nnjev += 1")
 
