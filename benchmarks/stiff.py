@@ -21,7 +21,8 @@ inflate), each with the speed-up against the fastest scipy loop; the error again
 reference (scipy Radau at rtol 1e-13 on the sample): the largest ``|y - ref| / (|ref| +
 1e-10)`` over the sample's final states (relative, floored at the problem's atol); the mean
 step attempts, ``nfev``, ``njev``, ``nlu`` per trajectory (what each solver reports; Diffrax
-reports steps only).
+reports steps only). Then each scipy loop at equal or smaller error than gpuivp's fastest
+``Rodas5P`` row (its rtol tightened tenfold at a time) and gpuivp's speed-up there.
 
 ``--plot PNG`` instead draws the work-precision diagram (error against time per trajectory for
 rtol 1e-4 ... 1e-10, atol = 1e-4 rtol) of Robertson: Rodas5P and Rosenbrock23 (down to 1e-8:
@@ -331,6 +332,33 @@ def table(prob, k, n_sample, include_diffrax=True):
     return results
 
 
+def equal_error(prob, k, n_sample, results):
+    """The scipy loops at the error of gpuivp's fastest ``Rodas5P`` row: each loop's rtol
+    tightened tenfold (atol with it) from the table's until its error is no larger (down to
+    1e-11), then timed; printed as the speed-up at equal or smaller error."""
+    sample = np.unique(np.linspace(0, k - 1, n_sample).round().astype(int))
+    ref = reference(prob, k, sample)
+    label, _, dt, target, _ = min((row for row in results if row[0].startswith("gpuivp")
+                                   and row[0].endswith("Rodas5P")), key=lambda row: row[2])
+    print(f"\nAt equal or smaller error than {label} ({target:.2g}, {dt * 1e3:.3f} ms per "
+          f"trajectory):")
+    print("| scipy loop | rtol | atol | error | time per trajectory | gpuivp's speed-up |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for method in ("Radau", "BDF", "LSODA"):
+        rtol = RTOL
+        while True:
+            atol = ATOL * rtol / RTOL
+            t_s, r, _ = timed(method, scipy_runner(method), "sample", prob, k, sample, rtol,
+                              atol)
+            e = error(r.y, ref)
+            if e <= target or rtol <= 1e-11:
+                break
+            rtol /= 10
+        reached = "" if e <= target else " (not reached)"
+        print(f"| {method} | {rtol:.0e} | {atol:.0e} | {e:.2g}{reached} | {t_s * 1e3:.3f} ms "
+              f"| {t_s / dt:.0f}x |", flush=True)
+
+
 # -- work-precision diagram -----------------------------------------------------------------
 WP_RTOLS = (1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10)
 #: Rosenbrock23 (order 2) below this rtol needs ~1e5 steps per trajectory: left out there.
@@ -402,7 +430,9 @@ def main():
                        not a.no_diffrax)
         return
     for name in a.problem:
-        table(PROBLEMS[name], a.k or 10_000, a.sample or 20, not a.no_diffrax)
+        k, n_sample = a.k or 10_000, a.sample or 20
+        equal_error(PROBLEMS[name], k, n_sample,
+                    table(PROBLEMS[name], k, n_sample, not a.no_diffrax))
 
 
 if __name__ == "__main__":
