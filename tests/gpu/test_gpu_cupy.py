@@ -21,6 +21,9 @@ sys.path.insert(0, HERE)
 from gpu_checks import assert_events_and_dense_output_agree, sqrt_decay  # noqa: E402
 from gpuivp.backends import cupy as cupy_backend  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "benchmarks"))
+from stiff import rober  # noqa: E402  (Robertson's kinetics: one home, benchmarks/stiff.py)
+
 WHY = cupy_backend.unavailable_reason()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(WHY is not None, reason=f"no GPU: {WHY}")]
 RTOL, ATOL = 1e-10, 1e-12
@@ -83,11 +86,6 @@ def test_cupy_events_and_dense_output():
     assert_events_and_dense_output_agree("cupy", "numpy", vectorized=True)
 
 
-def _rober(t, y, k1, k2, k3):
-    y1, y2, y3 = y
-    return (-k1 * y1 + k3 * y2 * y3, k1 * y1 - k2 * y2 * y2 - k3 * y2 * y3, k2 * y2 * y2)
-
-
 @pytest.mark.parametrize("method", ["Rosenbrock23", "Rodas5P"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_cupy_rosenbrock_agrees_with_numpy(method, dtype):
@@ -101,8 +99,8 @@ def test_cupy_rosenbrock_agrees_with_numpy(method, dtype):
     kw = dict(method=method, args=(k1, 3e7, k3), rtol=rtol, atol=atol, dtype=dtype,
               t_eval=np.logspace(-5, 5, 11), vectorized=True)
     y0 = np.c_[[1.0, 0.0, 0.0]]
-    gpu = solve_ivp(_rober, (0.0, 1e5), y0, backend="cupy", **kw)
-    cpu = solve_ivp(_rober, (0.0, 1e5), y0, backend="numpy", **kw)
+    gpu = solve_ivp(rober, (0.0, 1e5), y0, backend="cupy", **kw)
+    cpu = solve_ivp(rober, (0.0, 1e5), y0, backend="numpy", **kw)
     assert gpu.backend == "cupy"
     np.testing.assert_array_equal(gpu.status, 0)
     for name in ("nfev", "nlu"):
