@@ -251,7 +251,7 @@ def test_concurrent_first_calls_compile_once(monkeypatch):
     run = nb.compiled_engine(nb.prepare(_problem_of(ns["cold"])), _rk45())
     assert len(run.signatures) == 1
     # `fun` compiled alone first (to fail fast) with the types the engine then calls it with
-    fun = run.py_func.__globals__["solve_one"].py_func.__globals__["fun"]
+    fun = run.py_func.__globals__["fun"]
     assert len(fun.signatures) == 1, fun.signatures
 
 
@@ -403,3 +403,32 @@ def test_event_functions_read_arrays_afresh():
                                        rtol=1e-6)  # (k, max_events): each one's first
     finally:
         LEVEL[0] = 0.5
+
+
+@pytest.mark.parametrize("method", ["RK45", "DOP853", "Vern7", "RK4", "Rodas5P"])
+@pytest.mark.parametrize("n", [2, 40])
+def test_driver_is_solve_ones_body_in_a_loop_for_every_engine(method, n):
+    """The ``numba`` engine is one compiled function (numba compiled ``solve_one`` twice
+    when a driver called it): ``run_range``'s loop holds ``solve_one``'s statements, the
+    same lines, its ``return`` a ``continue``; no engine variant keeps it from being
+    written (events with and without affect, ``t_eval``, dense output, fixed steps,
+    ``jac``, in place, scalarised and looped). No compilation."""
+    from gpuivp.engines.per_trajectory import EngineSource
+    from gpuivp.methods import METHODS
+
+    tab = METHODS[method]
+    variants = [dict(), dict(events=((1, 0), (0, -1)), affects=(True, False), t_eval=True),
+                dict(dense=True, t_eval=False, inplace=True), dict(steps_only=True, dense=True)]
+    for kw in variants:
+        for has_jac in (False, True):
+            src = EngineSource(tab, n, ("traj0", "scalar"), np.float64, method == "RK4",
+                               "cpu", has_jac=has_jac, **kw)
+            text = nb._driver(src)
+            body = src.src.split("def solve_one(", 1)[1].split("\n", 1)[1]
+            body = body.split("\ndef ", 1)[0].rstrip("\n").split("\n")
+            lines = text.rstrip("\n").split("\n")
+            assert lines[0] == f"def run_range(i_begin, i_end, {', '.join(src.param_names)}):"
+            assert lines[1] == "    for i in range(i_begin, i_end):"
+            assert sum(ln.strip() == "return" for ln in body) == 1
+            assert lines[2:] == [f"    {ln[:-len('return')]}continue" if ln.strip() == "return"
+                                 else f"    {ln}" if ln.strip() else "" for ln in body]

@@ -197,7 +197,7 @@ def _import_file(path, text):
 def _key(fun, n=2, events=(), method="RK45", arg_kinds=("scalar",)):
     problem = types.SimpleNamespace(fun=fun, events=events, n=n, dtype=np.dtype(np.float64))
     src = EngineSource(METHODS[method], n, arg_kinds, np.float64, False, "cpu")
-    return disk_cache.entry(problem, src, numba_backend._driver(src.param_names),
+    return disk_cache.entry(problem, src, numba_backend._driver(src),
                             numba_backend.JIT_OPTIONS, numba_backend.HOST_FUNCTIONS)
 
 

@@ -15,8 +15,8 @@ into it):
   (modules, functions of importable modules). Hidden arguments are not in the module: they
   are arguments of the engine, so changing such an array in place needs no new entry;
 - ``e<key>.py``: the generated engine (``solve_one``, the looped engine's helper functions
-  such as ``interp``), its constants and the driver ``run_range``, over one user module
-  (named in its text).
+  such as ``interp``), its constants and the driver ``run_range`` (``solve_one``'s body in a
+  loop over trajectories: what is compiled), over one user module (named in its text).
 
 ``<key>`` is the SHA-256 of the module's text and of the versions of Python, NumPy, numba,
 llvmlite and gpuivp, so whatever the engine depends on (the method, ``n``, argument kinds,
@@ -390,7 +390,7 @@ def engine_text(user_key, problem, src, driver, jit_options, host_functions):
         lines.append(f"{name} = " + (value.src if isinstance(value, _Sym) else value_source(value)))
     helpers = [f"{name} = {_P}jit({name})" for name in src.helpers]  # the looped engine's
     return "\n".join([_PRELUDE, *lines, "", "", src.src, "", *helpers,
-                      f"solve_one = {_P}jit(solve_one)", "", "", driver, "",
+                      "", "", driver, "",
                       f"run_range = {_P}nb.njit(**{ {**jit, 'cache': True}!r})(run_range)", ""])
 
 
