@@ -75,6 +75,11 @@ MIN_AUTO_K = 10_000
 MAX_AUTO_T_EVAL = 50
 
 
+#: float32 lanes keep counters, step counts and trajectory indices as float32 rows: exact
+#: below this (``unsupported`` refuses problems that could reach it).
+F32_EXACT = 1 << 24
+
+
 def _lit(x):
     """A float64 literal that round-trips exactly."""
     x = float(x)
@@ -89,8 +94,8 @@ def unsupported(problem, tableau):
 
     if not isinstance(tableau, Tableau):  # (Rosenbrock and other implicit methods)
         return "only explicit Runge-Kutta methods"
-    if problem.dtype != np.float64:
-        return "float64 only"
+    if problem.dtype not in (np.float32, np.float64):
+        return "float32 or float64 only"
     if any(a is not None for a in getattr(problem, "affects", ())):
         return "events with affect"
     if any(a is not None for a in getattr(problem, "at_times", ())):
@@ -102,14 +107,22 @@ def unsupported(problem, tableau):
     if getattr(problem, "inplace", False):
         return "in-place fun"
     for a, kind in zip(problem.args, problem.arg_kinds):
-        if kind.startswith("traj") and (kind != "traj1" or a.dtype != np.float64):
-            return "per-trajectory arguments other than one float64 scalar per trajectory"
+        if kind.startswith("traj") and (kind != "traj1" or a.dtype != problem.dtype):
+            return ("per-trajectory arguments other than one scalar of the working dtype per "
+                    "trajectory")
     if problem.per:  # per-trajectory t0/t1/tolerances/steps (Problem.per) are not read here
         return "per-trajectory t0/t1/tolerances"
     if np.ndim(problem.t0) or np.ndim(problem.t1) or np.ndim(problem.rtol):
         return "per-trajectory t0/t1/tolerances"
     if np.ndim(problem.atol) != 1:
         return "per-trajectory atol"
+    if problem.dtype == np.float32:
+        # the counters and the trajectory index are float32 rows: exact below 2**24
+        most_nfev = 2 + problem.max_steps * (tableau.n_stages + tableau.n_extra)
+        n_eval = 0 if problem.t_eval is None else len(problem.t_eval)
+        if max(most_nfev, problem.k, n_eval) >= F32_EXACT:
+            return ("float32 with counts from 2**24 on (max_steps * stages, trajectories or "
+                    "t_eval points)")
     return None
 
 
@@ -118,8 +131,11 @@ class LaneSource:
     driver ``run_range(a, b, <BASE_PARAMS>, arg0, ...)`` (the scalar driver's signature)."""
 
     def __init__(self, tableau, n, arg_kinds, width=WIDTH, t_eval=False, events=(),
-                 fixed=False):
+                 fixed=False, dtype=np.float64):
         self.tab, self.n, self.arg_kinds, self.W = tableau, n, tuple(arg_kinds), int(width)
+        self.dtype = np.dtype(dtype)
+        self.f32 = self.dtype == np.float32
+        self.lits = {}  # float32: the typed constants of lit()
         self.fixed = bool(fixed) or not tableau.adaptive  # steps of dt (no controller)
         self.t_eval = bool(t_eval)
         self.events = tuple(events)  # per event function: (terminal count, direction)
@@ -161,6 +177,19 @@ class LaneSource:
         self.src = self._generate()
 
     # -- helpers -------------------------------------------------------------
+    def lit(self, x):
+        """A constant of the working dtype: a float64 literal, or in float32 a named float32
+        constant (a Python float literal would make numba compute in float64)."""
+        if not self.f32:
+            return _lit(x)
+        v = np.float32(x)
+        for name, u in self.lits.items():
+            if u.tobytes() == v.tobytes():
+                return name
+        name = f"LC{len(self.lits)}"
+        self.lits[name] = v
+        return name
+
     def at(self, name, j=0, nxt=False):
         """``S[<const> + l]``: row ``name`` (component ``j``) of lane ``l``."""
         r = self.rows[name] + j + (self.nstate if nxt else 0)
@@ -172,7 +201,7 @@ class LaneSource:
 
     def lincomb(self, coefs, j, kvals=None):
         get = kvals or (lambda m: self.k(m, j))
-        terms = [f"{_lit(c)} * {get(m)}" for m, c in enumerate(coefs) if c != 0]
+        terms = [f"{self.lit(c)} * {get(m)}" for m, c in enumerate(coefs) if c != 0]
         return " + ".join(terms) if terms else "ZERO"
 
     def call(self, t_expr, comps, lane_args=True):
@@ -212,6 +241,8 @@ h = t_new - t
 {at('HS')} = h
 {at('TN')} = t_new""")
         else:
+            next_bits = ("as_f32(as_i32(t) + sel(up, 1, -1))" if self.f32
+                         else "as_f64(as_i64(t) + sel(up, 1, -1))")
             emit(2, f"""
 t = {at('T')}
 h_abs = {at('H')}
@@ -221,7 +252,7 @@ err_old = {at('ERR')}
 status = {at('STATUS')}
 nsteps = {at('CACC')} + {at('CREJ')}
 up = (t > ZERO) == (direction > ZERO)
-nt = sel(t == ZERO, direction * DENORM_MIN, as_f64(as_i64(t) + sel(up, 1, -1)))
+nt = sel(t == ZERO, direction * DENORM_MIN, {next_bits})
 min_step = TEN * abs(nt - t)
 c_max = (not rej) & (h_abs > max_step)
 c_min = (not rej) & (not c_max) & (h_abs < min_step)
@@ -248,11 +279,11 @@ h = t_new - t
                 (m, c), = terms
                 hc = "h" if c == 1 else "hc"
                 if c != 1:
-                    emit(2, f"hc = {_lit(c)} * h")
+                    emit(2, f"hc = {self.lit(c)} * h")
                 comps = [f"{at('Y', j)} + {hc} * {self.k(m, j)}" for j in range(n)]
             else:
                 comps = [f"{at('Y', j)} + ({self.lincomb(row, j)}) * h" for j in range(n)]
-            emit(2, f"r = {self.call(f't + {_lit(tab.c[st])} * h', comps)}")
+            emit(2, f"r = {self.call(f't + {self.lit(tab.c[st])} * h', comps)}")
             for j in range(n):
                 emit(2, f"{at(f'K{st}', j)} = r[{j}]")
         # y_new, f(t + h, y_new) and the error norm
@@ -308,7 +339,7 @@ code = sel(a & maxed, FAIL_MAXSTEPS, status)
         self._commit_state(emit)
         emit(2, f"""
 {at('CACC')} = nacc_new
-{at('CFEV')} += sel(go, {_lit(s)}, ZERO)
+{at('CFEV')} += sel(go, {self.lit(s)}, ZERO)
 {at('LIVE')} = sel(a & (not end) & (not maxed), ONE, ZERO)""")
         if not self.on_accept:
             emit(1, self._copy_next())
@@ -376,7 +407,7 @@ done = a & (direction * (t_new - t1) >= ZERO)
         emit(2, f"""
 {at('CACC')} += sel(a, ONE, ZERO)
 {at('CREJ')} += sel(go & (not acc), ONE, ZERO)
-{at('CFEV')} += sel(go, {_lit(s)}, ZERO)
+{at('CFEV')} += sel(go, {self.lit(s)}, ZERO)
 {at('LIVE')} = sel(go & (not done), ONE, ZERO)""")
         if not self.on_accept:  # (else the driver copies, after the output)
             emit(1, self._copy_next())
@@ -473,6 +504,7 @@ st_cnt[{CNT_NREJ}, i] = np.int64({at('CREJ')})""")
         IDX, LIVE = self.rows["IDX"] * W, self.rows["LIVE"] * W
         # fixed steps: t0, dt * direction, the number of steps (from the per-trajectory layout)
         fixed_c = ", ctrl[0, 0], ctrl[5, 0] * ctrl[6, 0], DT(iparams[2, 0])" if self.fixed else ""
+        dt_arg = ", DTYPE" if self.f32 else ""
         emit(0, f"def run_range(a, b, {params}):")
         emit(1, f"""
 if b <= a:
@@ -481,8 +513,8 @@ t0 = ctrl[0, 0]  # (fields, 1): the lane engine runs shared control values only
 first_step = ctrl[3, 0]
 c = (ctrl[1, 0], ctrl[2, 0], ctrl[4, 0], DT(iparams[0, 0]), ctrl[6, 0]{''.join(f', atol[{j}, 0]' for j in range(n))}{fixed_c})
 direction = c[4]
-S = np.zeros({self.nv * W})
-yv = np.empty({n})  # the state as an array (events, t_eval output)
+S = np.zeros({self.nv * W}{dt_arg})
+yv = np.empty({n}{dt_arg})  # the state as an array (events, t_eval output)
 for l in range({W}):
     S[{IDX} + l] = -ONE  # no trajectory in the lane
 nxt = a
@@ -608,7 +640,7 @@ for l in range({W}):
         (:meth:`EngineSource._on_accept`: the same interpolant, root finding and arithmetic);
         the step's end moved to a terminal event's root."""
         n, s, at = self.n, self.tab.n_stages, self.at
-        es = EngineSource(self.tab, n, self.arg_kinds, np.float64, self.fixed, "cpu",
+        es = EngineSource(self.tab, n, self.arg_kinds, self.dtype, self.fixed, "cpu",
                           events=self.events, t_eval=self.t_eval, looped=False)
         body = _Src()
         es._on_accept(body, 1)
@@ -647,16 +679,20 @@ for l in range({W}):
 
     def namespace(self):
         tab = self.tab
-        ns = dict(np=np, sqrt=math.sqrt, isfinite=math.isfinite, DT=np.float64,
-                  sel=sel, as_i64=as_i64, as_f64=as_f64,
-                  ZERO=0.0, ONE=1.0, TEN=10.0, HUNDRED=100.0, HUNDREDTH=0.01, MILLI=1e-3,
-                  SMALL5=1e-5, SMALL6=1e-6, SMALL15=1e-15, INF=np.inf, NDIM=float(self.n),
-                  SQRTN=np.float64(self.n ** 0.5), SAFETY=0.9, MINF=0.2, MAXF=10.0,
-                  DENORM_MIN=5e-324, EXPO=np.float64(_expo(tab)))
+        D = self.dtype.type
+        T = D if self.f32 else float  # (float64: Python floats, as before float32 lanes)
+        ns = dict(np=np, sqrt=math.sqrt, isfinite=math.isfinite, DT=D, DTYPE=D,
+                  sel=sel, as_i64=as_i64, as_f64=as_f64, as_i32=as_i32, as_f32=as_f32,
+                  ZERO=T(0.0), ONE=T(1.0), TEN=T(10.0), HUNDRED=T(100.0), HUNDREDTH=T(0.01),
+                  MILLI=T(1e-3), SMALL5=T(1e-5), SMALL6=T(1e-6), SMALL15=T(1e-15),
+                  INF=T(np.inf), NDIM=T(self.n), SQRTN=D(self.n ** 0.5), SAFETY=T(0.9),
+                  MINF=T(0.2), MAXF=T(10.0),
+                  DENORM_MIN=T(np.finfo(self.dtype).smallest_subnormal), EXPO=D(_expo(tab)))
         if tab.error_order is not None:  # (the initial step: adaptive steps only)
-            ns["INV_ORDER"] = np.float64(1.0 / (tab.error_order + 1))
+            ns["INV_ORDER"] = D(1.0 / (tab.error_order + 1))
         for name in ("SUCCESS", "TERMINATED", "FAIL_STEP", "FAIL_MAXSTEPS", "FAIL_NONFINITE"):
-            ns[name] = float(getattr(_status, name))
+            ns[name] = T(getattr(_status, name))
+        ns.update(self.lits)
         for name, value in getattr(self, "eval_consts", {}).items():
             if name in ns and ns[name] != value:  # (ZERO, ONE, ...: the same values)
                 raise AssertionError(f"lane engine constant {name}: {ns[name]} != {value}")
@@ -688,11 +724,11 @@ def _one_definition_per_name(src, func):
 
 
 # -- numba pieces (defined lazily: importing this module does not import numba) -------------
-sel = as_i64 = as_f64 = None
+sel = as_i64 = as_f64 = as_i32 = as_f32 = None
 
 
 def _define_intrinsics():
-    global sel, as_i64, as_f64
+    global sel, as_i64, as_f64, as_i32, as_f32
     if sel is not None:
         return
     from llvmlite import ir
@@ -712,6 +748,25 @@ def _define_intrinsics():
         return types.float64(types.int64), codegen
 
     @intrinsic
+    def _as_i32(typingctx, x):
+        def codegen(context, builder, sig, args):
+            return builder.bitcast(args[0], ir.IntType(32))
+        return types.int32(types.float32), codegen
+
+    @intrinsic
+    def _as_f32(typingctx, x):
+        """The float32 whose bits are ``x``'s low 32 (numba widens int32 sums to int64)."""
+        if not isinstance(x, types.Integer):
+            return None
+
+        def codegen(context, builder, sig, args):
+            v = args[0]
+            if x.bitwidth != 32:
+                v = builder.trunc(v, ir.IntType(32))
+            return builder.bitcast(v, ir.FloatType())
+        return types.float32(x), codegen
+
+    @intrinsic
     def _sel(typingctx, c, a, b):
         """``a if c else b`` as ONE LLVM ``select`` (numba lowers a conditional expression
         to branches, which the vectoriser turns into masked loads and stores)."""
@@ -728,7 +783,7 @@ def _define_intrinsics():
             return builder.select(cv, av, bv)
         return rt(c, a, b), codegen
 
-    sel, as_i64, as_f64 = _sel, _as_i64, _as_f64
+    sel, as_i64, as_f64, as_i32, as_f32 = _sel, _as_i64, _as_f64, _as_i32, _as_f32
 
 
 def build(problem, tableau, jit_options, width=WIDTH, fast_pow=False):
@@ -747,14 +802,14 @@ def build(problem, tableau, jit_options, width=WIDTH, fast_pow=False):
     _define_intrinsics()
     src = LaneSource(tableau, problem.n, problem.arg_kinds, width,
                      t_eval=problem.t_eval is not None, events=problem.event_spec,
-                     fixed=problem.dt is not None)
+                     fixed=problem.dt is not None, dtype=problem.dtype)
     ns = src.namespace()
     fun = numba.njit(**jit_options)(py_function(problem.fun))
     ns["fun"] = fun
     for e, ev in enumerate(problem.events):
         ns[f"event{e}"] = numba.njit(**jit_options)(py_function(ev))
     ns["POW"] = numba.njit(inline="always", **jit_options)(
-        _pow_function(_expo(tableau), fast_pow))
+        _pow_function(_expo(tableau), fast_pow, problem.dtype, jit_options))
     exec(compile(src.src, f"<gpuivp lane engine {tableau.name} n={problem.n} W={width}>",
                  "exec"), ns)
     for name in ("attempt", "init_lane", "scatter", "output"):
@@ -769,25 +824,33 @@ def _expo(tableau):
     return -0.5 if tableau.error_order is None else float(tableau.error_exponent)
 
 
-def _pow_function(expo, fast=False):
+def _pow_function(expo, fast=False, dtype=np.float64, jit_options=None):
     """``x ** expo`` for the controller: libm's ``pow`` (bit-identical to the scalar engine),
-    or with ``fast`` the branch-free :func:`_fast_pow_source` (vectorised, a few ulp)."""
-    ns = {"EXPO": np.float64(expo)}
+    or with ``fast`` the branch-free :func:`_fast_pow_source` (vectorised, a few ulp; in
+    float32 computed in float64 and rounded to float32: within 1 ulp of ``powf``)."""
+    import numba
+
+    dtype = np.dtype(dtype)
+    ns = {"EXPO": dtype.type(expo)}
     if not fast:
         exec("def pow_expo(x):\n    return x ** EXPO\n", ns)
         return ns["pow_expo"]
     m = round(-1.0 / expo)
-    src, consts = _fast_pow_source(m)
+    src, consts = _fast_pow_source(m, dtype == np.float32)
     ns.update(consts, sel=sel, as_i64=as_i64, as_f64=as_f64, floor=math.floor, INF=np.inf)
     exec(src, ns)
+    if "pow64" in ns:
+        ns["pow64"] = numba.njit(inline="always", **(jit_options or {}))(ns["pow64"])
     return ns["pow_expo"]
 
 
-def _fast_pow_source(m):
+def _fast_pow_source(m, f32=False):
     """Source of ``pow_expo(x)`` = ``x ** (-1/m)`` for ``x >= 0`` without a call or a branch:
     ``x = 2^e * u`` (u in [1, 2)), ``e = m q + r``; ``u ** (-1/m)`` from a degree-5 fit and two
     Newton steps on ``y^-m = u``, times ``2^(-r/m)`` (a select chain) and ``2^-q``. 0 -> inf,
-    inf -> 0, NaN -> NaN; a subnormal ``x`` gives a huge value (the controller clamps it)."""
+    inf -> 0, NaN -> NaN; a subnormal ``x`` gives a huge value (the controller clamps it).
+    ``f32``: that function as ``pow64``, and ``pow_expo`` for float32 ``x`` calls it on
+    ``float64(x)`` and rounds the result to float32."""
     u = np.linspace(1.0, 2.0, 4001)
     coefs = [float(c) for c in np.polyfit(u, u ** (-1.0 / m), 5)]
     consts = {f"PC{i}": c for i, c in enumerate(coefs)}
@@ -815,6 +878,9 @@ def pow_expo(x):
     res = sel(x == 0.0, INF, res)
     return sel(x == INF, 0.0, sel(x != x, x, res))
 """
+    if f32:
+        src = src.replace("def pow_expo(x):", "def pow64(x):") + (
+            "def pow_expo(x):\n    return np.float32(pow64(np.float64(x)))\n")
     consts["np"] = np
     return src, consts
 
@@ -834,7 +900,7 @@ def load_from_disk(problem, tableau, jit_options, width=WIDTH, fast_pow=False):
     P = D._P
     src = LaneSource(tableau, problem.n, problem.arg_kinds, width,
                      t_eval=problem.t_eval is not None, events=problem.event_spec,
-                     fixed=problem.dt is not None)
+                     fixed=problem.dt is not None, dtype=problem.dtype)
     jit = dict(jit_options)
     jit.pop("cache", None)
     try:
@@ -843,24 +909,28 @@ def load_from_disk(problem, tableau, jit_options, width=WIDTH, fast_pow=False):
         for e, ev in enumerate(problem.events):
             user.function(ev, f"{P}event{e}", jit)
         user_text = D._PRELUDE + "\n\n" + "\n\n".join(user.body) + "\n"
-        special = {"np", "sqrt", "isfinite", "DT", "sel", "as_i64", "as_f64"}
+        special = {"np", "sqrt", "isfinite", "DT", "DTYPE", "sel", "as_i64", "as_f64",
+                   "as_i32", "as_f32"}
         ns = src.namespace()
         lines = ["import numpy as np", "from math import sqrt, isfinite, floor",
                  f"from gpuivp.engines import lanes as {P}lanes",
                  f"{P}lanes._define_intrinsics()",
                  f"sel, as_i64, as_f64 = {P}lanes.sel, {P}lanes.as_i64, {P}lanes.as_f64",
-                 "DT = np.float64", f"fun = {P}user.{P}fun", f"{P}jit = {P}nb.njit(**{jit!r})"]
+                 f"as_i32, as_f32 = {P}lanes.as_i32, {P}lanes.as_f32",
+                 f"DT = DTYPE = np.{problem.dtype.name}", f"fun = {P}user.{P}fun", f"{P}jit = {P}nb.njit(**{jit!r})"]
         lines += [f"event{e} = {P}user.{P}event{e}" for e in range(len(problem.events))]
         lines += [f"{name} = {D.value_source(ns[name])}" for name in sorted(ns)
                   if name not in special]
         expo = _expo(tableau)
         if fast_pow:
-            ptext, consts = _fast_pow_source(round(-1.0 / expo))
+            ptext, consts = _fast_pow_source(round(-1.0 / expo), problem.dtype == np.float32)
             consts.pop("np")
             lines += [f"{name} = {D.value_source(v)}" for name, v in sorted(consts.items())]
+            if "def pow64" in ptext:
+                ptext += f"pow64 = {P}nb.njit(**{dict(jit, inline='always')!r})(pow64)\n"
         else:
             ptext = f"def pow_expo(x):\n    return x ** {P}EXPO\n"
-            lines.append(f"{P}EXPO = {D.value_source(np.float64(expo))}")
+            lines.append(f"{P}EXPO = {D.value_source(problem.dtype.type(expo))}")
         lines += [ptext.replace("ONE_ = 1.0\n", ""),
                   f"POW = {P}nb.njit(**{dict(jit, inline='always')!r})(pow_expo)",
                   "ONE_ = 1.0", src.src]
