@@ -33,9 +33,10 @@ def _ensemble(k=53, seed=0):
 def _solve(engine, y0, rho, method, **kw):
     old = nb.ENGINE
     nb.ENGINE = engine
+    kw = dict(dict(rtol=1e-6, atol=1e-8), **kw)
     try:
         return gpuivp.solve_ivp(lorenz, (0.0, 3.0), y0, args=(10.0, rho, 8 / 3), method=method,
-                                rtol=1e-6, atol=1e-8, backend="numba", **kw)
+                                backend="numba", **kw)
     finally:
         nb.ENGINE = old
 
@@ -93,6 +94,38 @@ def test_lanes_bit_identical_to_scalar_engine_with_failures_and_shuffled(method)
     assert np.isnan(ref.y[:, 5, 1:]).all() and np.isfinite(ref.y[:, 0]).all()
     assert {0, 1, -3}.issubset(set(ref.status.tolist()))  # terminated ones among them
     assert (ref.n_events[0] > 0).any() and (ref.n_events[1] == 1).any()
+
+
+def _ensemble32(k=53):
+    """_ensemble in float32 (rho float32 too: the lanes hold per-trajectory arguments in the
+    working dtype), its failures scaled to float32's range."""
+    rng = np.random.default_rng(0)
+    rho = np.linspace(0.0, 28.0, k).astype(np.float32)
+    y0 = np.tile([[1.0], [0.0], [0.0]], (1, k)) + 0.1 * rng.standard_normal((3, k))
+    y0[:, 5] = (1e30, 1e30, 0.0)  # f(t0, y0) overflows float32
+    rho[11] = 1e30
+    rho[17] = -1e30
+    return y0.astype(np.float32), rho
+
+
+@pytest.mark.parametrize("method", ["RK23", "RK45", "DOP853", "Tsit5", "Vern7", "RK4"])
+def test_float32_lanes_bit_identical_to_scalar_engine(method):
+    """16 float32 lanes: every operation in float32 (typed constants) as the scalar engine's
+    float32 code, counters exact; with t_eval and events (RK4: at fixed steps)."""
+    y0, rho = _ensemble32()
+    kw = dict(max_steps=400, dtype=np.float32, t_eval=np.linspace(0.0, 3.0, 7),
+              events=[cross, stop], rtol=1e-4, atol=1e-6)
+    if method == "RK4":
+        kw["dt"] = 0.013
+    kws = [kw]
+    if method == "RK45":  # the final state only, a max_steps failure among them
+        kws.append(dict(max_steps=60, dtype=np.float32, rtol=1e-4, atol=1e-6))
+    for kw in kws:
+        ref = _solve("scalar", y0, rho, method, **kw)
+        assert ref.y_final.dtype == np.float32
+        _same(ref, _solve("lanes", y0, rho, method, **kw))
+        assert {0, -3}.issubset(set(ref.status.tolist()))
+    assert (ref.status == -2).any() if method == "RK45" else (ref.n_events[1] == 1).any()
 
 
 @pytest.mark.parametrize("method", ["Euler", "Midpoint", "Heun", "RK4", "RK45"])
@@ -165,6 +198,16 @@ def test_lane_engine_chosen_only_where_supported():
                                  METHODS["RK45"]) == "gpuivp.at events"
         assert nb.engine_for(dense, METHODS["RK45"]) == "scalar"
         assert lanes.unsupported(dense, METHODS["RK45"]) == "dense_output"
+        # float32: per-trajectory arguments in float32; counts that stay exact in float32
+        f32 = dataclasses.replace(prob, dtype=np.dtype(np.float32),
+                                  args=(10.0, prob.args[1].astype(np.float32), 8 / 3))
+        assert nb.engine_for(f32, METHODS["RK45"]) == "lanes"
+        assert "per-trajectory arguments" in lanes.unsupported(
+            dataclasses.replace(f32, args=prob.args), METHODS["RK45"])
+        assert "2**24" in lanes.unsupported(dataclasses.replace(f32, max_steps=3_000_000),
+                                            METHODS["RK45"])
+        assert lanes.unsupported(dataclasses.replace(f32, max_steps=2_000_000),
+                                 METHODS["RK45"]) is None
         nb.ENGINE = "scalar"
         assert nb.engine_for(prob, METHODS["RK45"]) == "scalar"
         nb.ENGINE = "lanes"
@@ -207,10 +250,13 @@ def test_fun_that_needs_an_array_y_falls_back_in_auto_and_raises_when_forced():
         nb.ENGINE = old
 
 
-def test_lane_loops_are_vectorised_without_masked_stores():
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_lane_loops_are_vectorised_without_masked_stores(dtype):
     """The speed rests on LLVM vectorising every lane loop (see gpuivp.engines.lanes); a numba
-    or LLVM upgrade can silently undo that. On an AVX2 machine: packed-double ymm arithmetic
-    dominates the step attempt, and no masked loads/stores (vmaskmovpd) appear."""
+    or LLVM upgrade can silently undo that. On an AVX2 machine: packed ymm arithmetic of the
+    dtype dominates the step attempt, and no masked loads/stores (vmaskmov) appear."""
+    import dataclasses
+
     import re
 
     from llvmlite import binding
@@ -222,14 +268,20 @@ def test_lane_loops_are_vectorised_without_masked_stores():
     from gpuivp.engines.runner import EngineState
 
     y0, rho = _ensemble(k=21)
-    prob = nb.prepare(_problem_of(y0, rho))
+    prob = _problem_of(y0, rho)
+    if dtype == "float32":
+        y0, rho = _ensemble32(k=21)
+        prob = dataclasses.replace(_problem_of(y0, rho), dtype=np.dtype(np.float32),
+                                   atol=np.full(3, 1e-6, dtype=np.float32))
+    prob = nb.prepare(prob)
     # compiled here, not loaded from the disk cache (whose run_range skips compiling attempt)
     run, _ = lanes.build(prob, METHODS["RK45"], nb.JIT_OPTIONS)
     run(0, 0, *EngineState(prob, 1, METHODS["RK45"]).arrays())
     attempt = run.py_func.__globals__["attempt"]
     asm = "\n".join(attempt.inspect_asm().values())
-    packed = len(re.findall(r"\bv(?:add|sub|mul|div|sqrt)pd\s+[^\n]*ymm", asm))
-    scalar = len(re.findall(r"\bv(?:add|sub|mul|div|sqrt)sd\b", asm))
+    p = "pd" if dtype == "float64" else "ps"
+    packed = len(re.findall(rf"\bv(?:add|sub|mul|div|sqrt){p}\s+[^\n]*ymm", asm))
+    scalar = len(re.findall(rf"\bv(?:add|sub|mul|div|sqrt)s{p[1]}\b", asm))
     assert "vmaskmov" not in asm
     assert packed > 300 and packed > 4 * scalar, (packed, scalar)
 
