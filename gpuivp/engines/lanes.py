@@ -1,11 +1,12 @@
 """The lane engine: W trajectories at once in SIMD lanes, for the ``numba`` backend (CPU).
 
 Trajectories run W at a time in lanes. Every per-trajectory quantity (t, h, y, the stages,
-the error, flags, counters) is a row of W float64 values in ONE flat array ``S``, and a step
+the error, flags, counters) is a row of W values of the working dtype (float64 or float32)
+in ONE flat array ``S``, and a step
 attempt is a sequence of loops over the W lanes without data-dependent branches: both
 outcomes (accept / reject, clamps, failures) are computed and one is chosen with :func:`sel`
 (one LLVM ``select``). LLVM's loop vectoriser turns each lane loop into SIMD code (4 float64
-lanes per AVX2 register). Lanes whose trajectory has finished keep computing, masked, and
+or 8 float32 lanes per AVX2 register). Lanes whose trajectory has finished keep computing, masked, and
 are **refilled**: after an attempt in which a lane finished, its results are written out and
 it takes the next trajectory of its range, so the cost hardly depends on the order of the
 trajectories (no block waits for its slowest lane).
@@ -32,11 +33,20 @@ Fixed steps (``dt``, or a method without error estimate): the per-trajectory eng
 ``_fixed_step`` (``t_new`` from the step count, the last step cut at ``t1``, a one-term stage
 input as ``y + (c h) K``, the new state's finiteness tested every step) in lanes.
 
+float32: every constant is a named float32 value (as the per-trajectory engine's
+``EngineSource.const``; a Python float literal would make numba compute in float64),
+``nextafter`` works on the 32-bit pattern, ``S`` and the state are float32, so each lane
+performs the scalar engine's float32 operations. The counters (``nfev``, accepted and
+rejected steps, ``t_eval`` and event counts) and the trajectory index stay float32 rows,
+exact below 2**24 (:data:`F32_EXACT`): :func:`unsupported` refuses a float32 problem whose
+``max_steps`` times the stages, trajectory count or ``t_eval`` length could reach it.
+
 Scope (the backend uses the scalar engine otherwise, see :func:`unsupported`): explicit
-Runge-Kutta methods, adaptive or at fixed steps, float64, the final state, ``t_eval`` and
-events (no events with ``affect``, ``gpuivp.at`` events, dense output, progress bar),
-``fun`` and the event functions accepting ``y`` as a tuple, ``fun`` returning its derivative,
-per-trajectory arguments only as one float64 scalar per trajectory. Compiled engines go to the disk cache
+Runge-Kutta methods, adaptive or at fixed steps, float64 or float32, the final state,
+``t_eval`` and events (no events with ``affect``, ``gpuivp.at`` events, dense output,
+progress bar), ``fun`` and the event functions accepting ``y`` as a tuple, ``fun`` returning
+its derivative, per-trajectory arguments only as one scalar of the working dtype per
+trajectory. Compiled engines go to the disk cache
 (:func:`load_from_disk`) as the per-trajectory engine's do. Finished and idle lanes evaluate
 ``fun`` at their last state (a finished trajectory's lane at ``t1`` with ``h = 0``).
 
