@@ -372,7 +372,9 @@ def engine_for(problem, tableau):
     ``ENGINE == "auto"`` picks the lane engine for what it supports
     (:func:`gpuivp.engines.lanes.unsupported`) up to ``lanes.MAX_AUTO_N`` components and from
     ``lanes.MIN_AUTO_K`` trajectories in the call (a measured trade of run time against its
-    longer first compile) and up to ``lanes.MAX_AUTO_T_EVAL`` ``t_eval`` points.
+    longer first compile) and up to ``lanes.MAX_AUTO_T_EVAL`` ``t_eval`` points, without dense
+    output (the lanes store each step's interpolant by a call per lane and step, as for
+    ``t_eval`` points, so ``"auto"`` keeps the per-trajectory engine for it).
     """
     from ..engines import lanes
 
@@ -391,7 +393,7 @@ def engine_for(problem, tableau):
         return "lanes"
     many_points = problem.t_eval is not None and len(problem.t_eval) > lanes.MAX_AUTO_T_EVAL
     if (why is None and problem.n <= lanes.MAX_AUTO_N and problem.k >= lanes.MIN_AUTO_K
-            and not many_points):
+            and not many_points and not problem.dense_output):
         return "lanes"
     return "scalar"
 

@@ -63,7 +63,7 @@ import textwrap
 import numpy as np
 
 from .. import _status
-from .per_trajectory import (BASE_PARAMS, CNT_IE, EVENT_PARAMS, CNT_NACC, CNT_NFEV, CNT_NREJ,
+from .per_trajectory import (BASE_PARAMS, CNT_IE, DENSE_PARAMS, EVENT_PARAMS, CNT_NACC, CNT_NFEV, CNT_NREJ,
                              INITIAL_STEP_END, IPARAM_FIELDS, EngineSource, _Src)
 
 #: Lanes per block (a compile-time constant of the generated code).
@@ -110,8 +110,8 @@ def unsupported(problem, tableau):
         return "events with affect"
     if any(a is not None for a in getattr(problem, "at_times", ())):
         return "gpuivp.at events"
-    if problem.dense_output:
-        return "dense_output"
+    if getattr(problem, "record_steps", False):
+        return "recorded steps"
     if problem.progress:
         return "progress"
     if getattr(problem, "inplace", False):
@@ -141,7 +141,7 @@ class LaneSource:
     driver ``run_range(a, b, <BASE_PARAMS>, arg0, ...)`` (the scalar driver's signature)."""
 
     def __init__(self, tableau, n, arg_kinds, width=WIDTH, t_eval=False, events=(),
-                 fixed=False, dtype=np.float64):
+                 fixed=False, dtype=np.float64, dense=False):
         self.tab, self.n, self.arg_kinds, self.W = tableau, n, tuple(arg_kinds), int(width)
         self.dtype = np.dtype(dtype)
         self.f32 = self.dtype == np.float32
@@ -150,7 +150,8 @@ class LaneSource:
         self.t_eval = bool(t_eval)
         self.events = tuple(events)  # per event function: (terminal count, direction)
         # work on accepted steps (``output``): t_eval points, event functions
-        self.on_accept = self.t_eval or bool(self.events)
+        self.dense = bool(dense)  # every accepted step's interpolant into dn_*
+        self.on_accept = self.t_eval or bool(self.events) or self.dense
         tab, s = tableau, tableau.n_stages
         rows = {}
 
@@ -323,6 +324,8 @@ h = t_new - t
     def _fixed_commit(self, emit):
         """Fixed steps: the new state's finiteness test, then the masked commit."""
         n, s, at = self.n, self.tab.n_stages, self.at
+        # dense output: max_steps is tested before each step, after the buffer's (the driver)
+        maxed = "False" if self.dense else "(not end) & (nacc_new >= max_steps)"
         emit(2, f"{at('EN')} = sel(isfinite(" + " + ".join(f"ZERO * yn_{j}" for j in range(n))
              + "), ONE, ZERO)")
         emit(1, f"for l in range({self.W}):")
@@ -339,7 +342,7 @@ rej_f = {at('REJ')}
 a = go & fin
 nacc_new = nacc + sel(a, ONE, ZERO)
 end = nacc_new >= n_fixed
-maxed = (not end) & (nacc_new >= max_steps)
+maxed = {maxed}
 {at('T', nxt=True)} = sel(a, t_new, t)
 {at('H', nxt=True)} = h_old
 {at('ERR', nxt=True)} = err_old
@@ -433,9 +436,13 @@ done = a & (direction * (t_new - t1) >= ZERO)
         evp = ", t_eval, out_eval, iparams, st_cnt" if self.t_eval else ""
         evs = ", ev_g, ev_cnt" if self.events else ""
         evp += evs + (", yv" if self.events else "")
+        if self.dense:
+            evp += ", dn_t"
         emit(0, f"def init_lane(S, l, i, t0, first_step, c, y0{evp}{arglist}):")
         for line in ctrl_unpack:
             emit(1, line)
+        if self.dense:
+            emit(1, "dn_t[0, i] = t0")
         for m in self.traj:
             emit(1, f"{at(f'P{m}')} = arg{m}[i]")
         for j in range(n):
@@ -489,6 +496,8 @@ if status == FAIL_NONFINITE:
         L.append("")
         if self.on_accept:
             self._output(emit, L)
+        if self.dense:
+            self._resume(emit, L)
 
         # ---- a finished lane's results into the engine state arrays ----
         emit(0, f"def scatter(S, l, st_t, st_h, st_err, st_y, st_f, st_status, st_cnt{evs}):")
@@ -510,7 +519,16 @@ st_cnt[{CNT_NREJ}, i] = np.int64({at('CREJ')})""")
         L.append("")
 
         # ---- the driver: trajectories a <= i < b through W refilled lanes ----
-        params = ", ".join(BASE_PARAMS + (tuple(EVENT_PARAMS) if self.events else ())) + arglist
+        params = ", ".join(BASE_PARAMS + (tuple(EVENT_PARAMS) if self.events else ())
+                           + (tuple(DENSE_PARAMS) if self.dense else ())) + arglist
+        resume = ""
+        if self.dense:  # a trajectory paused by a full dense buffer goes on where it stopped
+            rp = ", t_eval, iparams" if self.t_eval else ""
+            resume = f"""
+            if st_status[i] != INIT:
+                resume_lane(S, l, i, c, st_t, st_h, st_err, st_y, st_f, st_status, st_cnt{rp}{evs}{arglist})
+                n_live += 1
+                break"""
         IDX, LIVE = self.rows["IDX"] * W, self.rows["LIVE"] * W
         # fixed steps: t0, dt * direction, the number of steps (from the per-trajectory layout)
         fixed_c = ", ctrl[0, 0], ctrl[5, 0] * ctrl[6, 0], DT(iparams[2, 0])" if self.fixed else ""
@@ -542,7 +560,7 @@ while True:
             i = nxt
             nxt += 1
             if st_status[i] < INIT:
-                continue
+                continue{resume}
             if init_lane(S, l, i, t0, first_step, c, y0{evp}{arglist}):
                 n_live += 1
                 break
@@ -562,7 +580,7 @@ while True:
     now = n_live
     while now == n_live:  # step attempts until a lane finishes
         if iparams[1, 0] == 0:  # stopped (Ctrl-C or another chunk's error)
-            return
+            return{self._dense_check()}
         attempt(S, c{arglist}){self._driver_output(arglist)}
         now = 0
         for l in range({W}):
@@ -631,18 +649,89 @@ if interval < h0:
             g, gn = at(f"G{e}"), at(f"GN{e}")
             up, down = f"({g} <= ZERO and {gn} >= ZERO)", f"({g} >= ZERO and {gn} <= ZERO)"
             conds.append(up if d > 0 else down if d < 0 else f"{up} or {down}")
-        evo = ", ev_t, ev_y" if self.events else ""
-        text = f"""
+        evo = self._output_params()
+        call = f"output(S, l, yv, t_eval, out_eval, iparams, direction{evo}{arglist})"
+        if self.dense:  # every accepted step (its interpolant into the dense buffers)
+            text = f"""
+for l in range({W}):
+    if {at('ACC')} != ZERO:
+        {call}"""
+        else:
+            text = f"""
 for l in range({W}):
     if {at('ACC')} != ZERO:
         if {" or ".join(f"({c})" for c in conds)}:
-            output(S, l, yv, t_eval, out_eval, iparams, direction{evo}{arglist})"""
-        if self.events:
+            {call}"""
+        if self.events and not self.dense:
             text += "\n        else:"
             for e in range(len(self.events)):
                 text += f"\n            {at(f'G{e}')} = {at(f'GN{e}')}"
         text += "\n" + self._copy_next()
         return "\n" + textwrap.indent(text.strip("\n"), " " * 8)
+
+    def _output_params(self):
+        return (", ev_t, ev_y" if self.events else "") + (", dn_t, dn_h, dn_c" if self.dense
+                                                           else "")
+
+    def _dense_check(self):
+        """Dense output, before each attempt (the per-trajectory engine's test at the top of
+        its loop): a live lane whose buffer is full stops, paused (status RUNNING or
+        REJECTED: the backend grows the buffers and calls again, and the lane engine
+        resumes it) or at ``dense_max`` with FAIL_DENSE; at fixed steps then ``max_steps``."""
+        if not self.dense:
+            return ""
+        at, W = self.at, self.W
+        f = IPARAM_FIELDS
+        text = f"""
+for l in range({W}):
+    if {at('LIVE')} != ZERO:
+        nacc_l = {at('CACC')}
+        if nacc_l >= DT(dn_h.shape[0]):
+            {at('LIVE')} = ZERO
+            if nacc_l >= DT(iparams[{f.index('dense_max')}, 0]):
+                {at('STATUS')} = FAIL_DENSE
+            elif {at('REJ')} != ZERO:
+                {at('STATUS')} = REJECTED_F
+            else:
+                {at('STATUS')} = RUNNING_F"""
+        if self.fixed:
+            text += f"""
+        elif nacc_l >= c[3]:
+            {at('LIVE')} = ZERO
+            {at('STATUS')} = FAIL_MAXSTEPS"""
+        return "\n" + textwrap.indent(text.strip("\n"), " " * 8)
+
+    def _resume(self, emit, L):
+        """``resume_lane``: lane ``l`` takes trajectory ``i`` where a paused call left it
+        (dense output: its buffer was full), from the engine state arrays."""
+        n, at = self.n, self.at
+        evp = ", t_eval, iparams" if self.t_eval else ""
+        evs = ", ev_g, ev_cnt" if self.events else ""
+        arglist = "".join(f", arg{m}" for m in range(len(self.arg_kinds)))
+        emit(0, f"def resume_lane(S, l, i, c, st_t, st_h, st_err, st_y, st_f, st_status, "
+                f"st_cnt{evp}{evs}{arglist}):")
+        emit(1, "direction = c[4]")
+        for m in self.traj:
+            emit(1, f"{at(f'P{m}')} = arg{m}[i]")
+        emit(1, f"""
+{at('T')} = st_t[i]
+{at('H')} = st_h[i]
+{at('ERR')} = st_err[i]
+{at('REJ')} = ONE if st_status[i] == REJECTED else ZERO
+{at('STATUS')} = DT(SUCCESS)
+{at('LIVE')} = ONE
+{at('CFEV')} = DT(st_cnt[{CNT_NFEV}, i])
+{at('CACC')} = DT(st_cnt[{CNT_NACC}, i])
+{at('CREJ')} = DT(st_cnt[{CNT_NREJ}, i])
+{at('IDX')} = DT(i)""")
+        for j in range(n):
+            emit(1, f"{at('Y', j)} = st_y[{j}, i]\n{at('F', j)} = st_f[{j}, i]")
+        if self.t_eval:
+            emit(1, self._eval_rows() + f"\nie = st_cnt[{CNT_IE}, i]")
+            emit(1, self._next_eval())
+        for e in range(len(self.events)):
+            emit(1, f"{at(f'G{e}')} = ev_g[{e}, i]\n{at(f'NEV{e}')} = DT(ev_cnt[{e}, i])")
+        L.append("")
 
     def _output(self, emit, L):
         """``output(S, l, ...)``: the work on lane ``l``'s accepted step (its event functions,
@@ -651,12 +740,13 @@ for l in range({W}):
         the step's end moved to a terminal event's root."""
         n, s, at = self.n, self.tab.n_stages, self.at
         es = EngineSource(self.tab, n, self.arg_kinds, self.dtype, self.fixed, "cpu",
-                          events=self.events, t_eval=self.t_eval, looped=False)
+                          events=self.events, t_eval=self.t_eval, looped=False,
+                          dense=self.dense)
         body = _Src()
         es._on_accept(body, 1)
         self.eval_consts = dict(es.consts)
         arglist = "".join(f", arg{m}" for m in range(len(self.arg_kinds)))
-        evo = ", ev_t, ev_y" if self.events else ""
+        evo = self._output_params()
         emit(0, f"def output(S, l, yv, t_eval, out_eval, iparams, direction{evo}{arglist}):")
         emit(1, f"i = np.int64({at('IDX')})\n" + self._eval_rows())
         for m in range(len(self.arg_kinds)):
@@ -667,6 +757,8 @@ for l in range({W}):
             for m in range(1, s + 1):
                 emit(1, f"K{m}_{j} = {at(f'K{m}', j)}")
         emit(1, "nfev = 0")
+        if self.dense:  # (the accepted steps, this one included)
+            emit(1, f"nacc = np.int64({at('CACC')})")
         if self.t_eval:
             emit(1, f"ie = np.int64({at('IE')})")
         if self.events:
@@ -709,6 +801,9 @@ for l in range({W}):
             ns[name] = value
         ns["INIT"] = np.int32(_status.INIT)
         ns["RUNNING"] = _status.RUNNING
+        ns["REJECTED"] = _status.REJECTED
+        ns["RUNNING_F"], ns["REJECTED_F"] = T(_status.RUNNING), T(_status.REJECTED)
+        ns["FAIL_DENSE"] = T(_status.FAIL_DENSE)
         return ns
 
 
@@ -812,7 +907,8 @@ def build(problem, tableau, jit_options, width=WIDTH, fast_pow=False):
     _define_intrinsics()
     src = LaneSource(tableau, problem.n, problem.arg_kinds, width,
                      t_eval=problem.t_eval is not None, events=problem.event_spec,
-                     fixed=problem.dt is not None, dtype=problem.dtype)
+                     fixed=problem.dt is not None, dtype=problem.dtype,
+                     dense=problem.dense_output)
     ns = src.namespace()
     fun = numba.njit(**jit_options)(py_function(problem.fun))
     ns["fun"] = fun
@@ -822,7 +918,7 @@ def build(problem, tableau, jit_options, width=WIDTH, fast_pow=False):
         _pow_function(_expo(tableau), fast_pow, problem.dtype, jit_options))
     exec(compile(src.src, f"<gpuivp lane engine {tableau.name} n={problem.n} W={width}>",
                  "exec"), ns)
-    for name in ("attempt", "init_lane", "scatter", "output"):
+    for name in ("attempt", "init_lane", "scatter", "output", "resume_lane"):
         if name in ns:
             ns[name] = numba.njit(**jit_options)(ns[name])
     return numba.njit(**jit_options)(ns["run_range"]), src
@@ -910,7 +1006,8 @@ def load_from_disk(problem, tableau, jit_options, width=WIDTH, fast_pow=False):
     P = D._P
     src = LaneSource(tableau, problem.n, problem.arg_kinds, width,
                      t_eval=problem.t_eval is not None, events=problem.event_spec,
-                     fixed=problem.dt is not None, dtype=problem.dtype)
+                     fixed=problem.dt is not None, dtype=problem.dtype,
+                     dense=problem.dense_output)
     jit = dict(jit_options)
     jit.pop("cache", None)
     try:
@@ -947,6 +1044,8 @@ def load_from_disk(problem, tableau, jit_options, width=WIDTH, fast_pow=False):
         lines += [f"{name} = {P}jit({name})" for name in ("attempt", "init_lane", "scatter")]
         if src.on_accept:
             lines.append(f"output = {P}jit(output)")
+        if src.dense:
+            lines.append(f"resume_lane = {P}jit(resume_lane)")
         lines.append(f"run_range = {P}nb.njit(**{ {**jit, 'cache': True}!r})(run_range)")
         engine_text = "\n".join([D._PRELUDE, *lines, ""])
     except D.Unsupported as exc:
