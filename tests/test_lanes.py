@@ -145,6 +145,30 @@ def test_lanes_fixed_steps_bit_identical_to_scalar_engine(method):
     assert len(statuses) == 2 or {0, 1, -3} <= statuses[2]  # a terminal event on fixed steps
 
 
+@pytest.mark.parametrize("method", ["RK45", "DOP853", "RK4"])
+def test_lanes_dense_output_bit_identical_to_scalar_engine(method):
+    """dense_output: sol(t) bit for bit, with t_eval and events (DOP853: the interpolant's
+    extra stages; RK4 at fixed steps). The buffers start at 16 steps: trajectories pause,
+    the backend grows the buffers and the lanes resume them; dense_max_steps ends them with
+    FAIL_DENSE (-4), and max_steps as in the scalar engine (the buffer's test first)."""
+    y0, rho = _ensemble()
+    base = dict(dense_output=True, t_eval=np.linspace(0.0, 3.0, 7), events=[cross, stop])
+    if method == "RK4":
+        base["dt"] = 0.013
+    ts = np.linspace(0.0, 3.0, 41)
+    statuses = set()
+    for kw in (dict(max_steps=400), dict(max_steps=400, dense_max_steps=20),
+               dict(max_steps=30, dense_max_steps=30), dict(max_steps=30)):
+        ref = _solve("scalar", y0, rho, method, **base, **kw)
+        got = _solve("lanes", y0, rho, method, **base, **kw)
+        _same(ref, got)
+        np.testing.assert_array_equal(got.sol(ts), ref.sol(ts))
+        statuses |= set(ref.status.tolist())
+        if "dense_max_steps" not in kw and kw["max_steps"] > 100:
+            assert ref.naccept.max() > 32  # (the buffers grown 16 -> 32 -> 64)
+    assert {-4, -2, -3, 1} <= statuses
+
+
 def test_lanes_max_steps_first_step_and_backward_match_scalar():
     y0, rho = _ensemble(k=21)
     for kw in (dict(max_steps=30), dict(first_step=1e-3), dict(events=[cross, stop])):
@@ -196,8 +220,10 @@ def test_lane_engine_chosen_only_where_supported():
                                  METHODS["RK45"]) == "events with affect"
         assert lanes.unsupported(dataclasses.replace(prob, at_times=(np.ones(2),)),
                                  METHODS["RK45"]) == "gpuivp.at events"
-        assert nb.engine_for(dense, METHODS["RK45"]) == "scalar"
-        assert lanes.unsupported(dense, METHODS["RK45"]) == "dense_output"
+        assert nb.engine_for(dense, METHODS["RK45"]) == "scalar"  # (a call per lane and step)
+        assert lanes.unsupported(dense, METHODS["RK45"]) is None
+        assert lanes.unsupported(dataclasses.replace(dense, record_steps=True),
+                                 METHODS["RK45"]) == "recorded steps"
         # float32: per-trajectory arguments in float32; counts that stay exact in float32
         f32 = dataclasses.replace(prob, dtype=np.dtype(np.float32),
                                   args=(10.0, prob.args[1].astype(np.float32), 8 / 3))
@@ -211,8 +237,9 @@ def test_lane_engine_chosen_only_where_supported():
         nb.ENGINE = "scalar"
         assert nb.engine_for(prob, METHODS["RK45"]) == "scalar"
         nb.ENGINE = "lanes"
-        with pytest.raises(ValueError, match="dense_output"):
-            nb.engine_for(dense, METHODS["RK45"])
+        assert nb.engine_for(dense, METHODS["RK45"]) == "lanes"
+        with pytest.raises(ValueError, match="events with affect"):
+            nb.engine_for(dataclasses.replace(prob, affects=(None, lorenz)), METHODS["RK45"])
         nb.ENGINE = "bogus"
         with pytest.raises(ValueError, match="GPUIVP_NUMBA_ENGINE"):
             nb.engine_for(prob, METHODS["RK45"])
