@@ -29,6 +29,15 @@ Output at ``t_eval``: after an attempt, each lane whose accepted step reached it
 own generated ``t_eval`` code (:meth:`EngineSource._on_accept`: the tableau's interpolant,
 its extra stages counted in ``nfev``) on the lane's step; then the commit's copy.
 
+Dense output: every accepted step of a lane runs ``output``, whose generated code then also
+holds the per-trajectory engine's dense store (the step's interpolant rows into ``dn_*``, its
+extra stages counted in ``nfev``). Before each attempt, a lane whose buffer is full stops
+as that engine's loop does: paused (status RUNNING or REJECTED, its state written out; the
+backend grows the buffers and calls again, and ``resume_lane`` takes it up where it
+stopped) or, at ``dense_max`` steps, with FAIL_DENSE; at fixed steps ``max_steps`` is
+tested after the buffer, as there. A call per lane and step: ``"auto"`` keeps dense output on
+the per-trajectory engine (``ENGINE = "lanes"`` runs it in lanes).
+
 Fixed steps (``dt``, or a method without error estimate): the per-trajectory engine's
 ``_fixed_step`` (``t_new`` from the step count, the last step cut at ``t1``, a one-term stage
 input as ``y + (c h) K``, the new state's finiteness tested every step) in lanes.
@@ -43,8 +52,8 @@ exact below 2**24 (:data:`F32_EXACT`): :func:`unsupported` refuses a float32 pro
 
 Scope (the backend uses the scalar engine otherwise, see :func:`unsupported`): explicit
 Runge-Kutta methods, adaptive or at fixed steps, float64 or float32, the final state,
-``t_eval`` and events (no events with ``affect``, ``gpuivp.at`` events, dense output,
-progress bar), ``fun`` and the event functions accepting ``y`` as a tuple, ``fun`` returning
+``t_eval``, events and dense output (no events with ``affect``, ``gpuivp.at`` events,
+recorded steps of a single IVP, progress bar), ``fun`` and the event functions accepting ``y`` as a tuple, ``fun`` returning
 its derivative, per-trajectory arguments only as one scalar of the working dtype per
 trajectory. Compiled engines go to the disk cache
 (:func:`load_from_disk`) as the per-trajectory engine's do. Finished and idle lanes evaluate
