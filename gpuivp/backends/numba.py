@@ -18,7 +18,9 @@ Two engines: the per-trajectory engine (:mod:`gpuivp.engines.per_trajectory`) an
 supports the problem, the lane engine (:mod:`gpuivp.engines.lanes`: W trajectories in SIMD
 lanes, the same results bit for bit). :data:`ENGINE` (``GPUIVP_NUMBA_ENGINE``) chooses:
 ``"auto"``, ``"lanes"`` or ``"scalar"``. The lane engine runs each chunk to completion (no time
-slices: it serves no progress bar); on Ctrl-C it stops at its next step attempt.
+slices: it serves no progress bar; with dense output a trajectory whose buffer is full
+pauses until the buffers have grown, as in the per-trajectory engine); on Ctrl-C it stops
+at its next step attempt.
 """
 from __future__ import annotations
 
