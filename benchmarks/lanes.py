@@ -25,9 +25,11 @@ Usage::
 ``--outputs``: the lane engine against the per-trajectory engine (same process, round robin,
 best process CPU time) where the output is more than the final state: the Lorenz problem
 with ``t_eval`` of 11, 101, 301 and 1001 points, with one event function (x = 1, counted),
-both, at fixed steps (RK4, dt = 0.01), and a 6-equation model (two Lorenz systems coupled
-through x, ``eps = 0.5``) with 11 ``t_eval`` points and one event; each checked
-bit-identical (final states, nfev, t_eval output, event times).
+both, at fixed steps (RK4, dt = 0.01), a 6-equation model (two Lorenz systems coupled
+through x, ``eps = 0.5``) with 11 ``t_eval`` points and one event, and Lorenz in float32
+(rtol 1e-4, atol 1e-6; final state, and with 11 ``t_eval`` points and one event); each
+checked bit-identical (final states, nfev, t_eval output, event times). ``--only TEXT``
+runs the cases whose name holds TEXT (e.g. ``--only float32``).
 """
 import argparse
 import json
@@ -51,9 +53,10 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true")
     p.add_argument("--json", default=None)
     p.add_argument("--outputs", action="store_true", help="t_eval, events, fixed steps")
+    p.add_argument("--only", default="", help="with --outputs: the cases whose name holds this")
     a = p.parse_args(argv)
     if a.outputs:
-        return outputs(a.k or (2000 if a.quick else 20000), a.repeats or 3)
+        return outputs(a.k or (2000 if a.quick else 20000), a.repeats or 3, a.only)
     k = a.k or (2000 if a.quick else 20000)
     repeats = a.repeats or (3 if a.quick else 5)
 
@@ -166,7 +169,7 @@ def coupled(t, y, rho):
             y[3] * (rho - y[5]) - y[4], y[3] * y[4] - BETA * y[5])
 
 
-def outputs(k, repeats):
+def outputs(k, repeats, only=""):
     """Lane engine vs per-trajectory engine beyond the final state (``--outputs``)."""
     import gpuivp
     import gpuivp.backends.numba as nb
@@ -182,20 +185,27 @@ def outputs(k, repeats):
     cases["Lorenz, RK4 dt = 0.01"] = (lorenz1, y3, dict(method="RK4", dt=0.01))
     cases["6 equations, t_eval 11 + 1 event"] = (coupled, y6, dict(
         t_eval=np.linspace(*T_SPAN, 11), events=[cross]))
+    f32 = dict(dtype=np.float32, rtol=1e-4, atol=1e-6, args=(rho.astype(np.float32),))
+    cases["Lorenz float32, rtol 1e-4"] = (lorenz1, y3, f32)
+    cases["Lorenz float32, t_eval 11 + 1 event"] = (lorenz1, y3, dict(
+        f32, t_eval=np.linspace(*T_SPAN, 11), events=[cross]))
+    cases = {name: case for name, case in cases.items() if only in name}
     print(f"K = {k}, best of {repeats} rounds, CPU us per trajectory (process time)")
     for name, (fun, y0, kw) in cases.items():
-        kw = {"method": "RK45", "rtol": RTOL, "atol": ATOL, **kw}
+        kw = {"method": "RK45", "rtol": RTOL, "atol": ATOL, "args": (rho,), **kw}
+        args = kw.pop("args")
         best, first, res = {}, {}, {}
         for eng in ("lanes", "scalar"):
             nb.ENGINE = eng
             c = time.process_time()
-            gpuivp.solve_ivp(fun, T_SPAN, y0[:, :64], args=(rho[:64],), backend="numba", **kw)
+            gpuivp.solve_ivp(fun, T_SPAN, y0[:, :64], args=(args[0][:64],), backend="numba",
+                             **kw)
             first[eng] = time.process_time() - c
         for _ in range(repeats):
             for eng in ("lanes", "scalar"):
                 nb.ENGINE = eng
                 c = time.process_time()
-                res[eng] = gpuivp.solve_ivp(fun, T_SPAN, y0, args=(rho,), backend="numba", **kw)
+                res[eng] = gpuivp.solve_ivp(fun, T_SPAN, y0, args=args, backend="numba", **kw)
                 best[eng] = min(best.get(eng, np.inf), time.process_time() - c)
         a, b = res["lanes"], res["scalar"]
         same = (np.array_equal(a.y_final, b.y_final, equal_nan=True)

@@ -33,9 +33,10 @@ def _ensemble(k=53, seed=0):
 def _solve(engine, y0, rho, method, **kw):
     old = nb.ENGINE
     nb.ENGINE = engine
+    kw = dict(dict(rtol=1e-6, atol=1e-8), **kw)
     try:
         return gpuivp.solve_ivp(lorenz, (0.0, 3.0), y0, args=(10.0, rho, 8 / 3), method=method,
-                                rtol=1e-6, atol=1e-8, backend="numba", **kw)
+                                backend="numba", **kw)
     finally:
         nb.ENGINE = old
 
@@ -95,6 +96,38 @@ def test_lanes_bit_identical_to_scalar_engine_with_failures_and_shuffled(method)
     assert (ref.n_events[0] > 0).any() and (ref.n_events[1] == 1).any()
 
 
+def _ensemble32(k=53):
+    """_ensemble in float32 (rho float32 too: the lanes hold per-trajectory arguments in the
+    working dtype), its failures scaled to float32's range."""
+    rng = np.random.default_rng(0)
+    rho = np.linspace(0.0, 28.0, k).astype(np.float32)
+    y0 = np.tile([[1.0], [0.0], [0.0]], (1, k)) + 0.1 * rng.standard_normal((3, k))
+    y0[:, 5] = (1e30, 1e30, 0.0)  # f(t0, y0) overflows float32
+    rho[11] = 1e30
+    rho[17] = -1e30
+    return y0.astype(np.float32), rho
+
+
+@pytest.mark.parametrize("method", ["RK23", "RK45", "DOP853", "Tsit5", "Vern7", "RK4"])
+def test_float32_lanes_bit_identical_to_scalar_engine(method):
+    """16 float32 lanes: every operation in float32 (typed constants) as the scalar engine's
+    float32 code, counters exact; with t_eval and events (RK4: at fixed steps)."""
+    y0, rho = _ensemble32()
+    kw = dict(max_steps=400, dtype=np.float32, t_eval=np.linspace(0.0, 3.0, 7),
+              events=[cross, stop], rtol=1e-4, atol=1e-6)
+    if method == "RK4":
+        kw["dt"] = 0.013
+    kws = [kw]
+    if method == "RK45":  # the final state only, a max_steps failure among them
+        kws.append(dict(max_steps=60, dtype=np.float32, rtol=1e-4, atol=1e-6))
+    for kw in kws:
+        ref = _solve("scalar", y0, rho, method, **kw)
+        assert ref.y_final.dtype == np.float32
+        _same(ref, _solve("lanes", y0, rho, method, **kw))
+        assert {0, -3}.issubset(set(ref.status.tolist()))
+    assert (ref.status == -2).any() if method == "RK45" else (ref.n_events[1] == 1).any()
+
+
 @pytest.mark.parametrize("method", ["Euler", "Midpoint", "Heun", "RK4", "RK45"])
 def test_lanes_fixed_steps_bit_identical_to_scalar_engine(method):
     """Steps of dt (RK45 too: an adaptive method at fixed steps), the last one cut at t1; a
@@ -110,6 +143,30 @@ def test_lanes_fixed_steps_bit_identical_to_scalar_engine(method):
         statuses.append(set(ref.status.tolist()))
     assert {0, -3} <= statuses[0] and {-2, -3} == statuses[1]
     assert len(statuses) == 2 or {0, 1, -3} <= statuses[2]  # a terminal event on fixed steps
+
+
+@pytest.mark.parametrize("method", ["RK45", "DOP853", "RK4"])
+def test_lanes_dense_output_bit_identical_to_scalar_engine(method):
+    """dense_output: sol(t) bit for bit, with t_eval and events (DOP853: the interpolant's
+    extra stages; RK4 at fixed steps). The buffers start at 16 steps: trajectories pause,
+    the backend grows the buffers and the lanes resume them; dense_max_steps ends them with
+    FAIL_DENSE (-4), and max_steps as in the scalar engine (the buffer's test first)."""
+    y0, rho = _ensemble()
+    base = dict(dense_output=True, t_eval=np.linspace(0.0, 3.0, 7), events=[cross, stop])
+    if method == "RK4":
+        base["dt"] = 0.013
+    ts = np.linspace(0.0, 3.0, 41)
+    statuses = set()
+    for kw in (dict(max_steps=400), dict(max_steps=400, dense_max_steps=20),
+               dict(max_steps=30, dense_max_steps=30), dict(max_steps=30)):
+        ref = _solve("scalar", y0, rho, method, **base, **kw)
+        got = _solve("lanes", y0, rho, method, **base, **kw)
+        _same(ref, got)
+        np.testing.assert_array_equal(got.sol(ts), ref.sol(ts))
+        statuses |= set(ref.status.tolist())
+        if "dense_max_steps" not in kw and kw["max_steps"] > 100:
+            assert ref.naccept.max() > 32  # (the buffers grown 16 -> 32 -> 64)
+    assert {-4, -2, -3, 1} <= statuses
 
 
 def test_lanes_max_steps_first_step_and_backward_match_scalar():
@@ -163,13 +220,26 @@ def test_lane_engine_chosen_only_where_supported():
                                  METHODS["RK45"]) == "events with affect"
         assert lanes.unsupported(dataclasses.replace(prob, at_times=(np.ones(2),)),
                                  METHODS["RK45"]) == "gpuivp.at events"
-        assert nb.engine_for(dense, METHODS["RK45"]) == "scalar"
-        assert lanes.unsupported(dense, METHODS["RK45"]) == "dense_output"
+        assert nb.engine_for(dense, METHODS["RK45"]) == "scalar"  # (a call per lane and step)
+        assert lanes.unsupported(dense, METHODS["RK45"]) is None
+        assert lanes.unsupported(dataclasses.replace(dense, record_steps=True),
+                                 METHODS["RK45"]) == "recorded steps"
+        # float32: per-trajectory arguments in float32; counts that stay exact in float32
+        f32 = dataclasses.replace(prob, dtype=np.dtype(np.float32),
+                                  args=(10.0, prob.args[1].astype(np.float32), 8 / 3))
+        assert nb.engine_for(f32, METHODS["RK45"]) == "lanes"
+        assert "per-trajectory arguments" in lanes.unsupported(
+            dataclasses.replace(f32, args=prob.args), METHODS["RK45"])
+        assert "2**24" in lanes.unsupported(dataclasses.replace(f32, max_steps=3_000_000),
+                                            METHODS["RK45"])
+        assert lanes.unsupported(dataclasses.replace(f32, max_steps=2_000_000),
+                                 METHODS["RK45"]) is None
         nb.ENGINE = "scalar"
         assert nb.engine_for(prob, METHODS["RK45"]) == "scalar"
         nb.ENGINE = "lanes"
-        with pytest.raises(ValueError, match="dense_output"):
-            nb.engine_for(dense, METHODS["RK45"])
+        assert nb.engine_for(dense, METHODS["RK45"]) == "lanes"
+        with pytest.raises(ValueError, match="events with affect"):
+            nb.engine_for(dataclasses.replace(prob, affects=(None, lorenz)), METHODS["RK45"])
         nb.ENGINE = "bogus"
         with pytest.raises(ValueError, match="GPUIVP_NUMBA_ENGINE"):
             nb.engine_for(prob, METHODS["RK45"])
@@ -207,10 +277,13 @@ def test_fun_that_needs_an_array_y_falls_back_in_auto_and_raises_when_forced():
         nb.ENGINE = old
 
 
-def test_lane_loops_are_vectorised_without_masked_stores():
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_lane_loops_are_vectorised_without_masked_stores(dtype):
     """The speed rests on LLVM vectorising every lane loop (see gpuivp.engines.lanes); a numba
-    or LLVM upgrade can silently undo that. On an AVX2 machine: packed-double ymm arithmetic
-    dominates the step attempt, and no masked loads/stores (vmaskmovpd) appear."""
+    or LLVM upgrade can silently undo that. On an AVX2 machine: packed ymm arithmetic of the
+    dtype dominates the step attempt, and no masked loads/stores (vmaskmov) appear."""
+    import dataclasses
+
     import re
 
     from llvmlite import binding
@@ -222,34 +295,59 @@ def test_lane_loops_are_vectorised_without_masked_stores():
     from gpuivp.engines.runner import EngineState
 
     y0, rho = _ensemble(k=21)
-    prob = nb.prepare(_problem_of(y0, rho))
+    prob = _problem_of(y0, rho)
+    if dtype == "float32":
+        y0, rho = _ensemble32(k=21)
+        prob = dataclasses.replace(_problem_of(y0, rho), dtype=np.dtype(np.float32),
+                                   atol=np.full(3, 1e-6, dtype=np.float32))
+    prob = nb.prepare(prob)
     # compiled here, not loaded from the disk cache (whose run_range skips compiling attempt)
     run, _ = lanes.build(prob, METHODS["RK45"], nb.JIT_OPTIONS)
     run(0, 0, *EngineState(prob, 1, METHODS["RK45"]).arrays())
     attempt = run.py_func.__globals__["attempt"]
     asm = "\n".join(attempt.inspect_asm().values())
-    packed = len(re.findall(r"\bv(?:add|sub|mul|div|sqrt)pd\s+[^\n]*ymm", asm))
-    scalar = len(re.findall(r"\bv(?:add|sub|mul|div|sqrt)sd\b", asm))
+    p = "pd" if dtype == "float64" else "ps"
+    packed = len(re.findall(rf"\bv(?:add|sub|mul|div|sqrt){p}\s+[^\n]*ymm", asm))
+    scalar = len(re.findall(rf"\bv(?:add|sub|mul|div|sqrt)s{p[1]}\b", asm))
     assert "vmaskmov" not in asm
     assert packed > 300 and packed > 4 * scalar, (packed, scalar)
 
 
-def test_fast_pow_stays_within_its_documented_accuracy():
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_fast_pow_stays_within_its_documented_accuracy(dtype):
     """FAST_POW: the controller's pow within a few ulp, so the steps and final states stay
     close to the scalar engine's (not bit-identical: the last bits of h differ)."""
-    y0, rho = _ensemble()
-    ref = _solve("scalar", y0, rho, "RK45", max_steps=400)
+    if dtype == "float64":
+        y0, rho = _ensemble()
+        kw = dict(max_steps=400)
+        # h differs from libm-pow steps by ~1e-15 relative, amplified by the dynamics
+        tol = dict(rtol=1e-6, atol=1e-8)
+    else:
+        y0, rho = _ensemble32()
+        kw = dict(max_steps=400, dtype=np.float32, rtol=1e-4, atol=1e-6)
+        # h differs from powf's steps by ~1e-7 relative (float32 ulps), amplified likewise
+        tol = dict(rtol=1e-3, atol=1e-4)
+    ref = _solve("scalar", y0, rho, "RK45", **kw)
     old = nb.FAST_POW
     nb.FAST_POW = True
     try:
-        got = _solve("lanes", y0, rho, "RK45", max_steps=400)
+        got = _solve("lanes", y0, rho, "RK45", **kw)
     finally:
         nb.FAST_POW = old
     np.testing.assert_array_equal(got.status, ref.status)
     assert np.mean(got.nfev == ref.nfev) > 0.9
     ok = ref.status == 0
-    # tolerance: h differs from libm-pow steps by ~1e-15 relative, amplified by the dynamics
-    np.testing.assert_allclose(got.y_final[:, ok], ref.y_final[:, ok], rtol=1e-6, atol=1e-8)
+    assert got.y_final.dtype == ref.y_final.dtype
+    np.testing.assert_allclose(got.y_final[:, ok], ref.y_final[:, ok], **tol)
+    if dtype == "float32":  # the documented accuracy of the float32 pow itself
+        import numba
+
+        f = numba.njit(lanes._pow_function(-0.2, True, np.float32))
+        x = (np.float32(10.0) ** np.linspace(-12, 12, 2001)).astype(np.float32)
+        exact = (x.astype(np.float64) ** -0.2).astype(np.float32)  # (rounding: error <= 1/2 ulp)
+        got = np.array([f(v) for v in x], dtype=np.float32)
+        ulps = np.abs(got.view(np.int32).astype(np.int64) - exact.view(np.int32))
+        assert ulps.max() <= 1
 
 
 def test_lane_engine_stops_when_the_backend_stops_it():

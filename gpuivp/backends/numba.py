@@ -18,7 +18,9 @@ Two engines: the per-trajectory engine (:mod:`gpuivp.engines.per_trajectory`) an
 supports the problem, the lane engine (:mod:`gpuivp.engines.lanes`: W trajectories in SIMD
 lanes, the same results bit for bit). :data:`ENGINE` (``GPUIVP_NUMBA_ENGINE``) chooses:
 ``"auto"``, ``"lanes"`` or ``"scalar"``. The lane engine runs each chunk to completion (no time
-slices: it serves no progress bar); on Ctrl-C it stops at its next step attempt.
+slices: it serves no progress bar; with dense output a trajectory whose buffer is full
+pauses until the buffers have grown, as in the per-trajectory engine); on Ctrl-C it stops
+at its next step attempt.
 """
 from __future__ import annotations
 
@@ -404,7 +406,9 @@ def engine_for(problem, tableau):
     ``ENGINE == "auto"`` picks the lane engine for what it supports
     (:func:`gpuivp.engines.lanes.unsupported`) up to ``lanes.MAX_AUTO_N`` components and from
     ``lanes.MIN_AUTO_K`` trajectories in the call (a measured trade of run time against its
-    longer first compile) and up to ``lanes.MAX_AUTO_T_EVAL`` ``t_eval`` points.
+    longer first compile) and up to ``lanes.MAX_AUTO_T_EVAL`` ``t_eval`` points, without dense
+    output (the lanes store each step's interpolant by a call per lane and step, as for
+    ``t_eval`` points, so ``"auto"`` keeps the per-trajectory engine for it).
     """
     from ..engines import lanes
 
@@ -423,7 +427,7 @@ def engine_for(problem, tableau):
         return "lanes"
     many_points = problem.t_eval is not None and len(problem.t_eval) > lanes.MAX_AUTO_T_EVAL
     if (why is None and problem.n <= lanes.MAX_AUTO_N and problem.k >= lanes.MIN_AUTO_K
-            and not many_points):
+            and not many_points and not problem.dense_output):
         return "lanes"
     return "scalar"
 

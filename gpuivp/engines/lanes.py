@@ -1,11 +1,12 @@
 """The lane engine: W trajectories at once in SIMD lanes, for the ``numba`` backend (CPU).
 
 Trajectories run W at a time in lanes. Every per-trajectory quantity (t, h, y, the stages,
-the error, flags, counters) is a row of W float64 values in ONE flat array ``S``, and a step
+the error, flags, counters) is a row of W values of the working dtype (float64 or float32)
+in ONE flat array ``S``, and a step
 attempt is a sequence of loops over the W lanes without data-dependent branches: both
 outcomes (accept / reject, clamps, failures) are computed and one is chosen with :func:`sel`
 (one LLVM ``select``). LLVM's loop vectoriser turns each lane loop into SIMD code (4 float64
-lanes per AVX2 register). Lanes whose trajectory has finished keep computing, masked, and
+or 8 float32 lanes per AVX2 register). Lanes whose trajectory has finished keep computing, masked, and
 are **refilled**: after an attempt in which a lane finished, its results are written out and
 it takes the next trajectory of its range, so the cost hardly depends on the order of the
 trajectories (no block waits for its slowest lane).
@@ -28,15 +29,34 @@ Output at ``t_eval``: after an attempt, each lane whose accepted step reached it
 own generated ``t_eval`` code (:meth:`EngineSource._on_accept`: the tableau's interpolant,
 its extra stages counted in ``nfev``) on the lane's step; then the commit's copy.
 
+Dense output: every accepted step of a lane runs ``output``, whose generated code then also
+holds the per-trajectory engine's dense store (the step's interpolant rows into ``dn_*``, its
+extra stages counted in ``nfev``). Before each attempt, a lane whose buffer is full stops
+as that engine's loop does: paused (status RUNNING or REJECTED, its state written out; the
+backend grows the buffers and calls again, and ``resume_lane`` takes it up where it
+stopped) or, at ``dense_max`` steps, with FAIL_DENSE; at fixed steps ``max_steps`` is
+tested after the buffer, as there. A call per lane and step: ``"auto"`` keeps dense output on
+the per-trajectory engine (``ENGINE = "lanes"`` runs it in lanes; measured once, Lorenz
+RK45: 1.44x the per-trajectory engine, not enough to set a threshold).
+
 Fixed steps (``dt``, or a method without error estimate): the per-trajectory engine's
 ``_fixed_step`` (``t_new`` from the step count, the last step cut at ``t1``, a one-term stage
 input as ``y + (c h) K``, the new state's finiteness tested every step) in lanes.
 
+float32: every constant is a named float32 value (as the per-trajectory engine's
+``EngineSource.const``; a Python float literal would make numba compute in float64),
+``nextafter`` works on the 32-bit pattern, ``S`` and the state are float32, so each lane
+performs the scalar engine's float32 operations. The counters (``nfev``, accepted and
+rejected steps, ``t_eval`` and event counts) and the trajectory index stay float32 rows,
+exact below 2**24 (:data:`F32_EXACT`): :func:`unsupported` refuses a float32 problem whose
+``max_steps`` times the stages, trajectory count or ``t_eval`` length could reach it.
+
 Scope (the backend uses the scalar engine otherwise, see :func:`unsupported`): explicit
-Runge-Kutta methods, adaptive or at fixed steps, float64, the final state, ``t_eval`` and
-events (no events with ``affect``, ``gpuivp.at`` events, dense output, progress bar),
-``fun`` and the event functions accepting ``y`` as a tuple, ``fun`` returning its derivative,
-per-trajectory arguments only as one float64 scalar per trajectory. Compiled engines go to the disk cache
+Runge-Kutta methods, adaptive or at fixed steps, float64 or float32, the final state,
+``t_eval``, events and dense output (no events with ``affect``, ``gpuivp.at`` events,
+recorded steps of a single IVP, progress bar), ``fun`` and the event functions accepting ``y`` as a tuple, ``fun`` returning
+its derivative, per-trajectory arguments only as one scalar of the working dtype per
+trajectory. Compiled engines go to the disk cache
 (:func:`load_from_disk`) as the per-trajectory engine's do. Finished and idle lanes evaluate
 ``fun`` at their last state (a finished trajectory's lane at ``t1`` with ``h = 0``).
 
@@ -53,7 +73,7 @@ import textwrap
 import numpy as np
 
 from .. import _status
-from .per_trajectory import (BASE_PARAMS, CNT_IE, EVENT_PARAMS, CNT_NACC, CNT_NFEV, CNT_NREJ,
+from .per_trajectory import (BASE_PARAMS, CNT_IE, DENSE_PARAMS, EVENT_PARAMS, CNT_NACC, CNT_NFEV, CNT_NREJ,
                              INITIAL_STEP_END, IPARAM_FIELDS, EngineSource, _Src)
 
 #: Lanes per block (a compile-time constant of the generated code).
@@ -75,6 +95,11 @@ MIN_AUTO_K = 10_000
 MAX_AUTO_T_EVAL = 50
 
 
+#: float32 lanes keep counters, step counts and trajectory indices as float32 rows: exact
+#: below this (``unsupported`` refuses problems that could reach it).
+F32_EXACT = 1 << 24
+
+
 def _lit(x):
     """A float64 literal that round-trips exactly."""
     x = float(x)
@@ -89,27 +114,35 @@ def unsupported(problem, tableau):
 
     if not isinstance(tableau, Tableau):  # (Rosenbrock and other implicit methods)
         return "only explicit Runge-Kutta methods"
-    if problem.dtype != np.float64:
-        return "float64 only"
+    if problem.dtype not in (np.float32, np.float64):
+        return "float32 or float64 only"
     if any(a is not None for a in getattr(problem, "affects", ())):
         return "events with affect"
     if any(a is not None for a in getattr(problem, "at_times", ())):
         return "gpuivp.at events"
-    if problem.dense_output:
-        return "dense_output"
+    if getattr(problem, "record_steps", False):
+        return "recorded steps"
     if problem.progress:
         return "progress"
     if getattr(problem, "inplace", False):
         return "in-place fun"
     for a, kind in zip(problem.args, problem.arg_kinds):
-        if kind.startswith("traj") and (kind != "traj1" or a.dtype != np.float64):
-            return "per-trajectory arguments other than one float64 scalar per trajectory"
+        if kind.startswith("traj") and (kind != "traj1" or a.dtype != problem.dtype):
+            return ("per-trajectory arguments other than one scalar of the working dtype per "
+                    "trajectory")
     if problem.per:  # per-trajectory t0/t1/tolerances/steps (Problem.per) are not read here
         return "per-trajectory t0/t1/tolerances"
     if np.ndim(problem.t0) or np.ndim(problem.t1) or np.ndim(problem.rtol):
         return "per-trajectory t0/t1/tolerances"
     if np.ndim(problem.atol) != 1:
         return "per-trajectory atol"
+    if problem.dtype == np.float32:
+        # the counters and the trajectory index are float32 rows: exact below 2**24
+        most_nfev = 2 + problem.max_steps * (tableau.n_stages + tableau.n_extra)
+        n_eval = 0 if problem.t_eval is None else len(problem.t_eval)
+        if max(most_nfev, problem.k, n_eval) >= F32_EXACT:
+            return ("float32 with counts from 2**24 on (max_steps * stages, trajectories or "
+                    "t_eval points)")
     return None
 
 
@@ -118,13 +151,17 @@ class LaneSource:
     driver ``run_range(a, b, <BASE_PARAMS>, arg0, ...)`` (the scalar driver's signature)."""
 
     def __init__(self, tableau, n, arg_kinds, width=WIDTH, t_eval=False, events=(),
-                 fixed=False):
+                 fixed=False, dtype=np.float64, dense=False):
         self.tab, self.n, self.arg_kinds, self.W = tableau, n, tuple(arg_kinds), int(width)
+        self.dtype = np.dtype(dtype)
+        self.f32 = self.dtype == np.float32
+        self.lits = {}  # float32: the typed constants of lit()
         self.fixed = bool(fixed) or not tableau.adaptive  # steps of dt (no controller)
         self.t_eval = bool(t_eval)
         self.events = tuple(events)  # per event function: (terminal count, direction)
         # work on accepted steps (``output``): t_eval points, event functions
-        self.on_accept = self.t_eval or bool(self.events)
+        self.dense = bool(dense)  # every accepted step's interpolant into dn_*
+        self.on_accept = self.t_eval or bool(self.events) or self.dense
         tab, s = tableau, tableau.n_stages
         rows = {}
 
@@ -161,6 +198,19 @@ class LaneSource:
         self.src = self._generate()
 
     # -- helpers -------------------------------------------------------------
+    def lit(self, x):
+        """A constant of the working dtype: a float64 literal, or in float32 a named float32
+        constant (a Python float literal would make numba compute in float64)."""
+        if not self.f32:
+            return _lit(x)
+        v = np.float32(x)
+        for name, u in self.lits.items():
+            if u.tobytes() == v.tobytes():
+                return name
+        name = f"LC{len(self.lits)}"
+        self.lits[name] = v
+        return name
+
     def at(self, name, j=0, nxt=False):
         """``S[<const> + l]``: row ``name`` (component ``j``) of lane ``l``."""
         r = self.rows[name] + j + (self.nstate if nxt else 0)
@@ -172,7 +222,7 @@ class LaneSource:
 
     def lincomb(self, coefs, j, kvals=None):
         get = kvals or (lambda m: self.k(m, j))
-        terms = [f"{_lit(c)} * {get(m)}" for m, c in enumerate(coefs) if c != 0]
+        terms = [f"{self.lit(c)} * {get(m)}" for m, c in enumerate(coefs) if c != 0]
         return " + ".join(terms) if terms else "ZERO"
 
     def call(self, t_expr, comps, lane_args=True):
@@ -212,6 +262,8 @@ h = t_new - t
 {at('HS')} = h
 {at('TN')} = t_new""")
         else:
+            next_bits = ("as_f32(as_i32(t) + sel(up, 1, -1))" if self.f32
+                         else "as_f64(as_i64(t) + sel(up, 1, -1))")
             emit(2, f"""
 t = {at('T')}
 h_abs = {at('H')}
@@ -221,7 +273,7 @@ err_old = {at('ERR')}
 status = {at('STATUS')}
 nsteps = {at('CACC')} + {at('CREJ')}
 up = (t > ZERO) == (direction > ZERO)
-nt = sel(t == ZERO, direction * DENORM_MIN, as_f64(as_i64(t) + sel(up, 1, -1)))
+nt = sel(t == ZERO, direction * DENORM_MIN, {next_bits})
 min_step = TEN * abs(nt - t)
 c_max = (not rej) & (h_abs > max_step)
 c_min = (not rej) & (not c_max) & (h_abs < min_step)
@@ -248,11 +300,11 @@ h = t_new - t
                 (m, c), = terms
                 hc = "h" if c == 1 else "hc"
                 if c != 1:
-                    emit(2, f"hc = {_lit(c)} * h")
+                    emit(2, f"hc = {self.lit(c)} * h")
                 comps = [f"{at('Y', j)} + {hc} * {self.k(m, j)}" for j in range(n)]
             else:
                 comps = [f"{at('Y', j)} + ({self.lincomb(row, j)}) * h" for j in range(n)]
-            emit(2, f"r = {self.call(f't + {_lit(tab.c[st])} * h', comps)}")
+            emit(2, f"r = {self.call(f't + {self.lit(tab.c[st])} * h', comps)}")
             for j in range(n):
                 emit(2, f"{at(f'K{st}', j)} = r[{j}]")
         # y_new, f(t + h, y_new) and the error norm
@@ -282,6 +334,8 @@ h = t_new - t
     def _fixed_commit(self, emit):
         """Fixed steps: the new state's finiteness test, then the masked commit."""
         n, s, at = self.n, self.tab.n_stages, self.at
+        # dense output: max_steps is tested before each step, after the buffer's (the driver)
+        maxed = "False" if self.dense else "(not end) & (nacc_new >= max_steps)"
         emit(2, f"{at('EN')} = sel(isfinite(" + " + ".join(f"ZERO * yn_{j}" for j in range(n))
              + "), ONE, ZERO)")
         emit(1, f"for l in range({self.W}):")
@@ -298,7 +352,7 @@ rej_f = {at('REJ')}
 a = go & fin
 nacc_new = nacc + sel(a, ONE, ZERO)
 end = nacc_new >= n_fixed
-maxed = (not end) & (nacc_new >= max_steps)
+maxed = {maxed}
 {at('T', nxt=True)} = sel(a, t_new, t)
 {at('H', nxt=True)} = h_old
 {at('ERR', nxt=True)} = err_old
@@ -308,7 +362,7 @@ code = sel(a & maxed, FAIL_MAXSTEPS, status)
         self._commit_state(emit)
         emit(2, f"""
 {at('CACC')} = nacc_new
-{at('CFEV')} += sel(go, {_lit(s)}, ZERO)
+{at('CFEV')} += sel(go, {self.lit(s)}, ZERO)
 {at('LIVE')} = sel(a & (not end) & (not maxed), ONE, ZERO)""")
         if not self.on_accept:
             emit(1, self._copy_next())
@@ -376,7 +430,7 @@ done = a & (direction * (t_new - t1) >= ZERO)
         emit(2, f"""
 {at('CACC')} += sel(a, ONE, ZERO)
 {at('CREJ')} += sel(go & (not acc), ONE, ZERO)
-{at('CFEV')} += sel(go, {_lit(s)}, ZERO)
+{at('CFEV')} += sel(go, {self.lit(s)}, ZERO)
 {at('LIVE')} = sel(go & (not done), ONE, ZERO)""")
         if not self.on_accept:  # (else the driver copies, after the output)
             emit(1, self._copy_next())
@@ -392,9 +446,13 @@ done = a & (direction * (t_new - t1) >= ZERO)
         evp = ", t_eval, out_eval, iparams, st_cnt" if self.t_eval else ""
         evs = ", ev_g, ev_cnt" if self.events else ""
         evp += evs + (", yv" if self.events else "")
+        if self.dense:
+            evp += ", dn_t"
         emit(0, f"def init_lane(S, l, i, t0, first_step, c, y0{evp}{arglist}):")
         for line in ctrl_unpack:
             emit(1, line)
+        if self.dense:
+            emit(1, "dn_t[0, i] = t0")
         for m in self.traj:
             emit(1, f"{at(f'P{m}')} = arg{m}[i]")
         for j in range(n):
@@ -448,6 +506,8 @@ if status == FAIL_NONFINITE:
         L.append("")
         if self.on_accept:
             self._output(emit, L)
+        if self.dense:
+            self._resume(emit, L)
 
         # ---- a finished lane's results into the engine state arrays ----
         emit(0, f"def scatter(S, l, st_t, st_h, st_err, st_y, st_f, st_status, st_cnt{evs}):")
@@ -469,10 +529,20 @@ st_cnt[{CNT_NREJ}, i] = np.int64({at('CREJ')})""")
         L.append("")
 
         # ---- the driver: trajectories a <= i < b through W refilled lanes ----
-        params = ", ".join(BASE_PARAMS + (tuple(EVENT_PARAMS) if self.events else ())) + arglist
+        params = ", ".join(BASE_PARAMS + (tuple(EVENT_PARAMS) if self.events else ())
+                           + (tuple(DENSE_PARAMS) if self.dense else ())) + arglist
+        resume = ""
+        if self.dense:  # a trajectory paused by a full dense buffer goes on where it stopped
+            rp = ", t_eval, iparams" if self.t_eval else ""
+            resume = f"""
+            if st_status[i] != INIT:
+                resume_lane(S, l, i, c, st_t, st_h, st_err, st_y, st_f, st_status, st_cnt{rp}{evs}{arglist})
+                n_live += 1
+                break"""
         IDX, LIVE = self.rows["IDX"] * W, self.rows["LIVE"] * W
         # fixed steps: t0, dt * direction, the number of steps (from the per-trajectory layout)
         fixed_c = ", ctrl[0, 0], ctrl[5, 0] * ctrl[6, 0], DT(iparams[2, 0])" if self.fixed else ""
+        dt_arg = ", DTYPE" if self.f32 else ""
         emit(0, f"def run_range(a, b, {params}):")
         emit(1, f"""
 if b <= a:
@@ -481,8 +551,8 @@ t0 = ctrl[0, 0]  # (fields, 1): the lane engine runs shared control values only
 first_step = ctrl[3, 0]
 c = (ctrl[1, 0], ctrl[2, 0], ctrl[4, 0], DT(iparams[0, 0]), ctrl[6, 0]{''.join(f', atol[{j}, 0]' for j in range(n))}{fixed_c})
 direction = c[4]
-S = np.zeros({self.nv * W})
-yv = np.empty({n})  # the state as an array (events, t_eval output)
+S = np.zeros({self.nv * W}{dt_arg})
+yv = np.empty({n}{dt_arg})  # the state as an array (events, t_eval output)
 for l in range({W}):
     S[{IDX} + l] = -ONE  # no trajectory in the lane
 nxt = a
@@ -500,7 +570,7 @@ while True:
             i = nxt
             nxt += 1
             if st_status[i] < INIT:
-                continue
+                continue{resume}
             if init_lane(S, l, i, t0, first_step, c, y0{evp}{arglist}):
                 n_live += 1
                 break
@@ -520,7 +590,7 @@ while True:
     now = n_live
     while now == n_live:  # step attempts until a lane finishes
         if iparams[1, 0] == 0:  # stopped (Ctrl-C or another chunk's error)
-            return
+            return{self._dense_check()}
         attempt(S, c{arglist}){self._driver_output(arglist)}
         now = 0
         for l in range({W}):
@@ -589,18 +659,89 @@ if interval < h0:
             g, gn = at(f"G{e}"), at(f"GN{e}")
             up, down = f"({g} <= ZERO and {gn} >= ZERO)", f"({g} >= ZERO and {gn} <= ZERO)"
             conds.append(up if d > 0 else down if d < 0 else f"{up} or {down}")
-        evo = ", ev_t, ev_y" if self.events else ""
-        text = f"""
+        evo = self._output_params()
+        call = f"output(S, l, yv, t_eval, out_eval, iparams, direction{evo}{arglist})"
+        if self.dense:  # every accepted step (its interpolant into the dense buffers)
+            text = f"""
+for l in range({W}):
+    if {at('ACC')} != ZERO:
+        {call}"""
+        else:
+            text = f"""
 for l in range({W}):
     if {at('ACC')} != ZERO:
         if {" or ".join(f"({c})" for c in conds)}:
-            output(S, l, yv, t_eval, out_eval, iparams, direction{evo}{arglist})"""
-        if self.events:
+            {call}"""
+        if self.events and not self.dense:
             text += "\n        else:"
             for e in range(len(self.events)):
                 text += f"\n            {at(f'G{e}')} = {at(f'GN{e}')}"
         text += "\n" + self._copy_next()
         return "\n" + textwrap.indent(text.strip("\n"), " " * 8)
+
+    def _output_params(self):
+        return (", ev_t, ev_y" if self.events else "") + (", dn_t, dn_h, dn_c" if self.dense
+                                                           else "")
+
+    def _dense_check(self):
+        """Dense output, before each attempt (the per-trajectory engine's test at the top of
+        its loop): a live lane whose buffer is full stops, paused (status RUNNING or
+        REJECTED: the backend grows the buffers and calls again, and the lane engine
+        resumes it) or at ``dense_max`` with FAIL_DENSE; at fixed steps then ``max_steps``."""
+        if not self.dense:
+            return ""
+        at, W = self.at, self.W
+        f = IPARAM_FIELDS
+        text = f"""
+for l in range({W}):
+    if {at('LIVE')} != ZERO:
+        nacc_l = {at('CACC')}
+        if nacc_l >= DT(dn_h.shape[0]):
+            {at('LIVE')} = ZERO
+            if nacc_l >= DT(iparams[{f.index('dense_max')}, 0]):
+                {at('STATUS')} = FAIL_DENSE
+            elif {at('REJ')} != ZERO:
+                {at('STATUS')} = REJECTED_F
+            else:
+                {at('STATUS')} = RUNNING_F"""
+        if self.fixed:
+            text += f"""
+        elif nacc_l >= c[3]:
+            {at('LIVE')} = ZERO
+            {at('STATUS')} = FAIL_MAXSTEPS"""
+        return "\n" + textwrap.indent(text.strip("\n"), " " * 8)
+
+    def _resume(self, emit, L):
+        """``resume_lane``: lane ``l`` takes trajectory ``i`` where a paused call left it
+        (dense output: its buffer was full), from the engine state arrays."""
+        n, at = self.n, self.at
+        evp = ", t_eval, iparams" if self.t_eval else ""
+        evs = ", ev_g, ev_cnt" if self.events else ""
+        arglist = "".join(f", arg{m}" for m in range(len(self.arg_kinds)))
+        emit(0, f"def resume_lane(S, l, i, c, st_t, st_h, st_err, st_y, st_f, st_status, "
+                f"st_cnt{evp}{evs}{arglist}):")
+        emit(1, "direction = c[4]")
+        for m in self.traj:
+            emit(1, f"{at(f'P{m}')} = arg{m}[i]")
+        emit(1, f"""
+{at('T')} = st_t[i]
+{at('H')} = st_h[i]
+{at('ERR')} = st_err[i]
+{at('REJ')} = ONE if st_status[i] == REJECTED else ZERO
+{at('STATUS')} = DT(SUCCESS)
+{at('LIVE')} = ONE
+{at('CFEV')} = DT(st_cnt[{CNT_NFEV}, i])
+{at('CACC')} = DT(st_cnt[{CNT_NACC}, i])
+{at('CREJ')} = DT(st_cnt[{CNT_NREJ}, i])
+{at('IDX')} = DT(i)""")
+        for j in range(n):
+            emit(1, f"{at('Y', j)} = st_y[{j}, i]\n{at('F', j)} = st_f[{j}, i]")
+        if self.t_eval:
+            emit(1, self._eval_rows() + f"\nie = st_cnt[{CNT_IE}, i]")
+            emit(1, self._next_eval())
+        for e in range(len(self.events)):
+            emit(1, f"{at(f'G{e}')} = ev_g[{e}, i]\n{at(f'NEV{e}')} = DT(ev_cnt[{e}, i])")
+        L.append("")
 
     def _output(self, emit, L):
         """``output(S, l, ...)``: the work on lane ``l``'s accepted step (its event functions,
@@ -608,13 +749,14 @@ for l in range({W}):
         (:meth:`EngineSource._on_accept`: the same interpolant, root finding and arithmetic);
         the step's end moved to a terminal event's root."""
         n, s, at = self.n, self.tab.n_stages, self.at
-        es = EngineSource(self.tab, n, self.arg_kinds, np.float64, self.fixed, "cpu",
-                          events=self.events, t_eval=self.t_eval, looped=False)
+        es = EngineSource(self.tab, n, self.arg_kinds, self.dtype, self.fixed, "cpu",
+                          events=self.events, t_eval=self.t_eval, looped=False,
+                          dense=self.dense)
         body = _Src()
         es._on_accept(body, 1)
         self.eval_consts = dict(es.consts)
         arglist = "".join(f", arg{m}" for m in range(len(self.arg_kinds)))
-        evo = ", ev_t, ev_y" if self.events else ""
+        evo = self._output_params()
         emit(0, f"def output(S, l, yv, t_eval, out_eval, iparams, direction{evo}{arglist}):")
         emit(1, f"i = np.int64({at('IDX')})\n" + self._eval_rows())
         for m in range(len(self.arg_kinds)):
@@ -625,6 +767,8 @@ for l in range({W}):
             for m in range(1, s + 1):
                 emit(1, f"K{m}_{j} = {at(f'K{m}', j)}")
         emit(1, "nfev = 0")
+        if self.dense:  # (the accepted steps, this one included)
+            emit(1, f"nacc = np.int64({at('CACC')})")
         if self.t_eval:
             emit(1, f"ie = np.int64({at('IE')})")
         if self.events:
@@ -647,22 +791,29 @@ for l in range({W}):
 
     def namespace(self):
         tab = self.tab
-        ns = dict(np=np, sqrt=math.sqrt, isfinite=math.isfinite, DT=np.float64,
-                  sel=sel, as_i64=as_i64, as_f64=as_f64,
-                  ZERO=0.0, ONE=1.0, TEN=10.0, HUNDRED=100.0, HUNDREDTH=0.01, MILLI=1e-3,
-                  SMALL5=1e-5, SMALL6=1e-6, SMALL15=1e-15, INF=np.inf, NDIM=float(self.n),
-                  SQRTN=np.float64(self.n ** 0.5), SAFETY=0.9, MINF=0.2, MAXF=10.0,
-                  DENORM_MIN=5e-324, EXPO=np.float64(_expo(tab)))
+        D = self.dtype.type
+        T = D if self.f32 else float  # (float64: Python floats, as before float32 lanes)
+        ns = dict(np=np, sqrt=math.sqrt, isfinite=math.isfinite, DT=D, DTYPE=D,
+                  sel=sel, as_i64=as_i64, as_f64=as_f64, as_i32=as_i32, as_f32=as_f32,
+                  ZERO=T(0.0), ONE=T(1.0), TEN=T(10.0), HUNDRED=T(100.0), HUNDREDTH=T(0.01),
+                  MILLI=T(1e-3), SMALL5=T(1e-5), SMALL6=T(1e-6), SMALL15=T(1e-15),
+                  INF=T(np.inf), NDIM=T(self.n), SQRTN=D(self.n ** 0.5), SAFETY=T(0.9),
+                  MINF=T(0.2), MAXF=T(10.0),
+                  DENORM_MIN=T(np.finfo(self.dtype).smallest_subnormal), EXPO=D(_expo(tab)))
         if tab.error_order is not None:  # (the initial step: adaptive steps only)
-            ns["INV_ORDER"] = np.float64(1.0 / (tab.error_order + 1))
+            ns["INV_ORDER"] = D(1.0 / (tab.error_order + 1))
         for name in ("SUCCESS", "TERMINATED", "FAIL_STEP", "FAIL_MAXSTEPS", "FAIL_NONFINITE"):
-            ns[name] = float(getattr(_status, name))
+            ns[name] = T(getattr(_status, name))
+        ns.update(self.lits)
         for name, value in getattr(self, "eval_consts", {}).items():
             if name in ns and ns[name] != value:  # (ZERO, ONE, ...: the same values)
                 raise AssertionError(f"lane engine constant {name}: {ns[name]} != {value}")
             ns[name] = value
         ns["INIT"] = np.int32(_status.INIT)
         ns["RUNNING"] = _status.RUNNING
+        ns["REJECTED"] = _status.REJECTED
+        ns["RUNNING_F"], ns["REJECTED_F"] = T(_status.RUNNING), T(_status.REJECTED)
+        ns["FAIL_DENSE"] = T(_status.FAIL_DENSE)
         return ns
 
 
@@ -688,11 +839,11 @@ def _one_definition_per_name(src, func):
 
 
 # -- numba pieces (defined lazily: importing this module does not import numba) -------------
-sel = as_i64 = as_f64 = None
+sel = as_i64 = as_f64 = as_i32 = as_f32 = None
 
 
 def _define_intrinsics():
-    global sel, as_i64, as_f64
+    global sel, as_i64, as_f64, as_i32, as_f32
     if sel is not None:
         return
     from llvmlite import ir
@@ -712,6 +863,25 @@ def _define_intrinsics():
         return types.float64(types.int64), codegen
 
     @intrinsic
+    def _as_i32(typingctx, x):
+        def codegen(context, builder, sig, args):
+            return builder.bitcast(args[0], ir.IntType(32))
+        return types.int32(types.float32), codegen
+
+    @intrinsic
+    def _as_f32(typingctx, x):
+        """The float32 whose bits are ``x``'s low 32 (numba widens int32 sums to int64)."""
+        if not isinstance(x, types.Integer):
+            return None
+
+        def codegen(context, builder, sig, args):
+            v = args[0]
+            if x.bitwidth != 32:
+                v = builder.trunc(v, ir.IntType(32))
+            return builder.bitcast(v, ir.FloatType())
+        return types.float32(x), codegen
+
+    @intrinsic
     def _sel(typingctx, c, a, b):
         """``a if c else b`` as ONE LLVM ``select`` (numba lowers a conditional expression
         to branches, which the vectoriser turns into masked loads and stores)."""
@@ -728,7 +898,7 @@ def _define_intrinsics():
             return builder.select(cv, av, bv)
         return rt(c, a, b), codegen
 
-    sel, as_i64, as_f64 = _sel, _as_i64, _as_f64
+    sel, as_i64, as_f64, as_i32, as_f32 = _sel, _as_i64, _as_f64, _as_i32, _as_f32
 
 
 def build(problem, tableau, jit_options, width=WIDTH, fast_pow=False):
@@ -747,17 +917,18 @@ def build(problem, tableau, jit_options, width=WIDTH, fast_pow=False):
     _define_intrinsics()
     src = LaneSource(tableau, problem.n, problem.arg_kinds, width,
                      t_eval=problem.t_eval is not None, events=problem.event_spec,
-                     fixed=problem.dt is not None)
+                     fixed=problem.dt is not None, dtype=problem.dtype,
+                     dense=problem.dense_output)
     ns = src.namespace()
     fun = numba.njit(**jit_options)(py_function(problem.fun))
     ns["fun"] = fun
     for e, ev in enumerate(problem.events):
         ns[f"event{e}"] = numba.njit(**jit_options)(py_function(ev))
     ns["POW"] = numba.njit(inline="always", **jit_options)(
-        _pow_function(_expo(tableau), fast_pow))
+        _pow_function(_expo(tableau), fast_pow, problem.dtype, jit_options))
     exec(compile(src.src, f"<gpuivp lane engine {tableau.name} n={problem.n} W={width}>",
                  "exec"), ns)
-    for name in ("attempt", "init_lane", "scatter", "output"):
+    for name in ("attempt", "init_lane", "scatter", "output", "resume_lane"):
         if name in ns:
             ns[name] = numba.njit(**jit_options)(ns[name])
     return numba.njit(**jit_options)(ns["run_range"]), src
@@ -769,25 +940,33 @@ def _expo(tableau):
     return -0.5 if tableau.error_order is None else float(tableau.error_exponent)
 
 
-def _pow_function(expo, fast=False):
+def _pow_function(expo, fast=False, dtype=np.float64, jit_options=None):
     """``x ** expo`` for the controller: libm's ``pow`` (bit-identical to the scalar engine),
-    or with ``fast`` the branch-free :func:`_fast_pow_source` (vectorised, a few ulp)."""
-    ns = {"EXPO": np.float64(expo)}
+    or with ``fast`` the branch-free :func:`_fast_pow_source` (vectorised, a few ulp; in
+    float32 computed in float64 and rounded to float32: within 1 ulp of ``powf``)."""
+    import numba
+
+    dtype = np.dtype(dtype)
+    ns = {"EXPO": dtype.type(expo)}
     if not fast:
         exec("def pow_expo(x):\n    return x ** EXPO\n", ns)
         return ns["pow_expo"]
     m = round(-1.0 / expo)
-    src, consts = _fast_pow_source(m)
+    src, consts = _fast_pow_source(m, dtype == np.float32)
     ns.update(consts, sel=sel, as_i64=as_i64, as_f64=as_f64, floor=math.floor, INF=np.inf)
     exec(src, ns)
+    if "pow64" in ns:
+        ns["pow64"] = numba.njit(inline="always", **(jit_options or {}))(ns["pow64"])
     return ns["pow_expo"]
 
 
-def _fast_pow_source(m):
+def _fast_pow_source(m, f32=False):
     """Source of ``pow_expo(x)`` = ``x ** (-1/m)`` for ``x >= 0`` without a call or a branch:
     ``x = 2^e * u`` (u in [1, 2)), ``e = m q + r``; ``u ** (-1/m)`` from a degree-5 fit and two
     Newton steps on ``y^-m = u``, times ``2^(-r/m)`` (a select chain) and ``2^-q``. 0 -> inf,
-    inf -> 0, NaN -> NaN; a subnormal ``x`` gives a huge value (the controller clamps it)."""
+    inf -> 0, NaN -> NaN; a subnormal ``x`` gives a huge value (the controller clamps it).
+    ``f32``: that function as ``pow64``, and ``pow_expo`` for float32 ``x`` calls it on
+    ``float64(x)`` and rounds the result to float32."""
     u = np.linspace(1.0, 2.0, 4001)
     coefs = [float(c) for c in np.polyfit(u, u ** (-1.0 / m), 5)]
     consts = {f"PC{i}": c for i, c in enumerate(coefs)}
@@ -815,6 +994,9 @@ def pow_expo(x):
     res = sel(x == 0.0, INF, res)
     return sel(x == INF, 0.0, sel(x != x, x, res))
 """
+    if f32:
+        src = src.replace("def pow_expo(x):", "def pow64(x):") + (
+            "def pow_expo(x):\n    return np.float32(pow64(np.float64(x)))\n")
     consts["np"] = np
     return src, consts
 
@@ -834,7 +1016,8 @@ def load_from_disk(problem, tableau, jit_options, width=WIDTH, fast_pow=False):
     P = D._P
     src = LaneSource(tableau, problem.n, problem.arg_kinds, width,
                      t_eval=problem.t_eval is not None, events=problem.event_spec,
-                     fixed=problem.dt is not None)
+                     fixed=problem.dt is not None, dtype=problem.dtype,
+                     dense=problem.dense_output)
     jit = dict(jit_options)
     jit.pop("cache", None)
     try:
@@ -843,30 +1026,36 @@ def load_from_disk(problem, tableau, jit_options, width=WIDTH, fast_pow=False):
         for e, ev in enumerate(problem.events):
             user.function(ev, f"{P}event{e}", jit)
         user_text = D._PRELUDE + "\n\n" + "\n\n".join(user.body) + "\n"
-        special = {"np", "sqrt", "isfinite", "DT", "sel", "as_i64", "as_f64"}
+        special = {"np", "sqrt", "isfinite", "DT", "DTYPE", "sel", "as_i64", "as_f64",
+                   "as_i32", "as_f32"}
         ns = src.namespace()
         lines = ["import numpy as np", "from math import sqrt, isfinite, floor",
                  f"from gpuivp.engines import lanes as {P}lanes",
                  f"{P}lanes._define_intrinsics()",
                  f"sel, as_i64, as_f64 = {P}lanes.sel, {P}lanes.as_i64, {P}lanes.as_f64",
-                 "DT = np.float64", f"fun = {P}user.{P}fun", f"{P}jit = {P}nb.njit(**{jit!r})"]
+                 f"as_i32, as_f32 = {P}lanes.as_i32, {P}lanes.as_f32",
+                 f"DT = DTYPE = np.{problem.dtype.name}", f"fun = {P}user.{P}fun", f"{P}jit = {P}nb.njit(**{jit!r})"]
         lines += [f"event{e} = {P}user.{P}event{e}" for e in range(len(problem.events))]
         lines += [f"{name} = {D.value_source(ns[name])}" for name in sorted(ns)
                   if name not in special]
         expo = _expo(tableau)
         if fast_pow:
-            ptext, consts = _fast_pow_source(round(-1.0 / expo))
+            ptext, consts = _fast_pow_source(round(-1.0 / expo), problem.dtype == np.float32)
             consts.pop("np")
             lines += [f"{name} = {D.value_source(v)}" for name, v in sorted(consts.items())]
+            if "def pow64" in ptext:
+                ptext += f"pow64 = {P}nb.njit(**{dict(jit, inline='always')!r})(pow64)\n"
         else:
             ptext = f"def pow_expo(x):\n    return x ** {P}EXPO\n"
-            lines.append(f"{P}EXPO = {D.value_source(np.float64(expo))}")
+            lines.append(f"{P}EXPO = {D.value_source(problem.dtype.type(expo))}")
         lines += [ptext.replace("ONE_ = 1.0\n", ""),
                   f"POW = {P}nb.njit(**{dict(jit, inline='always')!r})(pow_expo)",
                   "ONE_ = 1.0", src.src]
         lines += [f"{name} = {P}jit({name})" for name in ("attempt", "init_lane", "scatter")]
         if src.on_accept:
             lines.append(f"output = {P}jit(output)")
+        if src.dense:
+            lines.append(f"resume_lane = {P}jit(resume_lane)")
         lines.append(f"run_range = {P}nb.njit(**{ {**jit, 'cache': True}!r})(run_range)")
         engine_text = "\n".join([D._PRELUDE, *lines, ""])
     except D.Unsupported as exc:
