@@ -73,6 +73,7 @@ import textwrap
 import numpy as np
 
 from .. import _status
+from ..methods import CONTROLLER
 from .per_trajectory import (BASE_PARAMS, CNT_IE, DENSE_PARAMS, EVENT_PARAMS, CNT_NACC, CNT_NFEV, CNT_NREJ,
                              INITIAL_STEP_END, IPARAM_FIELDS, EngineSource, _Src)
 
@@ -797,8 +798,8 @@ for l in range({W}):
                   sel=sel, as_i64=as_i64, as_f64=as_f64, as_i32=as_i32, as_f32=as_f32,
                   ZERO=T(0.0), ONE=T(1.0), TEN=T(10.0), HUNDRED=T(100.0), HUNDREDTH=T(0.01),
                   MILLI=T(1e-3), SMALL5=T(1e-5), SMALL6=T(1e-6), SMALL15=T(1e-15),
-                  INF=T(np.inf), NDIM=T(self.n), SQRTN=D(self.n ** 0.5), SAFETY=T(0.9),
-                  MINF=T(0.2), MAXF=T(10.0),
+                  INF=T(np.inf), NDIM=T(self.n), SQRTN=D(self.n ** 0.5), SAFETY=T(CONTROLLER.safety),
+                  MINF=T(CONTROLLER.min_factor), MAXF=T(CONTROLLER.max_factor),
                   DENORM_MIN=T(np.finfo(self.dtype).smallest_subnormal), EXPO=D(_expo(tab)))
         if tab.error_order is not None:  # (the initial step: adaptive steps only)
             ns["INV_ORDER"] = D(1.0 / (tab.error_order + 1))

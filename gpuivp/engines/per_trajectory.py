@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..methods import Tableau
+from ..methods import CONTROLLER, Tableau
 from . import rosenbrock_source
 
 STATUS_NAMES = ("SUCCESS", "TERMINATED", "FAIL_STEP", "FAIL_MAXSTEPS", "FAIL_NONFINITE",
@@ -917,9 +917,10 @@ if nacc >= dn_h.shape[0]:
         self.const("INF", np.inf)
         self.const("NDIM", float(n))
         self.const("SQRTN", n ** 0.5)
-        self.const("SAFETY", 0.9)
-        self.const("MINF", 0.2)
-        self.const("MAXF", 10.0)
+        # scipy's controller constants, from their one home (methods/_controller.py)
+        self.const("SAFETY", CONTROLLER.safety)
+        self.const("MINF", CONTROLLER.min_factor)
+        self.const("MAXF", CONTROLLER.max_factor)
         self.const("THREE", 3.0)
         self.const("XTOL", 4 * np.finfo(self.dtype).eps)
         if self.linear:
