@@ -72,7 +72,9 @@ def _same(a, b):
     np.testing.assert_array_equal(a.y_final, b.y_final)  # NaN == NaN here
 
 
-@pytest.mark.parametrize("method", ["RK23", "RK45", "DOP853", "Tsit5", "Vern7"])
+# Vern7 is data like the others (its extra interpolant stages are DOP853's case, kept here);
+# left out to keep the suite's compile time down.
+@pytest.mark.parametrize("method", ["RK23", "RK45", "DOP853", "Tsit5"])
 def test_lanes_bit_identical_to_scalar_engine_with_failures_and_shuffled(method):
     y0, rho = _ensemble()
     ref = _solve("scalar", y0, rho, method, max_steps=400)
@@ -108,7 +110,9 @@ def _ensemble32(k=53):
     return y0.astype(np.float32), rho
 
 
-@pytest.mark.parametrize("method", ["RK23", "RK45", "DOP853", "Tsit5", "Vern7", "RK4"])
+# One adaptive method and one fixed-step method: the float32 code paths (typed constants,
+# float32 nextafter, counters) are the same for every tableau, which the float64 tests cover.
+@pytest.mark.parametrize("method", ["RK45", "RK4"])
 def test_float32_lanes_bit_identical_to_scalar_engine(method):
     """16 float32 lanes: every operation in float32 (typed constants) as the scalar engine's
     float32 code, counters exact; with t_eval and events (RK4: at fixed steps)."""
@@ -145,7 +149,7 @@ def test_lanes_fixed_steps_bit_identical_to_scalar_engine(method):
     assert len(statuses) == 2 or {0, 1, -3} <= statuses[2]  # a terminal event on fixed steps
 
 
-@pytest.mark.parametrize("method", ["RK45", "DOP853", "RK4"])
+@pytest.mark.parametrize("method", ["DOP853", "RK4"])
 def test_lanes_dense_output_bit_identical_to_scalar_engine(method):
     """dense_output: sol(t) bit for bit, with t_eval and events (DOP853: the interpolant's
     extra stages; RK4 at fixed steps). The buffers start at 16 steps: trajectories pause,
