@@ -851,23 +851,18 @@ def _define_intrinsics():
     from numba import types
     from numba.extending import intrinsic
 
-    @intrinsic
-    def _as_i64(typingctx, x):
-        def codegen(context, builder, sig, args):
-            return builder.bitcast(args[0], ir.IntType(64))
-        return types.int64(types.float64), codegen
+    def bitcast(source, target, llvm_target):
+        """An intrinsic reinterpreting a ``source`` value's bits as ``target``."""
+        @intrinsic
+        def cast(typingctx, x):
+            def codegen(context, builder, sig, args):
+                return builder.bitcast(args[0], llvm_target)
+            return target(source), codegen
+        return cast
 
-    @intrinsic
-    def _as_f64(typingctx, x):
-        def codegen(context, builder, sig, args):
-            return builder.bitcast(args[0], ir.DoubleType())
-        return types.float64(types.int64), codegen
-
-    @intrinsic
-    def _as_i32(typingctx, x):
-        def codegen(context, builder, sig, args):
-            return builder.bitcast(args[0], ir.IntType(32))
-        return types.int32(types.float32), codegen
+    _as_i64 = bitcast(types.float64, types.int64, ir.IntType(64))
+    _as_f64 = bitcast(types.int64, types.float64, ir.DoubleType())
+    _as_i32 = bitcast(types.float32, types.int32, ir.IntType(32))
 
     @intrinsic
     def _as_f32(typingctx, x):

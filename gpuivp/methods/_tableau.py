@@ -119,8 +119,23 @@ class Interpolant:
         return h * acc + y_old
 
 
+class StepMethod:
+    """What every method type (:class:`Tableau`, ``RosenbrockTableau``) derives the same way
+    from its fields ``error_order`` and ``interpolant``."""
+
+    @property
+    def error_exponent(self) -> float:
+        """The controller's exponent ``-1 / (q + 1)``, ``q`` the error estimator's order."""
+        return -1.0 / (self.error_order + 1)
+
+    @property
+    def n_interp_rows(self) -> int:
+        """Coefficient rows of one step's interpolant per component."""
+        return self.interpolant.n_rows
+
+
 @dataclass(frozen=True, eq=False)
-class Tableau:
+class Tableau(StepMethod):
     """An explicit Runge-Kutta method as data.
 
     Notation follows scipy's ``RungeKutta``: a step holds ``K`` with ``n_stages + 1``
@@ -277,14 +292,6 @@ class Tableau:
         """Whether the error norm combines ``e`` with ``e_low`` (Hairer's DOP853 norm)."""
         return self.e_low is not None
 
-    @property
-    def error_exponent(self) -> float:
-        return -1.0 / (self.error_order + 1)
-
-    @property
-    def n_interp_rows(self) -> int:
-        """Coefficient rows of one step's interpolant per component."""
-        return self.interpolant.n_rows
 
 
 def hermite_p(b):

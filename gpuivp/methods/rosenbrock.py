@@ -22,14 +22,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._tableau import Interpolant
+from ._tableau import Interpolant, StepMethod
 
 #: Backends whose engines run the Rosenbrock step (the others refuse these methods).
 ROSENBROCK_BACKENDS = ("numba", "cuda", "numpy", "cupy")
 
 
 @dataclass(frozen=True, eq=False)
-class RosenbrockTableau:
+class RosenbrockTableau(StepMethod):
     """A Rosenbrock (W-) method as data; the engines read fields, never the name.
 
     Checked on construction: the shapes, ``a``, ``C``, ``G`` strictly lower triangular and
@@ -124,13 +124,6 @@ class RosenbrockTableau:
     def n_k(self) -> int:
         return self.n_stages + 1
 
-    @property
-    def error_exponent(self) -> float:
-        return -1.0 / (self.error_order + 1)
-
-    @property
-    def n_interp_rows(self) -> int:
-        return self.interpolant.n_rows
 
 
 def _rosenbrock23():
